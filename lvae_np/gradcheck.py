@@ -1,0 +1,355 @@
+"""Numerical gradient checks for any op that follows the forward/backward contract.
+
+For a course: copy an op, blank its backward, and let students fill it in;
+then::
+
+    from lvae_np.gradcheck import assert_gradients
+    assert_gradients(dense_forward, dense_backward, [x, W, b])
+
+passes silently when every gradient is right, and otherwise raises
+``GradientError`` naming the wrong argument, its largest relative error, the
+index where it occurs and both values there.
+
+How a check works (``check_gradients``):
+
+1. Inputs must be float64: in float32 the finite differences are too coarse
+   to tell a right gradient from a slightly wrong one, so float32 is refused.
+2. A random upstream gradient G is drawn (never all ones: batch norm's input
+   gradient vanishes for a constant G, which would hide any bug there).
+3. The analytic side is ``backward(G, cache)``. The numerical side perturbs
+   one input element at a time and differentiates the scalar <G, out> by
+   central differences of order 4 (order 2, the textbook form, on request).
+   The outputs are combined elementwise before the dot product with G, which
+   keeps the rounding error of the difference small.
+4. Per argument: the largest relative error |a - n| / max(|a|, |n|, floor),
+   where floor = 1e-6 * max|n| over that argument (so an element a million
+   times smaller than the gradient's largest is judged on its absolute error),
+   and the index where it occurs.
+5. The contract itself: gradient shapes and dtypes equal the inputs'; a zero
+   upstream gradient gives exactly zero gradients; backward run twice gives
+   identical results; neither pass changes its inputs, ``dout`` or the cache.
+
+``python -m lvae_np.gradcheck`` runs every registered op (see ``lvae_np.checks``)
+and prints a table; it exits 1 if any check fails.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy
+
+from .backend import namespace, to_numpy
+
+DEFAULT_TOL = 1e-6   # largest acceptable relative error, in float64
+DEFAULT_ORDER = 4    # accuracy order of the central differences (see STENCILS)
+DEFAULT_STEP = 1e-3  # finite-difference step h (order 4 keeps its truncation error ~h^4)
+FLOOR = 1e-6         # relative errors are taken against at least FLOOR * max|numerical|
+
+
+class GradientError(AssertionError):
+    """A gradient check failed; the message names the argument, error and index."""
+
+
+@dataclass
+class ArgumentReport:
+    """The check of one argument's gradient."""
+
+    name: str
+    max_rel_error: float = math.nan
+    index: tuple = ()
+    analytic: float = math.nan   # the analytic gradient where the error is largest
+    numerical: float = math.nan  # the numerical gradient there
+    problems: list = field(default_factory=list)  # contract violations (shape, dtype...)
+    tol: float = DEFAULT_TOL
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and self.max_rel_error <= self.tol
+
+    def describe(self) -> str:
+        if self.problems:
+            return f"gradient of {self.name!r}: " + "; ".join(self.problems)
+        return (f"gradient of {self.name!r}: max relative error {self.max_rel_error:.3g} "
+                f"at index {self.index} (analytic {self.analytic:.6g}, numerical "
+                f"{self.numerical:.6g}; tolerance {self.tol:g})")
+
+
+@dataclass
+class GradcheckReport:
+    """All that one check found: per-argument results and contract violations."""
+
+    op: str
+    arguments: list
+    problems: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems and all(a.passed for a in self.arguments)
+
+    def failures(self) -> list:
+        return list(self.problems) + [a.describe() for a in self.arguments if not a.passed]
+
+    def __str__(self) -> str:
+        lines = [f"{self.op}: " + ("ok" if self.passed else "FAILED")]
+        lines += ["  " + a.describe() for a in self.arguments]
+        lines += ["  " + p for p in self.problems]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Small helpers that work on any array-API array
+# ----------------------------------------------------------------------------
+def _as_tuple(out):
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+
+
+def _copy(a):
+    return namespace(a).asarray(a, copy=True)
+
+
+def _identical(a, b) -> bool:
+    xp = namespace(a)
+    return a.shape == b.shape and a.dtype == b.dtype and bool(xp.all(a == b))
+
+
+def _nested_arrays(obj):
+    """Every array inside a cache (NamedTuples, tuples, lists, dicts nest)."""
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _nested_arrays(item)
+    elif hasattr(obj, "__array_namespace__") and hasattr(obj, "shape"):
+        yield obj
+
+
+def _unravel(flat: int, shape: tuple) -> tuple:
+    index = []
+    for size in reversed(shape):
+        index.append(flat % size)
+        flat //= size
+    return tuple(reversed(index))
+
+
+def argument_names(forward: Callable, count: int) -> list:
+    """Names of the first ``count`` positional parameters of ``forward``, when it has them."""
+    try:
+        params = [p for p in inspect.signature(forward).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind != p.VAR_POSITIONAL][:count]
+    return names + [f"arg{i}" for i in range(len(names), count)]
+
+
+def random_like(out, rng: numpy.random.Generator):
+    """A standard-normal array (or tuple of arrays) shaped like ``out``, in its namespace."""
+    outs = _as_tuple(out)
+    drawn = tuple(namespace(o).asarray(rng.standard_normal(o.shape), dtype=o.dtype) for o in outs)
+    return drawn if isinstance(out, (tuple, list)) else drawn[0]
+
+
+def _dot(outs, douts) -> float:
+    return sum(float(namespace(o).sum(o * d)) for o, d in zip(outs, douts))
+
+
+# ----------------------------------------------------------------------------
+# The check
+# ----------------------------------------------------------------------------
+# Central-difference stencils: (offset in steps h, weight), divided by h.
+# Order 2 is the textbook (f(x+h) - f(x-h)) / 2h; order 4 adds two points and
+# cancels the h^2 error term, which allows a larger h and so less rounding.
+STENCILS = {
+    2: ((1, 1 / 2), (-1, -1 / 2)),
+    4: ((2, -1 / 12), (1, 8 / 12), (-1, -8 / 12), (-2, 1 / 12)),
+}
+
+
+def numerical_gradient(forward: Callable, inputs: Sequence, i: int, dout, *,
+                       h: float = DEFAULT_STEP, order: int = DEFAULT_ORDER, elements=None):
+    """Central-difference gradient of <dout, forward(*inputs)[0]> with respect to inputs[i].
+
+    For each element x_j: sum_k w_k <dout, out(x + o_k h e_j)> / h, with the
+    stencil's offsets o_k and weights w_k (order 2: o = +1, -1 and w = 1/2, -1/2).
+    The weighted outputs are summed elementwise before the dot product with
+    dout, so no large sum is differenced.
+
+    Returns a NumPy float64 array shaped like inputs[i]. With ``elements`` (a
+    sequence of flat indices), only those entries are computed; the rest are NaN.
+    """
+    x = inputs[i]
+    work = _copy(x)
+    args = list(inputs)
+    args[i] = work
+    douts = _as_tuple(dout)
+    grad = numpy.full(x.shape, numpy.nan)
+    size = math.prod(x.shape)
+    for flat in (range(size) if elements is None else elements):
+        idx = _unravel(int(flat), x.shape)
+        original = float(work[idx])
+        total = None
+        for offset, weight in STENCILS[order]:
+            work[idx] = original + offset * h
+            outs = [weight * o for o in _as_tuple(forward(*args)[0])]  # new arrays
+            total = outs if total is None else [t + o for t, o in zip(total, outs)]
+        work[idx] = original
+        grad[idx] = _dot(total, douts) / h
+    return grad
+
+
+def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
+                    names: Sequence[str] | None = None, op: str | None = None,
+                    tol: float = DEFAULT_TOL, h: float = DEFAULT_STEP, order: int = DEFAULT_ORDER,
+                    seed: int = 0, max_elements: int | None = None) -> GradcheckReport:
+    """Check ``backward`` against numerical gradients of ``forward`` at ``inputs``.
+
+    Args:
+        forward: ``forward(*inputs) -> (out, cache)``; ``out`` an array or a tuple of arrays.
+        backward: ``backward(dout, cache) -> grads``, one per input, same order.
+        inputs: float64 arrays (NumPy, CuPy or array_api_strict), all differentiable.
+        names: argument names for the report (default: forward's parameter names).
+        op: the op's name in the report (default: forward's name).
+        tol: largest acceptable relative error.
+        h: finite-difference step.
+        order: accuracy order of the central differences, 4 or 2 (see STENCILS).
+        seed: seed of the random upstream gradient (and of sampled elements).
+        max_elements: check at most this many randomly chosen elements per argument.
+
+    Returns:
+        a GradcheckReport; nothing is raised for a wrong gradient (see assert_gradients).
+    """
+    inputs = list(inputs)
+    names = list(names) if names is not None else argument_names(forward, len(inputs))
+    op = op or getattr(forward, "__name__", "op").removesuffix("_forward")
+    for name, x in zip(names, inputs):
+        xp = namespace(x)
+        if x.dtype != xp.float64:
+            raise TypeError(
+                f"gradient checks need float64 inputs, but {name!r} is {x.dtype}: finite "
+                f"differences in single precision cannot resolve errors of {tol:g}. Cast it, "
+                f"e.g. xp.astype({name}, xp.float64).")
+    # A stream of its own: an upstream gradient drawn with the same seed as the
+    # inputs could be collinear with them (and batch norm projects that out).
+    rng = numpy.random.default_rng([seed, 0x6C7661])
+    originals = [_copy(x) for x in inputs]
+    problems = []
+
+    out, cache = forward(*inputs)
+    dout = random_like(out, rng)
+    dout_copy = [_copy(d) for d in _as_tuple(dout)]
+    cache_arrays = list(_nested_arrays(cache))
+    cache_copy = [_copy(a) for a in cache_arrays]
+    grads = _as_tuple(backward(dout, cache))
+
+    if len(grads) != len(inputs):
+        problems.append(f"backward returned {len(grads)} gradients for {len(inputs)} inputs")
+    if not all(_identical(a, b) for a, b in zip(_as_tuple(dout), dout_copy)):
+        problems.append("backward changed dout")
+    if not all(_identical(a, b) for a, b in zip(cache_arrays, cache_copy)):
+        problems.append("backward changed the cache")
+    if not all(_identical(a, b) for a, b in zip(inputs, originals)):
+        problems.append("forward or backward changed an input")
+    again = _as_tuple(backward(dout, cache))
+    if not all(_identical(a, b) for a, b in zip(grads, again)):
+        problems.append("backward run twice gave different results")
+    zero = tuple(namespace(o).zeros_like(o) for o in _as_tuple(out))
+    zero_grads = _as_tuple(backward(zero if isinstance(out, (tuple, list)) else zero[0], cache))
+    if not all(bool(namespace(g).all(g == 0)) for g in zero_grads):
+        problems.append("a zero upstream gradient gave non-zero gradients")
+
+    reports = []
+    for i, (name, x, g) in enumerate(zip(names, inputs, grads)):
+        rep = ArgumentReport(name, tol=tol)
+        reports.append(rep)
+        if g.shape != x.shape:
+            rep.problems.append(f"shape {tuple(g.shape)} differs from the input's {tuple(x.shape)}")
+        if g.dtype != x.dtype:
+            rep.problems.append(f"dtype {g.dtype} differs from the input's {x.dtype}")
+        if rep.problems:
+            continue
+        size = math.prod(x.shape)
+        elements = None
+        if max_elements is not None and size > max_elements:
+            elements = rng.choice(size, max_elements, replace=False)
+        num = numerical_gradient(forward, inputs, i, dout, h=h, order=order,
+                                 elements=elements)
+        ana = to_numpy(g).astype(numpy.float64)
+        mask = ~numpy.isnan(num)
+        if not mask.any():
+            rep.max_rel_error = 0.0
+            continue
+        floor = max(FLOOR * float(numpy.abs(num[mask]).max()), 1e-300)
+        denom = numpy.maximum(numpy.maximum(numpy.abs(ana), numpy.abs(num)), floor)
+        rel = numpy.where(mask, numpy.abs(ana - num) / denom, -1.0)
+        rel = numpy.where(numpy.isnan(rel), numpy.inf, rel)  # a NaN gradient fails
+        worst = numpy.unravel_index(int(numpy.argmax(rel)), rel.shape)
+        rep.max_rel_error = float(rel[worst])
+        rep.index = tuple(int(k) for k in worst)
+        rep.analytic, rep.numerical = float(ana[worst]), float(num[worst])
+    return GradcheckReport(op, reports, problems)
+
+
+def assert_gradients(forward: Callable, backward: Callable, inputs: Sequence, **kwargs):
+    """Like ``check_gradients``, but raises GradientError when anything is wrong.
+
+    Returns the report when every check passes.
+    """
+    report = check_gradients(forward, backward, inputs, **kwargs)
+    if not report.passed:
+        raise GradientError(f"{report.op}: " + "\n".join(report.failures()))
+    return report
+
+
+# ----------------------------------------------------------------------------
+# Command line: check every registered op
+# ----------------------------------------------------------------------------
+def main(argv=None) -> int:
+    from .checks import CASES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lvae_np.gradcheck",
+        description="Gradient-check every registered op of lvae_np in float64 against "
+                    "central differences, with a random upstream gradient, and print a "
+                    "table. Exits 1 if any check fails.")
+    parser.add_argument("ops", nargs="*", help="names of ops to check (default: all); "
+                        "see --list")
+    parser.add_argument("--list", action="store_true", help="list the registered ops and exit")
+    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients")
+    parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
+                        help=f"largest acceptable relative error (default {DEFAULT_TOL:g})")
+    args = parser.parse_args(argv)
+    cases = {c.name: c for c in CASES}
+    if args.list:
+        print("\n".join(cases))
+        return 0
+    unknown = [o for o in args.ops if o not in cases]
+    if unknown:
+        parser.error(f"unknown op(s): {', '.join(unknown)}; registered: {', '.join(cases)}")
+    selected = [cases[o] for o in args.ops] if args.ops else list(cases.values())
+
+    header = f"{'op':<28} {'argument':<12} {'max rel error':>14}  verdict"
+    print(header)
+    print("-" * len(header))
+    failed = 0
+    for case in selected:
+        report = case.check(seed=args.seed, tol=args.tol)
+        for a in report.arguments:
+            err = "n/a" if a.problems else f"{a.max_rel_error:.2e}"
+            print(f"{case.name:<28} {a.name:<12} {err:>14}  {'ok' if a.passed else 'FAIL'}")
+            for p in a.problems:
+                print(f"{'':<28} {'':<12} {'':>14}  {p}")
+        for p in report.problems:
+            print(f"{case.name:<28} {'(contract)':<12} {'':>14}  FAIL: {p}")
+        failed += not report.passed
+    print("-" * len(header))
+    print(f"{len(selected) - failed} of {len(selected)} ops passed (tolerance {args.tol:g}, float64)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

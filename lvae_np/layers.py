@@ -1,0 +1,243 @@
+"""Layers as forward/backward pairs: dense, batch norm and the activations.
+
+The op contract, followed by every differentiable piece of lvae_np::
+
+    out, cache = op_forward(inputs...)       # positional inputs are differentiable
+    grads = op_backward(dout, cache)         # one gradient per positional input, same order
+
+* Nothing is mutated: not the inputs, not ``dout``, not the cache.
+* ``cache`` is a NamedTuple whose fields are what backward needs.
+* Keyword-only arguments (a slope, ``training``, batch-norm state) are
+  settings, not inputs: they get no gradient.
+* Arrays may come from NumPy, CuPy or array_api_strict; the namespace is
+  taken from the arrays themselves.
+
+Shapes use N for the batch, D for input features and M for output features.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .backend import namespace
+
+Array = Any  # an array of any array-API library
+
+LEAKY_RELU_SLOPE = 0.01  # Lasagne's leaky_rectify, used by the original LVAE code
+BN_EPS = 1e-4            # Lasagne's BatchNormLayer epsilon
+BN_MOMENTUM = 0.1        # weight of the new batch in the running averages
+
+
+# ----------------------------------------------------------------------------
+# Dense (affine) layer
+# ----------------------------------------------------------------------------
+class DenseCache(NamedTuple):
+    x: Array  # (N, D) input
+    W: Array  # (D, M) weights
+
+
+def dense_forward(x, W, b):
+    """Affine layer, y = x W + b.
+
+    Args:
+        x: array of shape (N, D).
+        W: array of shape (D, M).
+        b: array of shape (M,).
+
+    Returns:
+        out: array of shape (N, M).
+        cache: DenseCache(x, W).
+    """
+    return x @ W + b, DenseCache(x, W)
+
+
+def dense_backward(dout, cache: DenseCache):
+    """Gradients of the affine layer.
+
+    With G = dL/dy of shape (N, M)::
+
+        dL/dx = G W^T        (N, D)
+        dL/dW = x^T G        (D, M)
+        dL/db = sum_n G_n    (M,)
+    """
+    xp = namespace(dout)
+    x, W = cache
+    return dout @ W.T, x.T @ dout, xp.sum(dout, axis=0)
+
+
+# ----------------------------------------------------------------------------
+# Batch normalisation
+# ----------------------------------------------------------------------------
+class BNState(NamedTuple):
+    """Running averages of a batch-norm layer (not trained by gradients)."""
+
+    mean: Array  # (D,)
+    var: Array   # (D,)
+
+
+class BatchNormCache(NamedTuple):
+    xhat: Array        # (N, D) normalised input
+    inv_std: Array     # (D,) 1 / sqrt(var + eps), var from the batch or the state
+    gamma: Array       # (D,) scale
+    training: bool     # batch statistics (True) or given statistics (False)
+    new_state: Any     # BNState after this call: for the caller, unused by backward
+
+
+def init_bn_state(xp, dim: int, dtype=None) -> BNState:
+    """Running averages before any batch: mean 0, variance 1."""
+    dtype = xp.float64 if dtype is None else dtype
+    return BNState(xp.zeros((dim,), dtype=dtype), xp.ones((dim,), dtype=dtype))
+
+
+def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training: bool = True,
+                      momentum: float = BN_MOMENTUM, eps: float = BN_EPS):
+    """Batch normalisation over the batch axis, y = gamma * xhat + beta.
+
+    Training mode normalises with the batch's own statistics::
+
+        mu = mean_n x_n,   var = mean_n (x_n - mu)^2   (biased, as used to normalise)
+        xhat = (x - mu) / sqrt(var + eps)
+
+    and returns updated running averages as ``cache.new_state`` (``state`` is
+    not touched; with ``state=None`` no running averages are kept)::
+
+        new.mean = (1 - momentum) * state.mean + momentum * mu
+        new.var  = (1 - momentum) * state.var  + momentum * var
+
+    Evaluation mode (``training=False``) normalises with ``state.mean`` and
+    ``state.var`` instead, so each example's output depends on it alone.
+
+    Args:
+        x: array of shape (N, D).
+        gamma: array of shape (D,), the scale.
+        beta: array of shape (D,), the shift.
+        state: BNState of arrays of shape (D,); required when not training.
+        training: use batch statistics (True) or ``state`` (False).
+        momentum: weight of this batch in the running averages.
+        eps: added to the variance before the square root.
+
+    Returns:
+        out: array of shape (N, D).
+        cache: BatchNormCache; ``cache.new_state`` holds the running averages.
+    """
+    xp = namespace(x)
+    if training:
+        mu = xp.mean(x, axis=0)
+        centred = x - mu
+        var = xp.mean(centred * centred, axis=0)
+        new_state = None if state is None else BNState(
+            (1 - momentum) * state.mean + momentum * mu,
+            (1 - momentum) * state.var + momentum * var,
+        )
+    else:
+        if state is None:
+            raise ValueError("batch norm in evaluation mode needs state=BNState(mean, var)")
+        centred = x - state.mean
+        var = state.var
+        new_state = state
+    inv_std = 1.0 / xp.sqrt(var + eps)
+    xhat = centred * inv_std
+    return gamma * xhat + beta, BatchNormCache(xhat, inv_std, gamma, training, new_state)
+
+
+def batchnorm_backward(dout, cache: BatchNormCache):
+    """Gradients of batch normalisation, in closed form.
+
+    With G = dL/dy (N, D) and g = G * gamma (the gradient reaching xhat)::
+
+        dL/dgamma = sum_n G_n * xhat_n
+        dL/dbeta  = sum_n G_n
+        training:   dL/dx = inv_std / N * (N g - sum_n g_n - xhat * sum_n g_n xhat_n)
+        evaluation: dL/dx = g * inv_std
+
+    The training form follows from differentiating through mu and var too; the
+    two subtracted sums remove the components of g along 1 and along xhat.
+    """
+    xp = namespace(dout)
+    xhat, inv_std, gamma, training, _ = cache
+    dgamma = xp.sum(dout * xhat, axis=0)
+    dbeta = xp.sum(dout, axis=0)
+    g = dout * gamma
+    if training:
+        n = dout.shape[0]
+        dx = (inv_std / n) * (n * g - xp.sum(g, axis=0) - xhat * xp.sum(g * xhat, axis=0))
+    else:
+        dx = g * inv_std
+    return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------
+# Activations
+# ----------------------------------------------------------------------------
+class LeakyReluCache(NamedTuple):
+    x: Array       # input, any shape
+    slope: float   # gradient for x <= 0
+
+
+def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
+    """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape."""
+    xp = namespace(x)
+    return xp.where(x > 0, x, slope * x), LeakyReluCache(x, slope)
+
+
+def leaky_relu_backward(dout, cache: LeakyReluCache):
+    """dL/dx = G where x > 0, slope * G elsewhere."""
+    xp = namespace(dout)
+    return (xp.where(cache.x > 0, dout, cache.slope * dout),)
+
+
+def sigmoid(x):
+    """Logistic function 1 / (1 + exp(-x)), without overflow for any x.
+
+    Only exp(-|x|), which lies in (0, 1], is ever computed::
+
+        x >= 0:  1 / (1 + exp(-|x|))
+        x <  0:  exp(-|x|) / (1 + exp(-|x|))
+    """
+    xp = namespace(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class SigmoidCache(NamedTuple):
+    out: Array  # sigmoid(x), any shape
+
+
+def sigmoid_forward(x):
+    """y = sigmoid(x), stable for any x. x: any shape."""
+    out = sigmoid(x)
+    return out, SigmoidCache(out)
+
+
+def sigmoid_backward(dout, cache: SigmoidCache):
+    """dL/dx = G * y * (1 - y)."""
+    y = cache.out
+    return (dout * y * (1.0 - y),)
+
+
+class XCache(NamedTuple):
+    x: Array  # the input, any shape
+
+
+def softplus_forward(x):
+    """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)) so it never overflows.
+
+    x: any shape. lvae_np uses softplus to turn a linear output into a variance.
+    """
+    xp = namespace(x)
+    return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x))), XCache(x)
+
+
+def softplus_backward(dout, cache: XCache):
+    """dL/dx = G * sigmoid(x)."""
+    return (dout * sigmoid(cache.x),)
+
+
+def log_sigmoid_forward(x):
+    """y = log sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|)). x: any shape."""
+    xp = namespace(x)
+    return xp.minimum(x, 0.0) - xp.log1p(xp.exp(-xp.abs(x))), XCache(x)
+
+
+def log_sigmoid_backward(dout, cache: XCache):
+    """dL/dx = G * (1 - sigmoid(x)) = G * sigmoid(-x)."""
+    return (dout * sigmoid(-cache.x),)

@@ -1,0 +1,126 @@
+"""Backend choice, the CuPy fallback and its warning, dtypes and random numbers."""
+import sys
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+from lvae_np import backend
+from lvae_np.backend import BackendFallbackWarning, get_backend, namespace, to_numpy
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """Forget what earlier tests learned about CuPy, and whether we warned."""
+    monkeypatch.setattr(backend, "_cupy_status", {})
+    monkeypatch.setattr(backend, "_warned", False)
+
+
+@pytest.fixture
+def no_cupy(fresh, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
+
+
+@pytest.fixture
+def cupy_without_device(fresh, monkeypatch):
+    """A stand-in CuPy module whose CUDA runtime reports no device."""
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+
+def test_numpy_backend_defaults_to_float32():
+    be = get_backend("numpy")
+    assert be.name == "numpy" and be.xp is np and be.dtype == np.float32
+    assert be.asarray([1, 2]).dtype == np.float32
+    assert be.normal((3, 2)).dtype == np.float32
+
+
+def test_float64_on_request():
+    be = get_backend("numpy", dtype="float64")
+    assert be.dtype == np.float64 and be.normal((2,)).dtype == np.float64
+
+
+@pytest.mark.parametrize("name,dtype,match", [("tpu", "float32", "unknown backend 'tpu'"),
+                                              ("numpy", "float16", "unknown dtype 'float16'")])
+def test_bad_choices_are_clear_errors(name, dtype, match):
+    with pytest.raises(ValueError, match=match):
+        get_backend(name, dtype=dtype)
+
+
+def test_cupy_without_cupy_warns_once_with_the_import_error_and_uses_numpy(no_cupy):
+    reason = r"CuPy could not be imported \(ModuleNotFoundError: import of cupy halted"
+    with pytest.warns(BackendFallbackWarning, match=reason):
+        be = get_backend("cupy")
+    assert be.name == "numpy" and be.xp is np
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_backend("cupy").name == "numpy"  # the second time: no warning
+
+
+def test_cupy_without_a_device_says_so(cupy_without_device):
+    with pytest.warns(BackendFallbackWarning, match="CuPy sees no CUDA device"):
+        assert get_backend("cupy").name == "numpy"
+
+
+def test_a_failing_cuda_runtime_is_reported(fresh, monkeypatch):
+    def broken():
+        raise RuntimeError("cudaErrorInsufficientDriver")
+
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=broken))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    with pytest.warns(BackendFallbackWarning, match="CUDA failed.*InsufficientDriver"):
+        get_backend("cupy")
+
+
+def test_auto_falls_back_silently(no_cupy):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert get_backend("auto").name == "numpy"
+
+
+def test_the_reason_is_kept_from_the_first_attempt(no_cupy, monkeypatch):
+    first = backend.cupy_unavailable_reason()
+    monkeypatch.delitem(sys.modules, "cupy")  # even if the module changed later
+    assert backend.cupy_unavailable_reason() == first
+
+
+def test_seeded_generators_repeat_and_leave_the_global_state_alone():
+    global_state = np.random.get_state()[1].copy()
+    a, b = get_backend("numpy", seed=7), get_backend("numpy", seed=7)
+    np.testing.assert_array_equal(a.normal((4, 3)), b.normal((4, 3)))
+    assert not np.array_equal(a.normal((4, 3)), get_backend("numpy", seed=8).normal((4, 3)))
+    np.testing.assert_array_equal(np.random.get_state()[1], global_state)
+
+
+def test_random_state_round_trips():
+    be = get_backend("numpy", seed=1)
+    be.normal((2,))
+    state = be.random.get_state()
+    first = be.uniform((5,))
+    be.random.set_state(state)
+    np.testing.assert_array_equal(be.uniform((5,)), first)
+
+
+def test_namespace_and_to_numpy_across_libraries():
+    xs = pytest.importorskip("array_api_strict")
+    a = xs.asarray([1.0, 2.0])
+    assert namespace(a) is xs and namespace(np.ones(2), 3.0) is np
+    np.testing.assert_array_equal(to_numpy(a), [1.0, 2.0])
+    with pytest.raises(TypeError, match="different libraries"):
+        namespace(a, np.ones(2))
+    with pytest.raises(TypeError, match="expected an array"):
+        namespace([1.0, 2.0])
+
+
+@pytest.mark.gpu
+def test_cupy_backend_round_trip():
+    from conftest import cupy_or_skip
+
+    cupy = cupy_or_skip()
+    be = get_backend("cupy", seed=0)
+    x = be.normal((3, 2))
+    assert isinstance(x, cupy.ndarray) and x.dtype == cupy.float32
+    np.testing.assert_array_equal(to_numpy(x), get_backend("numpy", seed=0).normal((3, 2)))

@@ -1,0 +1,175 @@
+"""The gradient checker: every registered op passes, and planted bugs are caught."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lvae_np import gradcheck, layers as L
+from lvae_np.checks import CASES
+from lvae_np.gradcheck import GradientError, assert_gradients, check_gradients
+
+rng = np.random.default_rng(42)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_every_registered_op_passes_on_every_namespace(case, xp):
+    """All ops, forward and backward, on NumPy, array_api_strict (and CuPy where present)."""
+    report = case.check(seed=3, xp=xp)
+    assert report.passed, str(report)
+    assert all(a.max_rel_error <= 1e-6 for a in report.arguments)
+
+
+# ----------------------------------------------------------------------------
+# Planted bugs: the checker must fail, and say where
+# ----------------------------------------------------------------------------
+def _dense_inputs(d=4, m=3):
+    return [rng.normal(size=(5, d)), rng.normal(size=(d, m)), rng.normal(size=m)]
+
+
+def test_catches_a_flipped_sign_and_names_the_argument():
+    def bad_backward(dout, cache):
+        dx, dW, db = L.dense_backward(dout, cache)
+        return dx, dW, -db
+
+    with pytest.raises(GradientError) as err:
+        assert_gradients(L.dense_forward, bad_backward, _dense_inputs())
+    msg = str(err.value)
+    assert "gradient of 'b'" in msg and "max relative error 2 " in msg and "at index (" in msg
+    assert "'x'" not in msg and "'W'" not in msg  # the right gradients are not blamed
+
+
+def test_catches_a_sign_flip_inside_a_formula():
+    def bad_backward(dout, cache):  # softplus' = sigmoid(x), written as sigmoid(-x)
+        return (dout * L.sigmoid(-cache.x),)
+
+    report = check_gradients(L.softplus_forward, bad_backward, [rng.normal(size=(4, 3))])
+    assert not report.passed and report.arguments[0].max_rel_error > 1e-2
+
+
+def test_catches_batchnorm_backward_with_a_term_missing():
+    def bad_backward(dout, cache):  # forgets the gradient through the batch variance
+        xhat, inv_std, gamma, _, _ = cache
+        g = dout * gamma
+        n = dout.shape[0]
+        dx = (inv_std / n) * (n * g - g.sum(axis=0))
+        return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+    x = rng.normal(2.0, 3.0, size=(8, 3))
+    fwd = lambda x, gamma, beta: L.batchnorm_forward(x, gamma, beta, training=True)  # noqa: E731
+    report = check_gradients(fwd, bad_backward, [x, rng.uniform(0.5, 2, 3), rng.normal(size=3)])
+    failed = {a.name for a in report.arguments if not a.passed}
+    assert failed == {"x"}
+    assert report.arguments[0].max_rel_error > 1e-2
+
+
+def test_catches_dense_with_a_wrong_transpose():
+    def bad_backward(dout, cache):  # dx = G W instead of G W^T
+        x, W = cache
+        return dout @ W, x.T @ dout, dout.sum(axis=0)
+
+    # Square weights: the shapes fit, so only the values can tell.
+    with pytest.raises(GradientError, match="gradient of 'x': max relative error"):
+        assert_gradients(L.dense_forward, bad_backward, _dense_inputs(d=3, m=3))
+
+
+def test_catches_a_gradient_of_the_wrong_shape():
+    def bad_backward(dout, cache):  # dW = G^T x: (M, D) instead of (D, M)
+        x, W = cache
+        return dout @ W.T, dout.T @ x, dout.sum(axis=0)
+
+    with pytest.raises(GradientError, match=r"'W': shape \(3, 4\) differs from the input's \(4, 3\)"):
+        assert_gradients(L.dense_forward, bad_backward, _dense_inputs(d=4, m=3))
+
+
+def test_catches_a_backward_that_writes_into_dout():
+    def bad_backward(dout, cache):  # the classic: dx = dout; dx[x <= 0] = 0
+        dx = dout
+        dx[cache.x <= 0] = 0
+        return (dx,)
+
+    x = rng.choice([-1.0, 1.0], size=(6, 4)) * rng.uniform(0.1, 1, size=(6, 4))
+    report = check_gradients(lambda x: L.leaky_relu_forward(x, slope=0.0), bad_backward, [x])
+    assert "backward changed dout" in report.problems
+
+
+def test_catches_a_non_zero_gradient_for_a_zero_upstream_gradient():
+    def bad_backward(dout, cache):
+        dx, dW, db = L.dense_backward(dout, cache)
+        return dx, dW, db + 1e-3 * (dout.sum() == 0)
+
+    report = check_gradients(L.dense_forward, bad_backward, _dense_inputs())
+    assert any("zero upstream gradient" in p for p in report.problems)
+
+
+def test_catches_a_backward_that_is_not_reentrant():
+    calls = []
+
+    def bad_backward(dout, cache):
+        calls.append(1)
+        dx, dW, db = L.dense_backward(dout, cache)
+        return dx, dW, db * (1 + 1e-9 * len(calls))
+
+    report = check_gradients(L.dense_forward, bad_backward, _dense_inputs())
+    assert any("twice" in p for p in report.problems)
+
+
+def test_catches_a_wrong_dtype():
+    def bad_backward(dout, cache):
+        dx, dW, db = L.dense_backward(dout, cache)
+        return dx, dW, db.astype(np.float32)
+
+    with pytest.raises(GradientError, match="dtype float32 differs"):
+        assert_gradients(L.dense_forward, bad_backward, _dense_inputs())
+
+
+def test_refuses_float32_with_a_clear_message():
+    x = rng.normal(size=(3, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match=r"float64 inputs, but 'x' is float32"):
+        check_gradients(L.softplus_forward, L.softplus_backward, [x])
+
+
+def test_the_upstream_gradient_is_random_not_constant():
+    dout = gradcheck.random_like(np.zeros((50, 3)), np.random.default_rng(0))
+    assert dout.std() > 0.5 and len(np.unique(dout)) == dout.size
+
+
+def test_order_2_and_order_4_agree_on_a_smooth_op():
+    x = [rng.normal(size=(3, 4))]
+    d = gradcheck.random_like(L.softplus_forward(x[0])[0], np.random.default_rng(1))
+    g2 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-5, order=2)
+    g4 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-3, order=4)
+    np.testing.assert_allclose(g2, g4, rtol=1e-8)
+
+
+def test_max_elements_checks_a_sample():
+    report = check_gradients(L.dense_forward, L.dense_backward, _dense_inputs(), max_elements=3)
+    assert report.passed
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+def test_cli_prints_a_table_and_exits_zero(capsys):
+    assert gradcheck.main([]) == 0
+    out = capsys.readouterr().out
+    assert "max rel error" in out and "batchnorm (training)" in out
+    assert f"{len(CASES)} of {len(CASES)} ops passed" in out
+
+
+def test_cli_exits_one_on_a_failure(capsys):
+    assert gradcheck.main(["dense", "--tol", "1e-30"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_cli_rejects_an_unknown_op():
+    with pytest.raises(SystemExit) as exc:
+        gradcheck.main(["no_such_op"])
+    assert exc.value.code == 2
+
+
+def test_cli_as_a_module():
+    proc = subprocess.run([sys.executable, "-m", "lvae_np.gradcheck", "dense", "sigmoid"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 of 2 ops passed" in proc.stdout
