@@ -22,9 +22,12 @@ How a check works (``check_gradients``):
    The outputs are combined elementwise before the dot product with G, which
    keeps the rounding error of the difference small.
 4. Per argument: the largest relative error |a - n| / max(|a|, |n|, floor),
-   where floor = 1e-6 * max|n| over that argument (so an element a million
-   times smaller than the gradient's largest is judged on its absolute error),
-   and the index where it occurs.
+   and the index where it occurs. floor = max(1e-6 * max|n|, noise / tol):
+   an element a million times smaller than the gradient's largest, or so
+   small that the rounding error ``noise`` of its finite difference is a
+   sizeable part of it, is judged on that absolute scale instead.
+   Kinks: where a stencil crosses the kink of a piecewise op (leaky ReLU), the
+   step is shrunk until it does not (see ``numerical_gradient``).
 5. The contract itself: gradient shapes and dtypes equal the inputs'; a zero
    upstream gradient gives exactly zero gradients; backward run twice gives
    identical results; neither pass changes its inputs, ``dout`` or the cache.
@@ -39,7 +42,7 @@ import inspect
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy
 
@@ -47,8 +50,11 @@ from .backend import namespace, to_numpy
 
 DEFAULT_TOL = 1e-6   # largest acceptable relative error, in float64
 DEFAULT_ORDER = 4    # accuracy order of the central differences (see STENCILS)
-DEFAULT_STEP = 1e-3  # finite-difference step h (order 4 keeps its truncation error ~h^4)
+DEFAULT_STEP = 1e-4  # finite-difference step h (order 4 keeps its truncation error ~h^4)
 FLOOR = 1e-6         # relative errors are taken against at least FLOOR * max|numerical|
+# Rounding in one forward pass, relative to the size of its outputs (machine
+# epsilon is 2.2e-16; a forward pass of many operations rounds a few times over).
+FORWARD_ROUNDING = 8 * 2.0**-52
 
 
 class GradientError(AssertionError):
@@ -66,6 +72,8 @@ class ArgumentReport:
     numerical: float = math.nan  # the numerical gradient there
     problems: list = field(default_factory=list)  # contract violations (shape, dtype...)
     tol: float = DEFAULT_TOL
+    shrunk: int = 0      # elements checked with a smaller step, to step off a kink
+    on_kink: list = field(default_factory=list)  # elements on a kink: not judged
 
     @property
     def passed(self) -> bool:
@@ -74,9 +82,12 @@ class ArgumentReport:
     def describe(self) -> str:
         if self.problems:
             return f"gradient of {self.name!r}: " + "; ".join(self.problems)
-        return (f"gradient of {self.name!r}: max relative error {self.max_rel_error:.3g} "
+        text = (f"gradient of {self.name!r}: max relative error {self.max_rel_error:.3g} "
                 f"at index {self.index} (analytic {self.analytic:.6g}, numerical "
                 f"{self.numerical:.6g}; tolerance {self.tol:g})")
+        if self.on_kink:
+            text += f"; {len(self.on_kink)} element(s) on a kink not judged"
+        return text
 
 
 @dataclass
@@ -170,8 +181,41 @@ STENCILS = {
 }
 
 
+KINK_RETRIES = 3  # times the step is divided by 10 when a stencil crosses a kink
+
+
+def kink_sides(cache) -> list:
+    """Which side of its kink each input of every piecewise op in ``cache`` lies on.
+
+    A cache opts in by defining ``kink_side()`` (leaky ReLU's does). Caches nest
+    through tuples, lists and dicts, as composites build them.
+    """
+    found = []
+
+    def walk(obj):
+        if hasattr(obj, "kink_side"):
+            found.append(to_numpy(obj.kink_side()))
+        elif isinstance(obj, dict):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (tuple, list)):
+            for v in obj:
+                walk(v)
+
+    walk(cache)
+    return found
+
+
+class NumericalGradient(NamedTuple):
+    grad: numpy.ndarray   # float64, shaped like the input (NaN where not computed)
+    noise: numpy.ndarray  # bound on the rounding error in grad (see numerical_gradient)
+    shrunk: int           # elements whose step had to shrink to avoid a kink
+    on_kink: list         # indices still crossing a kink at the smallest step (not judged)
+
+
 def numerical_gradient(forward: Callable, inputs: Sequence, i: int, dout, *,
-                       h: float = DEFAULT_STEP, order: int = DEFAULT_ORDER, elements=None):
+                       h: float = DEFAULT_STEP, order: int = DEFAULT_ORDER,
+                       elements=None) -> NumericalGradient:
     """Central-difference gradient of <dout, forward(*inputs)[0]> with respect to inputs[i].
 
     For each element x_j: sum_k w_k <dout, out(x + o_k h e_j)> / h, with the
@@ -179,27 +223,56 @@ def numerical_gradient(forward: Callable, inputs: Sequence, i: int, dout, *,
     The weighted outputs are summed elementwise before the dot product with
     dout, so no large sum is differenced.
 
-    Returns a NumPy float64 array shaped like inputs[i]. With ``elements`` (a
-    sequence of flat indices), only those entries are computed; the rest are NaN.
+    Kinks. Across a kink (leaky ReLU at 0) a finite difference mixes two slopes
+    and is wrong by O(1), however right the analytic gradient. In a network,
+    one input element moves every activation downstream, so some stencil
+    often crosses some kink. The stencil's points are therefore compared, via
+    ``kink_sides`` of their caches, with the unperturbed point; where any op
+    changed side, the step is divided by 10 (up to KINK_RETRIES times).
+
+    Rounding. Each output carries a rounding error of about FORWARD_ROUNDING
+    times its size, so the estimate itself is uncertain by about
+    noise_j = FORWARD_ROUNDING * sum_k |w_k| <|dout|, |out_k|> / h. A difference
+    from the analytic gradient below that carries no information.
+
+    Returns a NumericalGradient. With ``elements`` (a sequence of flat
+    indices), only those entries are computed; the rest are NaN.
     """
     x = inputs[i]
     work = _copy(x)
     args = list(inputs)
     args[i] = work
     douts = _as_tuple(dout)
+    baseline = kink_sides(forward(*inputs)[1])
     grad = numpy.full(x.shape, numpy.nan)
-    size = math.prod(x.shape)
-    for flat in (range(size) if elements is None else elements):
+    noise = numpy.zeros(x.shape)
+    shrunk, on_kink = 0, []
+    for flat in (range(math.prod(x.shape)) if elements is None else elements):
         idx = _unravel(int(flat), x.shape)
         original = float(work[idx])
-        total = None
-        for offset, weight in STENCILS[order]:
-            work[idx] = original + offset * h
-            outs = [weight * o for o in _as_tuple(forward(*args)[0])]  # new arrays
-            total = outs if total is None else [t + o for t, o in zip(total, outs)]
+        step = h
+        for attempt in range(KINK_RETRIES + 1):
+            total, crossed, size = None, False, 0.0
+            for offset, weight in STENCILS[order]:
+                work[idx] = original + offset * step
+                out, cache = forward(*args)
+                outs = [weight * o for o in _as_tuple(out)]  # new arrays
+                size += _dot([abs(o) for o in outs], [abs(d) for d in douts])
+                total = outs if total is None else [t + o for t, o in zip(total, outs)]
+                if baseline and not crossed:
+                    sides = kink_sides(cache)
+                    crossed = len(sides) != len(baseline) or not all(
+                        numpy.array_equal(a, b) for a, b in zip(sides, baseline))
+            if not crossed:
+                break
+            step /= 10
         work[idx] = original
-        grad[idx] = _dot(total, douts) / h
-    return grad
+        grad[idx] = _dot(total, douts) / step
+        noise[idx] = FORWARD_ROUNDING * size / step
+        shrunk += attempt > 0
+        if crossed:
+            on_kink.append(idx)
+    return NumericalGradient(grad, noise, shrunk, on_kink)
 
 
 def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
@@ -276,15 +349,20 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
         elements = None
         if max_elements is not None and size > max_elements:
             elements = rng.choice(size, max_elements, replace=False)
-        num = numerical_gradient(forward, inputs, i, dout, h=h, order=order,
-                                 elements=elements)
+        num, noise, rep.shrunk, rep.on_kink = numerical_gradient(
+            forward, inputs, i, dout, h=h, order=order, elements=elements)
         ana = to_numpy(g).astype(numpy.float64)
+        for idx in rep.on_kink:  # no derivative to compare with on a kink
+            num[idx] = numpy.nan
         mask = ~numpy.isnan(num)
         if not mask.any():
             rep.max_rel_error = 0.0
             continue
         floor = max(FLOOR * float(numpy.abs(num[mask]).max()), 1e-300)
         denom = numpy.maximum(numpy.maximum(numpy.abs(ana), numpy.abs(num)), floor)
+        # Where the gradient is as small as the rounding of its estimate, the
+        # estimate has no relative digits: judge it on the absolute scale noise/tol.
+        denom = numpy.maximum(denom, noise / tol)
         rel = numpy.where(mask, numpy.abs(ana - num) / denom, -1.0)
         rel = numpy.where(numpy.isnan(rel), numpy.inf, rel)  # a NaN gradient fails
         worst = numpy.unravel_index(int(numpy.argmax(rel)), rel.shape)

@@ -31,8 +31,9 @@ BN_MOMENTUM = 0.1        # weight of the new batch in the running averages
 # Dense (affine) layer
 # ----------------------------------------------------------------------------
 class DenseCache(NamedTuple):
-    x: Array  # (N, D) input
-    W: Array  # (D, M) weights
+    x: Array         # (N, D) input
+    W: Array         # (D, M) weights
+    has_bias: bool   # whether b was given
 
 
 def dense_forward(x, W, b):
@@ -41,13 +42,15 @@ def dense_forward(x, W, b):
     Args:
         x: array of shape (N, D).
         W: array of shape (D, M).
-        b: array of shape (M,).
+        b: array of shape (M,), or None for no bias (before batch norm,
+            whose beta plays its part).
 
     Returns:
         out: array of shape (N, M).
-        cache: DenseCache(x, W).
+        cache: DenseCache(x, W, has_bias).
     """
-    return x @ W + b, DenseCache(x, W)
+    out = x @ W
+    return (out if b is None else out + b), DenseCache(x, W, b is not None)
 
 
 def dense_backward(dout, cache: DenseCache):
@@ -57,11 +60,11 @@ def dense_backward(dout, cache: DenseCache):
 
         dL/dx = G W^T        (N, D)
         dL/dW = x^T G        (D, M)
-        dL/db = sum_n G_n    (M,)
+        dL/db = sum_n G_n    (M,), or None when there is no bias
     """
     xp = namespace(dout)
-    x, W = cache
-    return dout @ W.T, x.T @ dout, xp.sum(dout, axis=0)
+    x, W, has_bias = cache
+    return dout @ W.T, x.T @ dout, (xp.sum(dout, axis=0) if has_bias else None)
 
 
 # ----------------------------------------------------------------------------
@@ -171,6 +174,10 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 class LeakyReluCache(NamedTuple):
     x: Array       # input, any shape
     slope: float   # gradient for x <= 0
+
+    def kink_side(self):
+        """x > 0: which side of the kink each input lies on (used by gradient checks)."""
+        return self.x > 0
 
 
 def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):

@@ -65,7 +65,7 @@ def test_catches_batchnorm_backward_with_a_term_missing():
 
 def test_catches_dense_with_a_wrong_transpose():
     def bad_backward(dout, cache):  # dx = G W instead of G W^T
-        x, W = cache
+        x, W, _ = cache
         return dout @ W, x.T @ dout, dout.sum(axis=0)
 
     # Square weights: the shapes fit, so only the values can tell.
@@ -75,7 +75,7 @@ def test_catches_dense_with_a_wrong_transpose():
 
 def test_catches_a_gradient_of_the_wrong_shape():
     def bad_backward(dout, cache):  # dW = G^T x: (M, D) instead of (D, M)
-        x, W = cache
+        x, W, _ = cache
         return dout @ W.T, dout.T @ x, dout.sum(axis=0)
 
     with pytest.raises(GradientError, match=r"'W': shape \(3, 4\) differs from the input's \(4, 3\)"):
@@ -137,8 +137,8 @@ def test_the_upstream_gradient_is_random_not_constant():
 def test_order_2_and_order_4_agree_on_a_smooth_op():
     x = [rng.normal(size=(3, 4))]
     d = gradcheck.random_like(L.softplus_forward(x[0])[0], np.random.default_rng(1))
-    g2 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-5, order=2)
-    g4 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-3, order=4)
+    g2 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-5, order=2).grad
+    g4 = gradcheck.numerical_gradient(L.softplus_forward, x, 0, d, h=1e-3, order=4).grad
     np.testing.assert_allclose(g2, g4, rtol=1e-8)
 
 
@@ -157,9 +157,19 @@ def test_cli_prints_a_table_and_exits_zero(capsys):
     assert f"{len(CASES)} of {len(CASES)} ops passed" in out
 
 
-def test_cli_exits_one_on_a_failure(capsys):
-    assert gradcheck.main(["dense", "--tol", "1e-30"]) == 1
-    assert "FAIL" in capsys.readouterr().out
+def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
+    from lvae_np import checks
+
+    def wrong_backward(dout, cache):  # softplus' written as sigmoid(-x)
+        return (dout * L.sigmoid(-cache.x),)
+
+    broken = checks.Case("broken softplus", L.softplus_forward, wrong_backward,
+                         lambda rng: [rng.normal(size=(3, 2))])
+    monkeypatch.setattr(checks, "CASES", CASES + [broken])
+    assert gradcheck.main([]) == 1
+    out = capsys.readouterr().out
+    assert "broken softplus" in out and "FAIL" in out
+    assert f"{len(CASES)} of {len(CASES) + 1} ops passed" in out
 
 
 def test_cli_rejects_an_unknown_op():
@@ -173,3 +183,51 @@ def test_cli_as_a_module():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "2 of 2 ops passed" in proc.stdout
+
+
+# ----------------------------------------------------------------------------
+# Kinks and rounding
+# ----------------------------------------------------------------------------
+def _dense_lrelu_dense():
+    """A small composite: dense -> leaky ReLU -> dense, as networks chain them."""
+    def forward(x, W1, W2):
+        a, c1 = L.dense_forward(x, W1, None)
+        h, c2 = L.leaky_relu_forward(a)
+        out, c3 = L.dense_forward(h, W2, None)
+        return out, (c1, c2, c3)
+
+    def backward(dout, cache):
+        c1, c2, c3 = cache
+        dh, dW2, _ = L.dense_backward(dout, c3)
+        (da,) = L.leaky_relu_backward(dh, c2)
+        dx, dW1, _ = L.dense_backward(da, c1)
+        return dx, dW1, dW2
+
+    return forward, backward
+
+
+def test_a_stencil_across_a_kink_is_shrunk_not_blamed_on_the_gradient():
+    forward, backward = _dense_lrelu_dense()
+    x, W1, W2 = rng.normal(size=(3, 2)), rng.normal(size=(2, 4)), rng.normal(size=(4, 2))
+    x[0, 0] = 0.0
+    x[0, 0] = -(x[0] @ W1)[1] / W1[0, 1] + 3e-5  # a pre-activation 3e-5 * W1[0, 1] from 0
+    assert abs((x @ W1)[0, 1]) < 1e-4 * abs(W1[0, 1])
+    report = assert_gradients(forward, backward, [x, W1, W2], h=1e-3)
+    assert report.arguments[0].shrunk >= 1  # x[0, 0] had to step off the kink
+    # Without the caches (so blind to kinks) the same step gives a wrong number:
+    dout = rng.normal(size=(3, 2))
+    blind = gradcheck.numerical_gradient(lambda *a: (forward(*a)[0], None), [x, W1, W2], 0,
+                                         dout, h=1e-3)
+    analytic = backward(dout, forward(x, W1, W2)[1])[0]
+    assert blind.shrunk == 0
+    assert abs(blind.grad[0, 0] - analytic[0, 0]) > 1e-3 * abs(analytic[0, 0])
+
+
+def test_a_small_relative_error_is_still_caught():
+    def slightly_wrong(dout, cache):
+        dx, dW, db = L.dense_backward(dout, cache)
+        return dx, dW * (1 + 1e-5), db
+
+    report = check_gradients(L.dense_forward, slightly_wrong, _dense_inputs())
+    assert [a.name for a in report.arguments if not a.passed] == ["W"]
+    assert 5e-6 < report.arguments[1].max_rel_error < 2e-5
