@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy
 
+from . import gaussian as G
 from . import layers as L
+from . import likelihoods as LL
 from .gradcheck import DEFAULT_TOL, GradcheckReport, check_gradients
 
 
@@ -54,6 +56,16 @@ def _bn_eval_forward(x, gamma, beta):
     return L.batchnorm_forward(x, gamma, beta, state=state, training=False)
 
 
+def _var(rng, shape=(5, 4)):
+    # Variances well above gaussian.VAR_FLOOR, so the floor is never near.
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _gaussians(rng, count, shape=(5, 4)):
+    # count (mean, variance) pairs, flattened: [mu_1, var_1, mu_2, var_2, ...]
+    return [a for _ in range(count) for a in (rng.normal(size=shape), _var(rng, shape))]
+
+
 CASES = [
     Case("dense", L.dense_forward, L.dense_backward,
          lambda rng: [rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)]),
@@ -73,4 +85,23 @@ CASES = [
          lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))]),
     Case("log_sigmoid", L.log_sigmoid_forward, L.log_sigmoid_backward,
          lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))]),
+    Case("reparameterize", G.reparameterize_forward, G.reparameterize_backward,
+         lambda rng: [rng.normal(size=(5, 4)), _var(rng), rng.normal(size=(5, 4))]),
+    Case("merge", G.merge_forward, G.merge_backward, lambda rng: _gaussians(rng, 2)),
+    Case("kl_normal", G.kl_normal_forward, G.kl_normal_backward, lambda rng: _gaussians(rng, 2)),
+    Case("kl_standard_normal", G.kl_standard_normal_forward, G.kl_standard_normal_backward,
+         lambda rng: _gaussians(rng, 1)),
+    Case("log_normal", G.log_normal_forward, G.log_normal_backward,
+         lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1)),
+    Case("bernoulli (binary x)", LL.bernoulli_log_likelihood_forward,
+         LL.bernoulli_log_likelihood_backward,
+         lambda rng: [rng.integers(0, 2, size=(5, 4)).astype(float), rng.normal(0.0, 3.0, (5, 4))],
+         names=("x", "logits")),
+    Case("bernoulli (real x)", LL.bernoulli_log_likelihood_forward,
+         LL.bernoulli_log_likelihood_backward,
+         lambda rng: [rng.uniform(0.0, 1.0, (5, 4)), rng.normal(0.0, 3.0, (5, 4))],
+         names=("x", "logits")),
+    Case("gaussian_log_likelihood", LL.gaussian_log_likelihood_forward,
+         LL.gaussian_log_likelihood_backward,
+         lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1)),
 ]

@@ -1,0 +1,290 @@
+"""Diagonal Gaussians as forward/backward pairs: sampling, the ladder merge, KL, log-density.
+
+Parameterisation: every ``var`` in this module is a VARIANCE, sigma^2 -- not a
+log-variance and not a standard deviation. The networks produce it as
+``softplus(linear)``, as in the original LVAE code. Passing a log-variance or a
+standard deviation where a variance is expected gives no error, just wrong
+numbers, so the names say ``var`` everywhere.
+
+The variance floor. A float32 softplus underflows to 0 for inputs below about
+-103, and log(0) or 1/0 would turn the loss into inf or NaN. So every variance
+is floored before it is used in a square root, a division or a log::
+
+    var_f = maximum(var, VAR_FLOOR)
+
+and everything below is a function of ``var_f``. Where the floor is active
+(var < VAR_FLOOR) the output does not depend on ``var``, so the gradient with
+respect to ``var`` is zero there; elsewhere it passes through unchanged.
+
+All ops are elementwise: every argument has the same shape, written (N, D)
+(batch, latent units), and so does every output, so that callers can sum per
+unit, per layer or per example. The op contract is the one of ``layers.py``:
+``out, cache = op_forward(*inputs)``, ``grads = op_backward(dout, cache)``;
+with two outputs, ``out`` and ``dout`` are both pairs.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from .backend import namespace
+
+Array = Any  # an array of any array-API library
+
+# 1e-8: std 1e-4, log -18.4. A softplus variance only falls below it for
+# pre-activations under -18.4, so in practice the floor is never active; yet it
+# keeps float32 safe: 1/var <= 1e8, the largest gradient factor 1/var^2 <= 1e16
+# (a squared mean difference up to ~1e22 still fits in float32's 3.4e38), and
+# d sqrt(var)/d var = 1/(2 std) <= 5e3.
+VAR_FLOOR = 1e-8
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def floor_var(var):
+    """var_f = maximum(var, VAR_FLOOR), in var's dtype. var: any shape."""
+    return namespace(var).maximum(var, VAR_FLOOR)
+
+
+def through_floor(dvar_f, var):
+    """The gradient of var from that of var_f: zero where var < VAR_FLOOR, unchanged elsewhere."""
+    xp = namespace(dvar_f)
+    return xp.where(var >= VAR_FLOOR, dvar_f, xp.zeros_like(dvar_f))
+
+
+# ----------------------------------------------------------------------------
+# Reparameterisation
+# ----------------------------------------------------------------------------
+class ReparamCache(NamedTuple):
+    var: Array  # (N, D) the variance as given (for the floor's mask)
+    std: Array  # (N, D) sqrt(var_f)
+    eps: Array  # (N, D) the noise
+
+
+def reparameterize_forward(mu, var, eps):
+    """A sample of N(mu, var) as a differentiable function of the noise: z = mu + sqrt(var_f) * eps.
+
+    Args:
+        mu: mean, shape (N, D).
+        var: variance (not log-variance, not std), shape (N, D).
+        eps: standard normal noise, shape (N, D). A positional input like the
+            others, so it gets a gradient too and the model is a deterministic
+            function of it.
+
+    Returns:
+        z: shape (N, D).
+        cache: ReparamCache(var, std, eps).
+    """
+    xp = namespace(mu, var, eps)
+    std = xp.sqrt(floor_var(var))
+    return mu + std * eps, ReparamCache(var, std, eps)
+
+
+def reparameterize_backward(dout, cache: ReparamCache):
+    """Gradients of z = mu + sqrt(var_f) * eps. With G = dL/dz (N, D)::
+
+        dL/dmu  = G                         (a copy: callers may update it in place)
+        dL/dvar = G * eps / (2 sqrt(var_f))  (0 where var < VAR_FLOOR)
+        dL/deps = G * sqrt(var_f)
+    """
+    xp = namespace(dout)
+    var, std, eps = cache
+    dvar = through_floor(dout * eps / (2.0 * std), var)
+    return xp.asarray(dout, copy=True), dvar, dout * std
+
+
+# ----------------------------------------------------------------------------
+# Precision-weighted merge (the LVAE's top-down correction)
+# ----------------------------------------------------------------------------
+class MergeCache(NamedTuple):
+    var_hat: Array  # (N, D) the variances as given (for the floor's masks)
+    var_p: Array    # (N, D)
+    w_hat: Array    # (N, D) var_p / (var_hat + var_p), weight of mu_hat
+    w_p: Array      # (N, D) var_hat / (var_hat + var_p), weight of mu_p
+    diff: Array     # (N, D) mu_hat - mu_p
+    s: Array        # (N, D) var_hat + var_p (floored variances)
+
+
+def merge_forward(mu_hat, var_hat, mu_p, var_p):
+    """Precision-weighted merge of two Gaussians (paper eqs. 18-19).
+
+    The bottom-up estimate N(mu_hat, var_hat) and the top-down prior
+    N(mu_p, var_p) give q = N(mu_q, var_q) with::
+
+        var_q = 1 / (1/var_hat + 1/var_p)
+        mu_q  = (mu_hat / var_hat + mu_p / var_p) * var_q
+
+    Computed with floored variances, without reciprocals of small numbers, as a
+    convex combination (so mu_q lies between mu_hat and mu_p)::
+
+        s = var_hat + var_p,   w_hat = var_p / s,   w_p = var_hat / s   (w_hat + w_p = 1)
+        mu_q  = w_hat * mu_hat + w_p * mu_p
+        var_q = w_hat * w_p * s             (= var_hat var_p / s, without overflow)
+
+    Both formulas are exactly symmetric under swapping (mu_hat, var_hat) with
+    (mu_p, var_p); a variance of 1e12 on one side gives the other side back.
+
+    Args:
+        mu_hat, var_hat: bottom-up mean and variance, shape (N, D).
+        mu_p, var_p: top-down (prior) mean and variance, shape (N, D).
+
+    Returns:
+        out: (mu_q, var_q), each of shape (N, D).
+        cache: MergeCache.
+    """
+    vh, vp = floor_var(var_hat), floor_var(var_p)
+    s = vh + vp
+    w_hat, w_p = vp / s, vh / s
+    mu_q = w_hat * mu_hat + w_p * mu_p
+    var_q = w_hat * w_p * s
+    return (mu_q, var_q), MergeCache(var_hat, var_p, w_hat, w_p, mu_hat - mu_p, s)
+
+
+def merge_backward(dout, cache: MergeCache):
+    """Gradients of the merge. With dout = (G_mu, G_var), the gradients of mu_q and var_q::
+
+        dL/dmu_hat  = G_mu * w_hat
+        dL/dmu_p    = G_mu * w_p
+        dL/dvar_hat = G_var * w_hat^2 - G_mu * w_hat * (mu_hat - mu_p) / s
+        dL/dvar_p   = G_var * w_p^2   + G_mu * w_p   * (mu_hat - mu_p) / s
+
+    since d var_q / d var_hat = var_p^2 / s^2 and
+    d mu_q / d var_hat = var_p (mu_p - mu_hat) / s^2 (and symmetrically).
+    The variance gradients are 0 where the variance is below VAR_FLOOR.
+    """
+    g_mu, g_var = dout
+    var_hat, var_p, w_hat, w_p, diff, s = cache
+    g_diff = g_mu * diff / s
+    dvar_hat = through_floor(g_var * w_hat * w_hat - g_diff * w_hat, var_hat)
+    dvar_p = through_floor(g_var * w_p * w_p + g_diff * w_p, var_p)
+    return g_mu * w_hat, dvar_hat, g_mu * w_p, dvar_p
+
+
+# ----------------------------------------------------------------------------
+# KL divergences
+# ----------------------------------------------------------------------------
+class KLCache(NamedTuple):
+    var_q: Array  # (N, D) the variances as given (for the floor's masks)
+    var_p: Array  # (N, D)
+    inv_q: Array  # (N, D) 1 / var_q_f
+    inv_p: Array  # (N, D) 1 / var_p_f
+    diff: Array   # (N, D) mu_q - mu_p
+    r: Array      # (N, D) (var_q_f + diff^2) / var_p_f
+
+
+def kl_normal_forward(mu_q, var_q, mu_p, var_p):
+    """Elementwise KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians::
+
+        KL = 0.5 * (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1)
+
+    computed as 0.5 * (t - 1 - log t + (mu_q - mu_p)^2 / var_p), t = var_q / var_p,
+    which is exactly 0 for equal Gaussians. Not summed: callers sum per unit or layer.
+
+    Args:
+        mu_q, var_q: mean and variance of q, shape (N, D).
+        mu_p, var_p: mean and variance of p, shape (N, D).
+
+    Returns:
+        kl: shape (N, D), >= 0.
+        cache: KLCache.
+    """
+    xp = namespace(mu_q, var_q, mu_p, var_p)
+    vq, vp = floor_var(var_q), floor_var(var_p)
+    inv_p = 1.0 / vp
+    diff = mu_q - mu_p
+    t = vq * inv_p
+    kl = 0.5 * (t - 1.0 - xp.log(t) + diff * diff * inv_p)
+    return kl, KLCache(var_q, var_p, 1.0 / vq, inv_p, diff, (vq + diff * diff) * inv_p)
+
+
+def kl_normal_backward(dout, cache: KLCache):
+    """Gradients of the elementwise KL. With G = dL/dKL (N, D) and d = mu_q - mu_p::
+
+        dL/dmu_q  =  G * d / var_p
+        dL/dmu_p  = -G * d / var_p
+        dL/dvar_q =  G * 0.5 * (1/var_p - 1/var_q)
+        dL/dvar_p =  G * 0.5 * (1 - (var_q + d^2) / var_p) / var_p
+
+    The variance gradients are 0 where the variance is below VAR_FLOOR.
+    """
+    var_q, var_p, inv_q, inv_p, diff, r = cache
+    dmu_q = dout * diff * inv_p
+    dvar_q = through_floor(0.5 * dout * (inv_p - inv_q), var_q)
+    dvar_p = through_floor(0.5 * dout * (1.0 - r) * inv_p, var_p)
+    return dmu_q, dvar_q, -dmu_q, dvar_p
+
+
+class KLStdCache(NamedTuple):
+    mu: Array   # (N, D)
+    var: Array  # (N, D) the variance as given (for the floor's mask)
+    inv: Array  # (N, D) 1 / var_f
+
+
+def kl_standard_normal_forward(mu, var):
+    """Elementwise KL(N(mu, var) || N(0, 1)) = 0.5 * (var + mu^2 - 1 - log var).
+
+    The KL of the top layer, q(z_L | x) against the prior p(z_L) = N(0, I).
+
+    Args:
+        mu, var: mean and variance of q, shape (N, D).
+
+    Returns:
+        kl: shape (N, D), >= 0.
+        cache: KLStdCache(mu, var, 1 / var_f).
+    """
+    xp = namespace(mu, var)
+    v = floor_var(var)
+    return 0.5 * (v - 1.0 - xp.log(v) + mu * mu), KLStdCache(mu, var, 1.0 / v)
+
+
+def kl_standard_normal_backward(dout, cache: KLStdCache):
+    """With G = dL/dKL (N, D)::
+
+        dL/dmu  = G * mu
+        dL/dvar = G * 0.5 * (1 - 1/var)     (0 where var < VAR_FLOOR)
+    """
+    mu, var, inv = cache
+    return dout * mu, through_floor(0.5 * dout * (1.0 - inv), var)
+
+
+# ----------------------------------------------------------------------------
+# Log-density
+# ----------------------------------------------------------------------------
+class LogNormalCache(NamedTuple):
+    var: Array    # (N, D) the variance as given (for the floor's mask)
+    inv: Array    # (N, D) 1 / var_f
+    scaled: Array  # (N, D) (z - mu) / var_f
+
+
+def log_normal_forward(z, mu, var):
+    """Elementwise log N(z; mu, var) = -0.5 * (log(2 pi) + log var + (z - mu)^2 / var).
+
+    Used for the single-sample KL estimate log q(z) - log p(z) and for
+    importance weights.
+
+    Args:
+        z: the points, shape (N, D).
+        mu, var: mean and variance, shape (N, D).
+
+    Returns:
+        logp: shape (N, D).
+        cache: LogNormalCache.
+    """
+    xp = namespace(z, mu, var)
+    v = floor_var(var)
+    inv = 1.0 / v
+    diff = z - mu
+    scaled = diff * inv
+    return -0.5 * (LOG_2PI + xp.log(v) + diff * scaled), LogNormalCache(var, inv, scaled)
+
+
+def log_normal_backward(dout, cache: LogNormalCache):
+    """With G = dL/dlogp (N, D)::
+
+        dL/dz   = -G * (z - mu) / var
+        dL/dmu  =  G * (z - mu) / var
+        dL/dvar =  G * 0.5 * ((z - mu)^2 / var^2 - 1 / var)    (0 where var < VAR_FLOOR)
+    """
+    var, inv, scaled = cache
+    dmu = dout * scaled
+    dvar = through_floor(0.5 * dout * (scaled * scaled - inv), var)
+    return -dmu, dmu, dvar
