@@ -18,7 +18,10 @@ import numpy
 from . import gaussian as G
 from . import layers as L
 from . import likelihoods as LL
-from .gradcheck import DEFAULT_TOL, GradcheckReport, check_gradients
+from .backend import get_backend, namespace
+from .bounds import logmeanexp_backward, logmeanexp_forward
+from .gradcheck import DEFAULT_STEP, DEFAULT_TOL, GradcheckReport, check_gradients
+from .models import Model, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,17 @@ class Case:
     backward: Callable
     make_inputs: Callable  # rng -> list of float64 NumPy arrays
     names: tuple = ()      # argument names shown in reports
+    step: float = DEFAULT_STEP  # finite-difference step
 
     def inputs(self, seed: int = 0, xp=numpy) -> list:
         rng = numpy.random.default_rng(seed)
         return [xp.asarray(a, dtype=xp.float64) for a in self.make_inputs(rng)]
 
-    def check(self, seed: int = 0, tol: float = DEFAULT_TOL, xp=numpy) -> GradcheckReport:
+    def check(self, seed: int = 0, tol: float = DEFAULT_TOL, xp=numpy,
+              max_elements: int | None = None) -> GradcheckReport:
         return check_gradients(self.forward, self.backward, self.inputs(seed, xp),
-                               names=self.names or None, op=self.name, tol=tol, seed=seed)
+                               names=self.names or None, op=self.name, tol=tol, seed=seed,
+                               h=self.step, max_elements=max_elements)
 
 
 def _away_from_zero(rng, shape, low=0.1, high=2.0):
@@ -105,3 +111,58 @@ CASES = [
          LL.gaussian_log_likelihood_backward,
          lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1)),
 ]
+
+
+# ----------------------------------------------------------------------------
+# Whole models, end to end
+# ----------------------------------------------------------------------------
+def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
+               iw: int = 1) -> Case:
+    """A whole VAE or LVAE as one op: parameters in, per-example objective out.
+
+    The inputs are the parameter arrays (sorted by key), perturbed off the
+    initialisation; x, the state and the noise are fixed. With ``iw`` > 1 the
+    output is the importance-weighted bound L_iw per example (MC KL, the
+    log-mean-exp of iw samples each). The step is 1e-5: with a batch of four,
+    batch norm's higher derivatives are large enough that h = 1e-4 shows the
+    h^4 truncation error.
+    """
+    cfg = ModelConfig(kind=kind, x_dim=6, latent=(3, 2, 2)[:layers],
+                      hidden=(5, 4, 3)[:layers], batch_norm=batch_norm)
+    model = Model(cfg, get_backend("numpy", dtype="float64", seed=layers))
+    params, state = model.init()
+    keys = sorted(params)
+    rng = numpy.random.default_rng(100 + layers)
+    n = 4
+    x = rng.uniform(size=(n, cfg.x_dim))
+    noise = [rng.normal(size=(iw * n, d)) for d in cfg.latent]
+    start = [params[k] + 0.1 * rng.normal(size=params[k].shape) for k in keys]
+
+    def forward(*arrays):
+        xp = namespace(arrays[0])
+        p = dict(zip(keys, arrays))
+        f, _, _, cache = model.forward(p, {k: xp.asarray(v) for k, v in state.items()},
+                                       xp.asarray(x), [xp.asarray(e) for e in noise],
+                                       beta=beta, kl=kl, k=iw)
+        if iw == 1:
+            return f, (cache, None)
+        bound, c_lme = logmeanexp_forward(xp.reshape(f, (iw, n)))
+        return bound, (cache, c_lme)
+
+    def backward(dout, caches):
+        cache, c_lme = caches
+        if c_lme is not None:
+            xp = namespace(dout)
+            (dlw,) = logmeanexp_backward(dout, c_lme)
+            dout = xp.reshape(dlw, (iw * n,))
+        grads = model.backward(dout, cache)
+        return tuple(grads[k] for k in keys)
+
+    name = (f"{kind} L={layers} {'BN' if batch_norm else 'no BN'} "
+            + (f"IWAE k={iw}" if iw > 1 else f"kl={kl} beta={beta:g}"))
+    return Case(name, forward, backward, lambda rng: [a.copy() for a in start],
+                names=tuple(keys), step=1e-5)
+
+
+CASES += [model_case(kind, 3, True, kl, 0.5) for kind in ("vae", "lvae") for kl in ("mc", "analytic")]
+CASES += [model_case(kind, 2, bn, "mc", 1.0, iw=3) for kind in ("vae", "lvae") for bn in (True, False)]

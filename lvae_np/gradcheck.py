@@ -51,6 +51,7 @@ from .backend import namespace, to_numpy
 DEFAULT_TOL = 1e-6   # largest acceptable relative error, in float64
 DEFAULT_ORDER = 4    # accuracy order of the central differences (see STENCILS)
 DEFAULT_STEP = 1e-4  # finite-difference step h (order 4 keeps its truncation error ~h^4)
+SUMMARY_ABOVE = 6    # the table shows only the worst argument of ops with more
 FLOOR = 1e-6         # relative errors are taken against at least FLOOR * max|numerical|
 # Rounding in one forward pass, relative to the size of its outputs (machine
 # epsilon is 2.2e-16; a forward pass of many operations rounds a few times over).
@@ -398,6 +399,8 @@ def main(argv=None) -> int:
                         "see --list")
     parser.add_argument("--list", action="store_true", help="list the registered ops and exit")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="one row per argument even for whole models")
     parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
                         help=f"largest acceptable relative error (default {DEFAULT_TOL:g})")
     args = parser.parse_args(argv)
@@ -410,19 +413,28 @@ def main(argv=None) -> int:
         parser.error(f"unknown op(s): {', '.join(unknown)}; registered: {', '.join(cases)}")
     selected = [cases[o] for o in args.ops] if args.ops else list(cases.values())
 
-    header = f"{'op':<28} {'argument':<12} {'max rel error':>14}  verdict"
+    width = max(len(c.name) for c in selected)
+    header = f"{'op':<{width}}  {'argument':<26} {'max rel error':>14}  verdict"
     print(header)
     print("-" * len(header))
     failed = 0
     for case in selected:
         report = case.check(seed=args.seed, tol=args.tol)
-        for a in report.arguments:
+        rows = report.arguments
+        if len(rows) > SUMMARY_ABOVE and not args.verbose:
+            # A whole model: its worst parameter stands for all, failures always shown.
+            worst = max(rows, key=lambda a: (not a.passed, a.max_rel_error))
+            rows = [a for a in rows if not a.passed] or [worst]
+            rows = [ArgumentReport(f"{a.name} (worst of {len(report.arguments)})", a.max_rel_error,
+                                   problems=a.problems, tol=a.tol) if a is worst else a
+                    for a in rows]
+        for a in rows:
             err = "n/a" if a.problems else f"{a.max_rel_error:.2e}"
-            print(f"{case.name:<28} {a.name:<12} {err:>14}  {'ok' if a.passed else 'FAIL'}")
+            print(f"{case.name:<{width}}  {a.name:<26} {err:>14}  {'ok' if a.passed else 'FAIL'}")
             for p in a.problems:
-                print(f"{'':<28} {'':<12} {'':>14}  {p}")
+                print(f"{'':<{width}}  {'':<26} {'':>14}  {p}")
         for p in report.problems:
-            print(f"{case.name:<28} {'(contract)':<12} {'':>14}  FAIL: {p}")
+            print(f"{case.name:<{width}}  {'(contract)':<26} {'':>14}  FAIL: {p}")
         failed += not report.passed
     print("-" * len(header))
     print(f"{len(selected) - failed} of {len(selected)} ops passed (tolerance {args.tol:g}, float64)")

@@ -1,0 +1,148 @@
+"""Objectives and estimates of log p(x): warm-up, the importance-weighted bound, log-mean-exp.
+
+With k samples z^(s) ~ q(z | x) and log-weights
+log w_s = log p(x, z^(s)) - log q(z^(s) | x), the importance-weighted bound
+(Burda, Grosse and Salakhutdinov, 2016) is::
+
+    L_k(x) = log (1/k) sum_s w_s   <=   log p(x)
+
+L_1 is the ELBO, L_k does not decrease with k, and L_k -> log p(x) as k grows.
+The paper reports L_5000 on the test set as its log-likelihood estimate.
+
+The model's ``forward`` with ``kl="mc"`` and beta = 1 gives exactly these
+log-weights, one row per sample (sample-major: row s*N + n is sample s of
+input n). Its x-only part (the LVAE's whole bottom-up pass) runs once per
+input, however many samples follow.
+"""
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from .backend import namespace
+from .models import XPart
+from .networks import tile_rows_forward
+
+
+def warmup_beta(epoch: int, warmup_epochs: int) -> float:
+    """Deterministic warm-up: beta rises linearly from 0 to 1 over ``warmup_epochs`` epochs.
+
+    Epochs count from 0, so the first epoch trains with beta = 0 and epoch
+    ``warmup_epochs`` onwards with beta = 1. ``warmup_epochs=0`` means no warm-up.
+    """
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch / warmup_epochs)
+
+
+# ----------------------------------------------------------------------------
+# log-mean-exp over the samples, as a forward/backward pair
+# ----------------------------------------------------------------------------
+class LogMeanExpCache(NamedTuple):
+    weights: Any  # (k, N) normalised importance weights, softmax over the k samples
+
+
+def logmeanexp_forward(a):
+    """out_n = log (1/k) sum_s exp(a_sn), computed stably as m + log mean exp(a - m).
+
+    Args:
+        a: array of shape (k, N), log-weights of k samples for each of N inputs.
+
+    Returns:
+        out: array of shape (N,).
+        cache: LogMeanExpCache with the normalised weights w_sn = exp(a_sn - out_n) / k.
+    """
+    xp = namespace(a)
+    k = a.shape[0]
+    m = xp.max(a, axis=0)
+    e = xp.exp(a - m)
+    total = xp.sum(e, axis=0)
+    return m + xp.log(total / k), LogMeanExpCache(e / total)
+
+
+def logmeanexp_backward(dout, cache: LogMeanExpCache):
+    """dL/da_sn = G_n * w_sn: each sample's gradient weighted by its normalised weight."""
+    return (cache.weights * dout,)
+
+
+# ----------------------------------------------------------------------------
+# The importance-weighted objective, for training
+# ----------------------------------------------------------------------------
+def iwae_loss_and_grads(model, params, state, x, k: int, beta: float = 1.0, noise=None,
+                        training: bool = True):
+    """Negative importance-weighted bound -mean_n L_k(x_n), its gradients and statistics.
+
+    Args:
+        model: a models.Model.
+        params, state: the model's parameters and batch-norm state.
+        x: data of shape (N, x_dim).
+        k: samples per input (k = 1 gives the ELBO with the MC KL estimate).
+        beta: warm-up weight on log p(z) - log q(z) inside each log-weight
+            (1 gives the bound).
+        noise: list of eps_i of shape (k*N, latent_i), sample-major; drawn when None.
+        training: batch statistics (True) or running averages in batch norm.
+
+    Returns:
+        (loss, grads, stats) as ``Model.loss_and_grads``; stats["bound"] is mean_n L_k.
+    """
+    n = x.shape[0]
+    if noise is None:
+        noise = model.noise(k * n)
+    f, terms, new_state, cache = model.forward(params, state, x, noise, beta=beta, kl="mc",
+                                               training=training, k=k)
+    xp = namespace(f)
+    bound, c_lme = logmeanexp_forward(xp.reshape(f, (k, n)))
+    loss = -xp.mean(bound)
+    (dlw,) = logmeanexp_backward(xp.full((n,), -1.0 / n, dtype=f.dtype), c_lme)
+    grads = model.backward(xp.reshape(dlw, (k * n,)), cache)
+    stats = model.summarize(terms, f, "mc", new_state)
+    stats["bound"] = xp.mean(bound)
+    return loss, grads, stats
+
+
+# ----------------------------------------------------------------------------
+# Evaluation: L_k per input, in chunks
+# ----------------------------------------------------------------------------
+def log_weights(model, params, state, x, k: int, *, max_rows: int = 65536):
+    """log w for k samples of each input: an array of shape (k, N) in float64.
+
+    Batch norm runs in evaluation mode. The x-only part runs once for all of
+    x; the samples go through the top-down pass in chunks of at most
+    ``max_rows`` rows (samples times inputs), which bounds memory for k = 5000.
+    """
+    n = x.shape[0]
+    part, _ = model.bottom_up(params, state, x, training=False)
+    per_chunk = max(1, max_rows // max(n, 1))
+    chunks, done = [], 0
+    while done < k:
+        s = min(per_chunk, k - done)
+        tiled = XPart(_tile(part.x, s),
+                      [_tile(a, s) for a in part.mu_hat], [_tile(a, s) for a in part.var_hat])
+        f, _, _ = model.top_down(params, state, tiled, model.noise(s * n), beta=1.0, kl="mc",
+                                 training=False)
+        xp = namespace(f)
+        chunks.append(xp.astype(xp.reshape(f, (s, n)), xp.float64))
+        done += s
+    return namespace(chunks[0]).concat(chunks, axis=0)
+
+
+def _tile(a, s):
+    return tile_rows_forward(a, k=s)[0]
+
+
+def log_likelihood(model, params, state, x, k: int = 5000, *, batch_size: int = 100,
+                   max_rows: int = 65536, progress=None):
+    """The importance-weighted estimate L_k of log p(x) for each row of x: (N,) float64.
+
+    Batch norm runs in evaluation mode (the state's statistics), so each
+    input's estimate depends on it alone. Inputs are taken ``batch_size`` at
+    a time; ``progress``, if given, is called with the number of inputs done.
+    """
+    xp = namespace(x)
+    results = []
+    for start in range(0, x.shape[0], batch_size):
+        chunk = x[start:start + batch_size, ...]
+        lw = log_weights(model, params, state, chunk, k, max_rows=max_rows)
+        results.append(logmeanexp_forward(lw)[0])
+        if progress is not None:
+            progress(chunk.shape[0])
+    return xp.concat(results, axis=0)

@@ -1,0 +1,190 @@
+"""Building blocks of the models: the MLP block, the Gaussian head and the row tiling.
+
+A composite follows the op contract one level up: its parameters come in as a
+dict name -> array (its positional input ``p``), and its backward returns the
+gradient of each positional input, the parameters' as a dict with the same keys::
+
+    h, cache = mlp_forward(x, p, state=s, batch_norm=True, training=True)
+    dx, dp = mlp_backward(dh, cache)             # dp.keys() == p.keys()
+
+The MLP block is the paper's deterministic block: two layers of
+Dense -> BatchNorm -> leaky ReLU. With batch norm the dense layers have no
+bias, since batch norm's beta plays that part (and a bias would get an exactly
+zero gradient). Without batch norm each layer is Dense (with bias) -> leaky ReLU.
+
+Keys of an MLP block's parameters, for layer j = 1, 2:
+``W{j}`` (in, out); with batch norm ``gamma{j}`` and ``beta{j}`` (out,),
+without it ``b{j}`` (out,). Its state (batch norm only): ``mean{j}``, ``var{j}``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from . import layers as L
+from .backend import namespace
+
+Array = Any
+
+
+# ----------------------------------------------------------------------------
+# Initialisation (NumPy generator in, arrays of namespace xp out)
+# ----------------------------------------------------------------------------
+def glorot_uniform(rng, fan_in: int, fan_out: int, xp, dtype):
+    """W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)): Lasagne's default for dense layers."""
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    return xp.asarray(rng.uniform(-a, a, size=(fan_in, fan_out)), dtype=dtype)
+
+
+def init_mlp(rng, sizes, *, batch_norm: bool, xp, dtype):
+    """Parameters and state of an MLP block with layer widths ``sizes`` = (in, h1, h2)."""
+    params, state = {}, {}
+    for j, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
+        params[f"W{j}"] = glorot_uniform(rng, d_in, d_out, xp, dtype)
+        if batch_norm:
+            params[f"gamma{j}"] = xp.ones((d_out,), dtype=dtype)
+            params[f"beta{j}"] = xp.zeros((d_out,), dtype=dtype)
+            state[f"mean{j}"] = xp.zeros((d_out,), dtype=dtype)
+            state[f"var{j}"] = xp.ones((d_out,), dtype=dtype)
+        else:
+            params[f"b{j}"] = xp.zeros((d_out,), dtype=dtype)
+    return params, state
+
+
+def init_gaussian_head(rng, d_in: int, d_out: int, *, xp, dtype):
+    """Parameters of a Gaussian head: ``W_mu``, ``b_mu``, ``W_var``, ``b_var``."""
+    return {"W_mu": glorot_uniform(rng, d_in, d_out, xp, dtype),
+            "b_mu": xp.zeros((d_out,), dtype=dtype),
+            "W_var": glorot_uniform(rng, d_in, d_out, xp, dtype),
+            "b_var": xp.zeros((d_out,), dtype=dtype)}
+
+
+# ----------------------------------------------------------------------------
+# MLP block
+# ----------------------------------------------------------------------------
+class MLPLayerCache(NamedTuple):
+    dense: L.DenseCache
+    bn: Any                   # BatchNormCache, or None without batch norm
+    act: L.LeakyReluCache
+
+
+class MLPCache(NamedTuple):
+    layers: tuple             # one MLPLayerCache per layer
+    new_state: dict           # running averages after this call (empty without batch norm)
+
+
+def _layer_count(p) -> int:
+    return sum(1 for k in p if k.startswith("W"))
+
+
+def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
+                slope: float = L.LEAKY_RELU_SLOPE):
+    """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
+
+    Args:
+        x: array of shape (N, D_in).
+        p: parameters (see the module docstring).
+        state: running averages ``mean{j}``, ``var{j}``; needed in evaluation mode.
+        batch_norm: whether the block has batch norm.
+        training: batch statistics (True) or the running averages (False).
+        slope: the leaky ReLU's slope for negative inputs.
+
+    Returns:
+        h: array of shape (N, D_out).
+        cache: MLPCache; ``cache.new_state`` holds the updated running averages.
+    """
+    h, caches, new_state = x, [], {}
+    for j in range(1, _layer_count(p) + 1):
+        if batch_norm:
+            a, c_dense = L.dense_forward(h, p[f"W{j}"], None)
+            bn_state = None if state is None else L.BNState(state[f"mean{j}"], state[f"var{j}"])
+            a, c_bn = L.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
+                                          training=training)
+            if c_bn.new_state is not None:
+                new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
+        else:
+            a, c_dense = L.dense_forward(h, p[f"W{j}"], p[f"b{j}"])
+            c_bn = None
+        h, c_act = L.leaky_relu_forward(a, slope=slope)
+        caches.append(MLPLayerCache(c_dense, c_bn, c_act))
+    return h, MLPCache(tuple(caches), new_state)
+
+
+def mlp_backward(dout, cache: MLPCache):
+    """Gradients of the block, layer by layer in reverse: returns (dx, dp)."""
+    dp, dh = {}, dout
+    for j in range(len(cache.layers), 0, -1):
+        c = cache.layers[j - 1]
+        (da,) = L.leaky_relu_backward(dh, c.act)
+        if c.bn is not None:
+            da, dp[f"gamma{j}"], dp[f"beta{j}"] = L.batchnorm_backward(da, c.bn)
+            dh, dp[f"W{j}"], _ = L.dense_backward(da, c.dense)
+        else:
+            dh, dp[f"W{j}"], dp[f"b{j}"] = L.dense_backward(da, c.dense)
+    return dh, dp
+
+
+# ----------------------------------------------------------------------------
+# Gaussian head
+# ----------------------------------------------------------------------------
+class GaussianHeadCache(NamedTuple):
+    mu: L.DenseCache
+    var_linear: L.DenseCache
+    softplus: L.XCache
+
+
+def gaussian_head_forward(h, p):
+    """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
+
+    Args:
+        h: array of shape (N, D).
+        p: ``W_mu``, ``W_var`` (D, M) and ``b_mu``, ``b_var`` (M,).
+
+    Returns:
+        out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
+        cache: GaussianHeadCache.
+    """
+    mu, c_mu = L.dense_forward(h, p["W_mu"], p["b_mu"])
+    a, c_var = L.dense_forward(h, p["W_var"], p["b_var"])
+    var, c_sp = L.softplus_forward(a)
+    return (mu, var), GaussianHeadCache(c_mu, c_var, c_sp)
+
+
+def gaussian_head_backward(dout, cache: GaussianHeadCache):
+    """With dout = (G_mu, G_var): returns (dh, dp), dh the sum of both heads' input gradients."""
+    g_mu, g_var = dout
+    dh_mu, dW_mu, db_mu = L.dense_backward(g_mu, cache.mu)
+    (da,) = L.softplus_backward(g_var, cache.softplus)
+    dh_var, dW_var, db_var = L.dense_backward(da, cache.var_linear)
+    return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
+
+
+# ----------------------------------------------------------------------------
+# Repeating rows: k importance samples per input share the input's computations
+# ----------------------------------------------------------------------------
+class TileCache(NamedTuple):
+    k: int
+
+
+def tile_rows_forward(a, *, k: int):
+    """Stack k copies of a along the batch axis, sample-major: row s*N + n is a[n].
+
+    Args:
+        a: array of shape (N, D).
+        k: number of copies.
+
+    Returns:
+        out: array of shape (k*N, D).
+        cache: TileCache(k).
+    """
+    xp = namespace(a)
+    return (a if k == 1 else xp.concat([a] * k, axis=0)), TileCache(k)
+
+
+def tile_rows_backward(dout, cache: TileCache):
+    """dL/da = sum over the k copies: dout reshaped to (k, N, D), summed over axis 0."""
+    xp = namespace(dout)
+    k = cache.k
+    if k == 1:
+        return (dout,)
+    return (xp.sum(xp.reshape(dout, (k, dout.shape[0] // k) + tuple(dout.shape[1:])), axis=0),)
