@@ -190,14 +190,14 @@ class Model:
     # ------------------------------------------------------------------
     # Blocks
     # ------------------------------------------------------------------
-    def _mlp(self, h, params, state, name, training):
+    def _mlp(self, h, params, state, name, bn: dict):
+        """An MLP block; ``bn`` holds batch norm's ``training`` and ``momentum``."""
         return N.mlp_forward(h, _sub(params, name), state=_sub(state, name) or None,
-                             batch_norm=self.config.batch_norm, training=training,
-                             slope=self.config.slope)
+                             batch_norm=self.config.batch_norm, slope=self.config.slope, **bn)
 
-    def _block_and_head(self, h, params, state, block, head, training):
+    def _block_and_head(self, h, params, state, block, head, bn):
         """(mu, var) of a Gaussian head on an MLP block; caches of both."""
-        g, c_mlp = self._mlp(h, params, state, block, training)
+        g, c_mlp = self._mlp(h, params, state, block, bn)
         (mu, var), c_head = N.gaussian_head_forward(g, _sub(params, head))
         return mu, var, (c_mlp, c_head)
 
@@ -213,15 +213,16 @@ class Model:
     # ------------------------------------------------------------------
     # Stage 1: the part that depends on x alone
     # ------------------------------------------------------------------
-    def bottom_up(self, params, state, x, training=True):
+    def bottom_up(self, params, state, x, training=True, bn_momentum=L.BN_MOMENTUM):
         """LVAE: d_i and (mu_hat_i, var_hat_i) for every layer. VAE: q(z_1 | x) only.
 
         Returns (XPart, caches). Computed once per input, however many samples follow.
         """
+        bn = {"training": training, "momentum": bn_momentum}
         layers = self.config.n_layers if self.config.kind == "lvae" else 1
         h, mus, vars_, caches = x, [], [], []
         for i in range(1, layers + 1):
-            h, c_mlp = self._mlp(h, params, state, f"up{i}", training)
+            h, c_mlp = self._mlp(h, params, state, f"up{i}", bn)
             (mu, var), c_head = N.gaussian_head_forward(h, _sub(params, f"q{i}"))
             mus.append(mu)
             vars_.append(var)
@@ -244,49 +245,56 @@ class Model:
     # ------------------------------------------------------------------
     # Stage 2: sampling, KL terms and the likelihood, per sample
     # ------------------------------------------------------------------
-    def top_down(self, params, state, xp_: XPart, noise, *, beta, kl, training=True):
+    def top_down(self, params, state, xp_: XPart, noise, *, beta, kl, training=True,
+                 bn_momentum=L.BN_MOMENTUM):
         """The per-sample objective f = log p(x|z_1) - beta * sum_i KL_i, shape (rows,).
 
         ``xp_`` holds one row per sample (tile it for several samples per input).
-        Returns (f, terms, cache); ``terms`` has "rec" (rows,) and "kl" (per layer (rows, d_i)).
+        Returns (f, terms, cache); ``terms`` has "rec" (rows,), and per layer "kl"
+        (rows, d_i) and "mu_q", the mean of q(z_i | .) at this sample (rows, d_i).
         """
         c = self.config
         Lz = c.n_layers
         analytic = kl == "analytic"
+        bn = {"training": training, "momentum": bn_momentum}
         lay, kls, z = {}, {}, {}
         if c.kind == "lvae":
             mu_q, var_q = xp_.mu_hat[Lz - 1], xp_.var_hat[Lz - 1]
+            means = {Lz: mu_q}
             z[Lz], c_rep = G.reparameterize_forward(mu_q, var_q, noise[Lz - 1])
             kls[Lz], c_kl = _kl_top(z[Lz], mu_q, var_q, analytic)
             lay[Lz] = {"rep": c_rep, "kl": c_kl}
             for i in range(Lz - 1, 0, -1):
                 mu_p, var_p, c_bh = self._block_and_head(z[i + 1], params, state, f"down{i}",
-                                                         f"p{i}", training)
+                                                         f"p{i}", bn)
                 (mu_q, var_q), c_merge = G.merge_forward(xp_.mu_hat[i - 1], xp_.var_hat[i - 1],
                                                          mu_p, var_p)
+                means[i] = mu_q
                 z[i], c_rep = G.reparameterize_forward(mu_q, var_q, noise[i - 1])
                 kls[i], c_kl = _kl_between(z[i], mu_q, var_q, mu_p, var_p, analytic)
                 lay[i] = {"p": c_bh, "merge": c_merge, "rep": c_rep, "kl": c_kl}
         else:
             mu_q, var_q = {1: xp_.mu_hat[0]}, {1: xp_.var_hat[0]}
+            means = mu_q
             z[1], c_rep = G.reparameterize_forward(mu_q[1], var_q[1], noise[0])
             lay[1] = {"rep": c_rep}
             for i in range(2, Lz + 1):
                 mu_q[i], var_q[i], c_bh = self._block_and_head(z[i - 1], params, state, f"up{i}",
-                                                               f"q{i}", training)
+                                                               f"q{i}", bn)
                 z[i], c_rep = G.reparameterize_forward(mu_q[i], var_q[i], noise[i - 1])
                 lay[i] = {"q": c_bh, "rep": c_rep}
             kls[Lz], lay[Lz]["kl"] = _kl_top(z[Lz], mu_q[Lz], var_q[Lz], analytic)
             for i in range(Lz - 1, 0, -1):
                 mu_p, var_p, c_bh = self._block_and_head(z[i + 1], params, state, f"down{i}",
-                                                         f"p{i}", training)
+                                                         f"p{i}", bn)
                 # Never the closed form here: it would be biased (see the module docstring).
                 kls[i], lay[i]["kl"] = _kl_between(z[i], mu_q[i], var_q[i], mu_p, var_p, False)
                 lay[i]["p"] = c_bh
-        rec, c_out = self._likelihood(z[1], xp_.x, params, state, training)
+        rec, c_out = self._likelihood(z[1], xp_.x, params, state, bn)
         xp = namespace(rec)
         f = rec - beta * sum(xp.sum(kls[i], axis=1) for i in range(1, Lz + 1))
-        terms = {"rec": rec, "kl": [kls[i] for i in range(1, Lz + 1)]}
+        terms = {"rec": rec, "kl": [kls[i] for i in range(1, Lz + 1)],
+                 "mu_q": [means[i] for i in range(1, Lz + 1)]}
         return f, terms, _TopDownCache(lay, c_out, beta, rec.shape[0])
 
     def top_down_backward(self, df, cache: _TopDownCache, grads) -> XPart:
@@ -337,9 +345,9 @@ class Model:
     # ------------------------------------------------------------------
     # The output layer
     # ------------------------------------------------------------------
-    def _likelihood(self, z1, x, params, state, training):
+    def _likelihood(self, z1, x, params, state, bn):
         """log p(x | z_1) summed over the data dimensions: (rows,)."""
-        h, c_mlp = self._mlp(z1, params, state, "down0", training)
+        h, c_mlp = self._mlp(z1, params, state, "down0", bn)
         p = _sub(params, "p0")
         xp = namespace(h)
         if self.config.likelihood == "bernoulli":
@@ -371,14 +379,16 @@ class Model:
     # ------------------------------------------------------------------
     # The whole model
     # ------------------------------------------------------------------
-    def forward(self, params, state, x, noise, *, beta=1.0, kl="analytic", training=True, k=1):
+    def forward(self, params, state, x, noise, *, beta=1.0, kl="analytic", training=True, k=1,
+                bn_momentum=L.BN_MOMENTUM):
         """f per sample, shape (k*N,), sample-major (row s*N + n is sample s of input n).
 
-        Returns (f, terms, new_state, cache). ``noise`` is a list of (k*N, latent_i) arrays.
+        Returns (f, terms, new_state, cache). ``noise`` is a list of (k*N, latent_i)
+        arrays. ``bn_momentum`` is the weight of this batch in the new running averages.
         """
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"unknown KL estimator {kl!r}: choose one of {', '.join(KL_ESTIMATORS)}")
-        part, c_bu = self.bottom_up(params, state, x, training)
+        part, c_bu = self.bottom_up(params, state, x, training, bn_momentum)
         tiled, c_tiles = [], []
         for a in [part.x] + part.mu_hat + part.var_hat:
             t, ct = N.tile_rows_forward(a, k=k)
@@ -387,7 +397,7 @@ class Model:
         n = len(part.mu_hat)
         part_k = XPart(tiled[0], tiled[1:1 + n], tiled[1 + n:])
         f, terms, c_td = self.top_down(params, state, part_k, noise, beta=beta, kl=kl,
-                                       training=training)
+                                       training=training, bn_momentum=bn_momentum)
         new_state = dict(state) if state else {}
         for name, mlp_cache in _mlp_caches(c_bu, c_td):
             _put(new_state, name, mlp_cache.new_state)

@@ -78,7 +78,7 @@ def _layer_count(p) -> int:
 
 
 def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
-                slope: float = L.LEAKY_RELU_SLOPE):
+                momentum: float = L.BN_MOMENTUM, slope: float = L.LEAKY_RELU_SLOPE):
     """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
 
     Args:
@@ -87,6 +87,7 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
         state: running averages ``mean{j}``, ``var{j}``; needed in evaluation mode.
         batch_norm: whether the block has batch norm.
         training: batch statistics (True) or the running averages (False).
+        momentum: weight of this batch in the new running averages.
         slope: the leaky ReLU's slope for negative inputs.
 
     Returns:
@@ -99,7 +100,7 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
             a, c_dense = L.dense_forward(h, p[f"W{j}"], None)
             bn_state = None if state is None else L.BNState(state[f"mean{j}"], state[f"var{j}"])
             a, c_bn = L.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
-                                          training=training)
+                                          training=training, momentum=momentum)
             if c_bn.new_state is not None:
                 new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
         else:
