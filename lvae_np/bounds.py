@@ -54,6 +54,7 @@ def logmeanexp_forward(a):
     xp = namespace(a)
     k = a.shape[0]
     m = xp.max(a, axis=0)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # a column of -inf stays -inf
     e = xp.exp(a - m)
     total = xp.sum(e, axis=0)
     return m + xp.log(total / k), LogMeanExpCache(e / total)
@@ -106,8 +107,11 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int = 65536):
     """log w for k samples of each input: an array of shape (k, N) in float64.
 
     Batch norm runs in evaluation mode. The x-only part runs once for all of
-    x; the samples go through the top-down pass in chunks of at most
-    ``max_rows`` rows (samples times inputs), which bounds memory for k = 5000.
+    x; the samples go through the top-down pass in chunks of
+    max(max_rows, N) rows at most (samples times inputs), which bounds memory
+    for k = 5000. The noise is drawn chunk by chunk from the model's
+    generator, so the estimates repeat exactly for the same seed, ``max_rows``
+    and batch size (other chunkings draw other, equally valid, samples).
     """
     n = x.shape[0]
     part, _ = model.bottom_up(params, state, x, training=False)
