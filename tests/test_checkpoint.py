@@ -1,0 +1,80 @@
+"""Checkpoints: a faithful round trip, atomic writes, and clear errors for bad files."""
+import numpy as np
+import pytest
+
+from lvae_np import checkpoint
+from lvae_np.checkpoint import CheckpointError
+
+rng = np.random.default_rng(0)
+
+
+def _contents():
+    params = {"up1.W1": rng.normal(size=(3, 2)).astype(np.float32), "p0.b": np.zeros(2)}
+    state = {"up1.mean1": rng.normal(size=2)}
+    opt = {"t": 7, "m": {k: v + 1 for k, v in params.items()},
+           "v": {k: v + 2 for k, v in params.items()}}
+    meta = {"epoch": 3, "batch": 0, "config": {"latent": [4, 2]},
+            "rng_state": np.random.default_rng(5).bit_generator.state}
+    return params, state, opt, meta
+
+
+def test_round_trip_is_exact(tmp_path):
+    params, state, opt, meta = _contents()
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta,
+                    extra={"n": np.array(5)})
+    got = checkpoint.load(path)
+    for k in params:
+        np.testing.assert_array_equal(got["params"][k], params[k])
+        assert got["params"][k].dtype == params[k].dtype
+        np.testing.assert_array_equal(got["opt_state"]["m"][k], opt["m"][k])
+    np.testing.assert_array_equal(got["state"]["up1.mean1"], state["up1.mean1"])
+    assert got["opt_state"]["t"] == 7 and got["meta"]["epoch"] == 3
+    assert got["meta"]["rng_state"] == meta["rng_state"]  # 128-bit integers survive JSON
+    assert int(got["extra"]["n"]) == 5
+
+
+def test_no_pickle_inside(tmp_path):
+    params, state, opt, meta = _contents()
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta)
+    with np.load(path, allow_pickle=False) as archive:  # would raise on object arrays
+        assert all(archive[k].dtype != object for k in archive.files)
+
+
+def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path):
+    params, state, opt, meta = _contents()
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta)
+    before = path.read_bytes()
+
+    def explode(f):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.atomic_write(path, explode)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]  # no temporary file left
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda p: p.write_bytes(b"not a zip at all"), "not a readable checkpoint"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable"),
+    (lambda p: p.unlink(), "no checkpoint at"),
+])
+def test_bad_files_give_one_line_errors(tmp_path, damage, match):
+    params, state, opt, meta = _contents()
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta)
+    damage(path)
+    with pytest.raises(CheckpointError, match=match) as err:
+        checkpoint.load(path)
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_a_foreign_npz_is_rejected(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, weights=np.ones(3))
+    with pytest.raises(CheckpointError, match="not a lvae_np checkpoint"):
+        checkpoint.load(path)
