@@ -28,9 +28,9 @@ import numpy
 from . import bounds, checkpoint, data as D
 from .backend import BACKENDS, get_backend, namespace, to_numpy
 from .checkpoint import CheckpointError, atomic_write
-from .metrics import ACTIVE_THRESHOLD, active_units
+from .metrics import ACTIVE_THRESHOLD, KL_ACTIVE_THRESHOLD, active_units, kl_active_units
 from .models import Model
-from .train import CHECKPOINT, _config_from_meta, _plain_warnings
+from .train import CHECKPOINT, HelpFormatter, _config_from_meta, _plain_warnings
 
 SPLITS = ("test", "train", "valid")
 EVAL_BINARIZATION_SEED = 1234  # binarises train/valid splits once, for evaluation
@@ -69,6 +69,7 @@ def summarize(model, params, state, x, *, kl: str, iw_samples: int, au_samples: 
     """ELBO, L_k, KL per layer and active units of ``x`` (batch norm in evaluation mode)."""
     n_layers, n = model.config.n_layers, x.shape[0]
     elbo, kls, means = 0.0, numpy.zeros(n_layers), [[] for _ in range(n_layers)]
+    unit_kl = [0.0] * n_layers
     for start in range(0, n, batch_size):
         xb = x[start:min(start + batch_size, x.shape[0]), ...]
         m = xb.shape[0]
@@ -78,9 +79,12 @@ def summarize(model, params, state, x, *, kl: str, iw_samples: int, au_samples: 
         elbo += float(xp.sum(f)) / au_samples
         for i, (k, mu) in enumerate(zip(terms["kl"], terms["mu_q"])):
             kls[i] += float(xp.sum(k)) / au_samples
+            unit_kl[i] = unit_kl[i] + xp.sum(k, axis=0) / au_samples
             means[i].append(xp.mean(xp.reshape(mu, (au_samples, m, mu.shape[1])), axis=0))
     result = {"n": n, "elbo": elbo / n, "kl": [float(v) / n for v in kls],
               "active_units": [active_units(namespace(p[0]).concat(p, axis=0)) for p in means],
+              "active_units_kl": [kl_active_units(u / n) for u in unit_kl],
+              "kl_active_threshold": KL_ACTIVE_THRESHOLD,
               "units": list(model.config.latent), "kl_estimator": model.kl_estimators(kl),
               "active_threshold": ACTIVE_THRESHOLD, "au_samples": au_samples}
     if iw_samples > 0:
@@ -139,9 +143,10 @@ def format_result(r: dict) -> str:
              f"  ELBO                 {r['elbo']:10.3f}"]
     if "lk" in r:
         lines.append(f"  L_{r['iw_samples']:<18} {r['lk']:10.3f}  (+- {r['lk_stderr']:.3f} s.e.)")
-    lines.append("  layer   units  KL      active units")
-    for i, (d, kl, au) in enumerate(zip(r["units"], r["kl"], r["active_units"]), start=1):
-        lines.append(f"  z{i:<6} {d:5d}  {kl:6.3f}  {au}")
+    lines.append("  layer   units  KL      active units (A_u)  units with KL > 0.01")
+    for i, (d, kl, au, auk) in enumerate(zip(r["units"], r["kl"], r["active_units"],
+                                             r["active_units_kl"]), start=1):
+        lines.append(f"  z{i:<6} {d:5d}  {kl:6.3f}  {au:<19d} {auk}")
     lines.append(f"  ({r['seconds']:.1f} s on {r['backend']})")
     return "\n".join(lines)
 
@@ -150,19 +155,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m lvae_np.evaluate",
                                 description="Evaluate a run's checkpoint: ELBO, L_k, KL and "
                                             "active units per layer.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by lvae_np.train")
     p.add_argument("--iw-samples", type=int, default=5000,
                    help="importance samples for L_k (0: ELBO only)")
-    p.add_argument("--split", choices=SPLITS, default="test")
+    p.add_argument("--split", choices=SPLITS, default="test", help="which examples")
     p.add_argument("--bn", choices=("recollect", "running"), default="recollect",
                    help="batch-norm statistics: re-collected over the training set, or the "
                         "running averages from training")
     p.add_argument("--au-samples", type=int, default=10,
                    help="samples averaged for each posterior mean (active units)")
-    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=500, help="inputs per pass")
     p.add_argument("--limit", type=int, help="evaluate only the first N examples")
-    p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--backend", choices=BACKENDS, default="auto",
+                   help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${D.ENV_VAR})")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -21,6 +21,7 @@ from .backend import namespace, to_numpy
 from .checkpoint import atomic_write
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active if Cov_x(E_q[z_u | x]) > 0.01
+KL_ACTIVE_THRESHOLD = 0.01  # the KL-based count: unit u is active if E_x KL_u > 0.01 nats
 
 
 def columns(n_layers: int) -> list:
@@ -28,7 +29,7 @@ def columns(n_layers: int) -> list:
     return (["epoch", "beta", "train_loss", "train_elbo", "train_rec"]
             + [f"train_kl_z{i}" for i in z]
             + ["test_elbo", "test_rec"] + [f"test_kl_z{i}" for i in z]
-            + [f"au_z{i}" for i in z]
+            + [f"au_z{i}" for i in z] + [f"au_kl_z{i}" for i in z]
             + ["test_lk", "lk_samples", "train_seconds", "eval_seconds"])
 
 
@@ -75,6 +76,16 @@ def active_units(means, threshold: float = ACTIVE_THRESHOLD) -> int:
     return int(xp.sum(xp.astype(xp.mean(centred * centred, axis=0) > threshold, xp.int64)))
 
 
+def kl_active_units(kl_per_unit, threshold: float = KL_ACTIVE_THRESHOLD) -> int:
+    """Units whose KL term, averaged over the inputs, exceeds ``threshold`` nats.
+
+    kl_per_unit: (d,) array. Unlike A_u, this does not count a unit of a lower
+    layer whose posterior mean moves only because the layer above it does.
+    """
+    xp = namespace(kl_per_unit)
+    return int(xp.sum(xp.astype(kl_per_unit > threshold, xp.int64)))
+
+
 def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000) -> dict:
     """Test ELBO, its terms and active units, with batch norm's running averages.
 
@@ -84,7 +95,7 @@ def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000) -> di
     """
     n_layers = model.config.n_layers
     total = {"elbo": 0.0, "rec": 0.0, **{f"kl_z{i}": 0.0 for i in range(1, n_layers + 1)}}
-    means = [[] for _ in range(n_layers)]
+    means, unit_kl = [[] for _ in range(n_layers)], [0.0] * n_layers
     for start in range(0, x.shape[0], batch_size):
         xb = x[start:min(start + batch_size, x.shape[0]), ...]
         f, terms, _, _ = model.forward(params, state, xb, model.noise(xb.shape[0]), beta=1.0,
@@ -94,11 +105,13 @@ def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000) -> di
         total["rec"] += float(xp.sum(terms["rec"]))
         for i, (k, mu) in enumerate(zip(terms["kl"], terms["mu_q"]), start=1):
             total[f"kl_z{i}"] += float(xp.sum(k))
+            unit_kl[i - 1] = unit_kl[i - 1] + xp.sum(k, axis=0)
             means[i - 1].append(mu)
     n = x.shape[0]
     row = {"test_" + k: v / n for k, v in total.items()}
     for i, parts in enumerate(means, start=1):
         row[f"au_z{i}"] = active_units(namespace(parts[0]).concat(parts, axis=0))
+        row[f"au_kl_z{i}"] = kl_active_units(unit_kl[i - 1] / n)
     return row
 
 
@@ -108,7 +121,8 @@ def describe(row: dict) -> str:
              f"train ELBO {row['train_elbo']:.3f}"]
     if "test_elbo" in row:
         au = "/".join(str(v) for k, v in row.items() if k.startswith("au_z"))
-        parts += [f"test ELBO {row['test_elbo']:.3f}", f"active units {au}"]
+        au_kl = "/".join(str(v) for k, v in row.items() if k.startswith("au_kl_z"))
+        parts += [f"test ELBO {row['test_elbo']:.3f}", f"active units {au} (KL > 0.01: {au_kl})"]
     if "test_lk" in row:
         parts.append(f"test L_{row['lk_samples']} {row['test_lk']:.3f}")
     parts.append(f"{row['train_seconds']:.1f}s")

@@ -90,6 +90,19 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones; tuples as the command line writes them."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS \
+                or "default" in action.help:
+            return action.help
+        if isinstance(default, tuple):
+            return f"{action.help} (default: {','.join(map(str, default))})"
+        return super()._get_help_string(action)
+
+
 def _ints(text: str) -> tuple:
     try:
         values = tuple(int(v) for v in text.split(","))
@@ -105,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m lvae_np.train",
                 description="Train a Ladder VAE (or the bottom-up hierarchical VAE) with "
                             "hand-written gradients. Defaults follow the paper's MNIST protocol.",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                formatter_class=HelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="a named protocol; options given explicitly override it. paper-mnist: "
                         "2000 epochs, warm-up 200, batch norm, test L_5000 at the end")
@@ -113,19 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
     p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
                    help="lvae: top-down inference; vae: bottom-up inference")
-    p.add_argument("--dataset", choices=D.DATASETS, default=d.dataset)
+    p.add_argument("--dataset", choices=D.DATASETS, default=d.dataset,
+                   help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
+                        "synthetic: tiny, for smoke tests")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${D.ENV_VAR}; "
                                       "default: the repository's data/, then the cache)")
     p.add_argument("--latent", type=_ints, default=d.latent, metavar="D1,D2,...",
                    help="sizes of z_1 .. z_L")
     p.add_argument("--hidden", type=_ints, default=d.hidden, metavar="H1,H2,...",
                    help="width of the deterministic block under each z_i")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=d.batch_norm)
+    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=d.batch_norm,
+                   help="Dense -> BatchNorm -> leaky ReLU blocks (else Dense -> leaky ReLU)")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help="beta rises linearly from 0 to 1 over this many epochs (0: none)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help="train until this many epochs are done (with --resume: the new total)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam's step size")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the total gradient norm to this (0: no clipping)")
@@ -143,11 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="estimate test L_k with this many samples when training ends (0: no)")
     p.add_argument("--validation", type=int, default=d.validation,
                    help="hold out this many training examples as a validation split")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype)
+    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating-point precision")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random")
     p.add_argument("--out", metavar="RUN_DIR",
                    help="folder for checkpoint, metrics and config (default: runs/<model>-"
-                        "<dataset>-<time>)")
+                        "<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; only "
                         + ", ".join("--" + o.replace("_", "-") for o in RESUMABLE)
