@@ -188,6 +188,46 @@ class Model:
         return [self.backend.normal((n_rows, d)) for d in self.config.latent]
 
     # ------------------------------------------------------------------
+    # The generative model on its own (no gradients; batch norm in evaluation mode)
+    # ------------------------------------------------------------------
+    def data_mean(self, params, state, z1):
+        """E[x | z_1]: sigmoid(logits) for Bernoulli data, mu for Gaussian. (rows, x_dim)."""
+        bn = {"training": False, "momentum": L.BN_MOMENTUM}
+        h, _ = self._mlp(z1, params, state, "down0", bn)
+        p = _sub(params, "p0")
+        if self.config.likelihood == "bernoulli":
+            return L.sigmoid(L.dense_forward(h, p["W"], p["b"])[0])
+        (mu, _), _ = N.gaussian_head_forward(h, p)
+        return mu
+
+    def generate(self, params, state, n: int, noise=None):
+        """Ancestral samples: z_L ~ N(0, I), then z_i ~ p(z_i | z_{i+1}) down to z_1.
+
+        Args:
+            n: number of samples.
+            noise: list of eps_i (n, latent_i), i = 1..L; drawn when None. Fixing
+                some of them (e.g. the top layer's) shows what each layer encodes.
+
+        Returns:
+            (E[x | z_1] of shape (n, x_dim), [z_1, ..., z_L]).
+        """
+        noise = self.noise(n) if noise is None else noise
+        bn = {"training": False, "momentum": L.BN_MOMENTUM}
+        Lz = self.config.n_layers
+        zs = [None] * Lz
+        zs[Lz - 1] = noise[Lz - 1]
+        for i in range(Lz - 1, 0, -1):
+            mu, var, _ = self._block_and_head(zs[i], params, state, f"down{i}", f"p{i}", bn)
+            zs[i - 1] = G.reparameterize_forward(mu, var, noise[i - 1])[0]
+        return self.data_mean(params, state, zs[0]), zs
+
+    def reconstruct(self, params, state, x, noise=None):
+        """E[x | z_1] with z_1 drawn from q(z | x) (batch norm in evaluation mode)."""
+        noise = self.noise(x.shape[0]) if noise is None else noise
+        _, terms, _, _ = self.forward(params, state, x, noise, training=False)
+        return self.data_mean(params, state, terms["z"][0])
+
+    # ------------------------------------------------------------------
     # Blocks
     # ------------------------------------------------------------------
     def _mlp(self, h, params, state, name, bn: dict):
@@ -251,7 +291,8 @@ class Model:
 
         ``xp_`` holds one row per sample (tile it for several samples per input).
         Returns (f, terms, cache); ``terms`` has "rec" (rows,), and per layer "kl"
-        (rows, d_i) and "mu_q", the mean of q(z_i | .) at this sample (rows, d_i).
+        (rows, d_i), "mu_q", the mean of q(z_i | .) at this sample, and "z", the
+        sample itself (rows, d_i).
         """
         c = self.config
         Lz = c.n_layers
@@ -294,7 +335,8 @@ class Model:
         xp = namespace(rec)
         f = rec - beta * sum(xp.sum(kls[i], axis=1) for i in range(1, Lz + 1))
         terms = {"rec": rec, "kl": [kls[i] for i in range(1, Lz + 1)],
-                 "mu_q": [means[i] for i in range(1, Lz + 1)]}
+                 "mu_q": [means[i] for i in range(1, Lz + 1)],
+                 "z": [z[i] for i in range(1, Lz + 1)]}
         return f, terms, _TopDownCache(lay, c_out, beta, rec.shape[0])
 
     def top_down_backward(self, df, cache: _TopDownCache, grads) -> XPart:

@@ -182,3 +182,29 @@ def test_tile_rows_is_sample_major_and_its_backward_sums_copies():
     np.testing.assert_array_equal(out, np.concatenate([a, a]))
     (da,) = networks.tile_rows_backward(np.arange(12.0).reshape(6, 2), cache)
     np.testing.assert_array_equal(da, np.arange(12.0).reshape(2, 3, 2).sum(axis=0))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_generate_and_reconstruct(kind):
+    model, params, state, x = _small(kind)
+    means, zs = model.generate(params, state, 7)
+    assert means.shape == (7, 10) and np.all((means > 0) & (means < 1))
+    assert [z.shape for z in zs] == [(7, 4), (7, 3)]
+    # The top layer is the noise itself: z_L ~ N(0, I).
+    noise = model.noise(7)
+    np.testing.assert_array_equal(model.generate(params, state, 7, noise=noise)[1][-1], noise[-1])
+    rec = model.reconstruct(params, state, x)
+    assert rec.shape == x.shape and np.all((rec > 0) & (rec < 1))
+
+
+def test_generate_follows_the_prior_chain():
+    """With the same noise, generate's z_1 is the reparameterised p(z_1 | z_2)."""
+    from lvae_np import gaussian as G
+
+    model, params, state, _ = _small("lvae", bn=False)
+    noise = model.noise(5)
+    _, zs = model.generate(params, state, 5, noise=noise)
+    mu, var, _ = model._block_and_head(zs[1], params, state, "down1", "p1",
+                                       {"training": False, "momentum": 0.1})
+    np.testing.assert_allclose(zs[0], mu + np.sqrt(var) * noise[0], rtol=1e-12)
+    assert G.VAR_FLOOR < var.min()
