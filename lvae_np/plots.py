@@ -28,7 +28,6 @@ import csv
 import io
 import itertools
 import math
-import os
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -429,15 +428,9 @@ def write_all(run_dir, out_dir=None, *, data_dir=None, samples: int = 100,
         buf = io.BytesIO()
         figures[name].savefig(buf, format="png", dpi=DPI)
         path = out_dir / f"{name}.png"
-        atomic_write(path, lambda f: _write_readable(f, buf.getvalue()))
+        atomic_write(path, lambda f: f.write(buf.getvalue()))
         paths.append(path)
     return paths
-
-
-def _write_readable(f, content: bytes) -> None:
-    if hasattr(os, "fchmod"):  # a figure is for sharing: rw-r--r--, not the temp file's rw-------
-        os.fchmod(f.fileno(), 0o644)
-    f.write(content)
 
 
 class _Parser(argparse.ArgumentParser):

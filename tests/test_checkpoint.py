@@ -78,3 +78,14 @@ def test_a_foreign_npz_is_rejected(tmp_path):
     np.savez(path, weights=np.ones(3))
     with pytest.raises(CheckpointError, match="not a lvae_np checkpoint"):
         checkpoint.load(path)
+
+
+def test_files_get_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "note.txt"
+    checkpoint.atomic_write(path, lambda f: f.write(b"hello"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
