@@ -53,18 +53,22 @@ def dense_forward(x, W, b):
     return (out if b is None else out + b), DenseCache(x, W, b is not None)
 
 
-def dense_backward(dout, cache: DenseCache):
+def dense_backward(dout, cache: DenseCache, *, input_grad: bool = True):
     """Gradients of the affine layer.
 
     With G = dL/dy of shape (N, M)::
 
-        dL/dx = G W^T        (N, D)
+        dL/dx = G W^T        (N, D), or None with input_grad=False
         dL/dW = x^T G        (D, M)
         dL/db = sum_n G_n    (M,), or None when there is no bias
+
+    ``input_grad=False`` skips dL/dx, a whole matrix product, where x is the
+    data and nothing needs its gradient (the first layer of a network).
     """
     xp = namespace(dout)
     x, W, has_bias = cache
-    return dout @ W.T, x.T @ dout, (xp.sum(dout, axis=0) if has_bias else None)
+    dx = dout @ W.T if input_grad else None
+    return dx, x.T @ dout, (xp.sum(dout, axis=0) if has_bias else None)
 
 
 # ----------------------------------------------------------------------------

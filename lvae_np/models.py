@@ -279,7 +279,8 @@ class Model:
             _add(grads, f"q{i}", dp_head)
             if dh is not None:
                 dg = dg + dh
-            dh, dp_mlp = N.mlp_backward(dg, c_mlp)
+            # The first block's input is x: its gradient is never needed.
+            dh, dp_mlp = N.mlp_backward(dg, c_mlp, input_grad=i > 1)
             _add(grads, f"up{i}", dp_mlp)
 
     # ------------------------------------------------------------------

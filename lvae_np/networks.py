@@ -111,17 +111,22 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
     return h, MLPCache(tuple(caches), new_state)
 
 
-def mlp_backward(dout, cache: MLPCache):
-    """Gradients of the block, layer by layer in reverse: returns (dx, dp)."""
+def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
+    """Gradients of the block, layer by layer in reverse: returns (dx, dp).
+
+    ``input_grad=False`` skips dx (returned as None) where the block's input is
+    the data, saving the first layer's largest matrix product.
+    """
     dp, dh = {}, dout
     for j in range(len(cache.layers), 0, -1):
         c = cache.layers[j - 1]
         (da,) = L.leaky_relu_backward(dh, c.act)
+        need = input_grad or j > 1
         if c.bn is not None:
             da, dp[f"gamma{j}"], dp[f"beta{j}"] = L.batchnorm_backward(da, c.bn)
-            dh, dp[f"W{j}"], _ = L.dense_backward(da, c.dense)
+            dh, dp[f"W{j}"], _ = L.dense_backward(da, c.dense, input_grad=need)
         else:
-            dh, dp[f"W{j}"], dp[f"b{j}"] = L.dense_backward(da, c.dense)
+            dh, dp[f"W{j}"], dp[f"b{j}"] = L.dense_backward(da, c.dense, input_grad=need)
     return dh, dp
 
 

@@ -67,3 +67,14 @@ def test_glorot_uniform_bound():
     W = N.glorot_uniform(np.random.default_rng(0), 300, 100, np, np.float32)
     bound = np.sqrt(6 / 400)
     assert W.dtype == np.float32 and np.abs(W).max() <= bound and np.abs(W).max() > 0.95 * bound
+
+
+def test_mlp_backward_can_skip_the_input_gradient():
+    params, state = N.init_mlp(rng, (5, 4, 3), batch_norm=True, xp=np, dtype=np.float64)
+    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=state, batch_norm=True)
+    dout = rng.normal(size=(6, 3))
+    dx, dp = N.mlp_backward(dout, cache)
+    none, dp_skip = N.mlp_backward(dout, cache, input_grad=False)
+    assert none is None and dx.shape == (6, 5)
+    for k in dp:
+        np.testing.assert_array_equal(dp[k], dp_skip[k])
