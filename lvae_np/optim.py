@@ -54,6 +54,34 @@ def adam_update(params: dict, grads: dict, state: dict, config: AdamConfig = Ada
     return new_params, {"t": t, "m": m_new, "v": v_new}
 
 
+def adam_update_(params: dict, grads: dict, state: dict, config: AdamConfig = AdamConfig()):
+    """The same step as ``adam_update``, bit for bit, but in place.
+
+    Parameters and moments are updated where they lie, with in-place
+    operators (part of the array API) and four temporary arrays per
+    parameter instead of eight. For a training loop that owns its arrays;
+    returns (params, state) for symmetry.
+    """
+    t = state["t"] + 1
+    state["t"] = t
+    step = config.lr * math.sqrt(1.0 - config.beta2 ** t) / (1.0 - config.beta1 ** t)
+    for k, w in params.items():
+        xp = namespace(w)
+        g, m, v = grads[k], state["m"][k], state["v"][k]
+        m *= config.beta1                  # m = beta1 m + (1 - beta1) g
+        m += g * (1.0 - config.beta1)
+        g2 = g * g                         # v = beta2 v + (1 - beta2) g^2
+        g2 *= 1.0 - config.beta2
+        v *= config.beta2
+        v += g2
+        denom = xp.sqrt(v)                 # w = w - step m / (sqrt(v) + eps)
+        denom += config.eps
+        update = m * step
+        update /= denom
+        w -= update
+    return params, state
+
+
 def global_norm(grads: dict):
     """sqrt(sum over all arrays of sum g^2), as a 0-d array (no host sync)."""
     squares = [namespace(g).sum(g * g) for g in grads.values()]

@@ -33,7 +33,7 @@ from . import bounds, checkpoint, data as D, metrics as M
 from .backend import BACKENDS, DTYPES, get_backend, to_numpy
 from .checkpoint import CheckpointError
 from .models import KL_ESTIMATORS, Model, ModelConfig
-from .optim import AdamConfig, adam_init, adam_update, clip_by_global_norm
+from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -285,7 +285,7 @@ class Trainer:
                                                         kl=cfg.kl)
         if cfg.max_grad_norm > 0:
             grads, _ = clip_by_global_norm(grads, cfg.max_grad_norm)
-        self.params, self.opt = adam_update(self.params, grads, self.opt, self.adam)
+        adam_update_(self.params, grads, self.opt, self.adam)  # in place: the run owns them
         self.state = st["state"]
         return loss, st
 
