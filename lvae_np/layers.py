@@ -142,8 +142,13 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         var = state.var
         new_state = state
     inv_std = 1.0 / xp.sqrt(var + eps)
-    xhat = centred * inv_std
-    return gamma * xhat + beta, BatchNormCache(xhat, inv_std, gamma, training, new_state)
+    # In place on arrays made here (never on x): xhat = centred * inv_std,
+    # out = gamma * xhat + beta, with one temporary fewer each.
+    xhat = centred
+    xhat *= inv_std
+    out = xhat * gamma
+    out += beta
+    return out, BatchNormCache(xhat, inv_std, gamma, training, new_state)
 
 
 def batchnorm_backward(dout, cache: BatchNormCache):
@@ -158,17 +163,23 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 
     The training form follows from differentiating through mu and var too; the
     two subtracted sums remove the components of g along 1 and along xhat.
+    Computed with sum_n g_n = gamma * dL/dbeta and sum_n g_n xhat_n =
+    gamma * dL/dgamma, which are already at hand, and in place on one new array::
+
+        dx = xhat * (-gamma * dgamma / N);  dx += G * gamma;
+        dx -= gamma * dbeta / N;  dx *= inv_std
     """
     xp = namespace(dout)
     xhat, inv_std, gamma, training, _ = cache
     dgamma = xp.sum(dout * xhat, axis=0)
     dbeta = xp.sum(dout, axis=0)
-    g = dout * gamma
-    if training:
-        n = dout.shape[0]
-        dx = (inv_std / n) * (n * g - xp.sum(g, axis=0) - xhat * xp.sum(g * xhat, axis=0))
-    else:
-        dx = g * inv_std
+    if not training:
+        return dout * (gamma * inv_std), dgamma, dbeta
+    n = dout.shape[0]
+    dx = xhat * (-(gamma * dgamma) / n)
+    dx += dout * gamma
+    dx -= (gamma * dbeta) / n
+    dx *= inv_std
     return dx, dgamma, dbeta
 
 
@@ -176,8 +187,8 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 # Activations
 # ----------------------------------------------------------------------------
 class LeakyReluCache(NamedTuple):
-    x: Array       # input, any shape
-    slope: float   # gradient for x <= 0
+    x: Array       # input, any shape (for kink_side)
+    scale: Array   # dy/dx: 1 where x > 0, slope elsewhere
 
     def kink_side(self):
         """x > 0: which side of the kink each input lies on (used by gradient checks)."""
@@ -185,15 +196,20 @@ class LeakyReluCache(NamedTuple):
 
 
 def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
-    """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape."""
+    """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape.
+
+    Computed as y = x * s with s = (1 where x > 0, slope elsewhere), and s is
+    kept: it is dy/dx, so the backward pass is a single product.
+    """
     xp = namespace(x)
-    return xp.where(x > 0, x, slope * x), LeakyReluCache(x, slope)
+    one, low = xp.asarray(1.0, dtype=x.dtype), xp.asarray(slope, dtype=x.dtype)
+    scale = xp.where(x > 0, one, low)
+    return x * scale, LeakyReluCache(x, scale)
 
 
 def leaky_relu_backward(dout, cache: LeakyReluCache):
-    """dL/dx = G where x > 0, slope * G elsewhere."""
-    xp = namespace(dout)
-    return (xp.where(cache.x > 0, dout, cache.slope * dout),)
+    """dL/dx = G where x > 0, slope * G elsewhere: G * s."""
+    return (dout * cache.scale,)
 
 
 def sigmoid(x):
