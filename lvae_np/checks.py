@@ -58,7 +58,7 @@ def _bn_eval_forward(x, gamma, beta):
     # A fixed, seeded state: evaluation mode normalises with these statistics.
     state = _bn_state(numpy.random.default_rng(1234), x.shape[1])
     xp = x.__array_namespace__()
-    state = L.BNState(xp.asarray(state.mean), xp.asarray(state.var))
+    state = L.BNState(xp.asarray(state.mean, dtype=x.dtype), xp.asarray(state.var, dtype=x.dtype))
     return L.batchnorm_forward(x, gamma, beta, state=state, training=False)
 
 

@@ -233,3 +233,36 @@ def test_a_small_relative_error_is_still_caught():
     report = check_gradients(L.dense_forward, slightly_wrong, _dense_inputs())
     assert [a.name for a in report.arguments if not a.passed] == ["W"]
     assert 5e-6 < report.arguments[1].max_rel_error < 2e-5
+
+
+# ----------------------------------------------------------------------------
+# Every registered op: dtype kept, and array_api_strict gives NumPy's numbers
+# ----------------------------------------------------------------------------
+OPS = [c for c in CASES if len(c.names) <= 6]  # the ops, not the whole models
+
+
+def _pass(case, xp, dtype):
+    inputs = [xp.astype(a, dtype) for a in case.inputs(seed=2, xp=xp)]
+    out, cache = case.forward(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    r = np.random.default_rng(5)
+    douts = tuple(xp.asarray(r.normal(size=o.shape), dtype=dtype) for o in outs)
+    grads = case.backward(douts if isinstance(out, tuple) else douts[0], cache)
+    return outs + tuple(grads)
+
+
+@pytest.mark.parametrize("case", OPS, ids=[c.name for c in OPS])
+def test_float32_stays_float32(case):
+    for a in _pass(case, np, np.float32):
+        assert a.dtype == np.float32
+
+
+@pytest.mark.parametrize("case", OPS, ids=[c.name for c in OPS])
+def test_array_api_strict_gives_numpys_numbers(case):
+    xs = pytest.importorskip("array_api_strict")
+    ours = _pass(case, np, np.float64)
+    theirs = _pass(case, xs, xs.float64)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        assert b.__array_namespace__() is xs
+        np.testing.assert_allclose(np.asarray(b), a, rtol=1e-15, atol=0)
