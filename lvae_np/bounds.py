@@ -111,7 +111,8 @@ def iwae_loss_and_grads(model, params, state, x, k: int, beta: float = 1.0, nois
 def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
     """log w for k samples of each input: an array of shape (k, N) in float64.
 
-    Batch norm runs in evaluation mode. The x-only part runs once for all of
+    Batch norm runs in evaluation mode, folded into the dense layers (see
+    ``Model.fold_batch_norm``). The x-only part runs once for all of
     x; the samples go through the top-down pass in chunks of
     max(max_rows, N) rows at most (samples times inputs), which bounds memory
     for k = 5000. The noise is drawn chunk by chunk from the model's
@@ -119,6 +120,7 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
     and batch size (other chunkings draw other, equally valid, samples).
     """
     n = x.shape[0]
+    model, params = model.fold_batch_norm(params, state)  # evaluation mode: BN is affine
     part, _ = model.bottom_up(params, state, x, training=False)
     per_chunk = max(1, max_rows // max(n, 1))
     chunks, done = [], 0

@@ -47,6 +47,7 @@ the width of up_{i+1} (z5 -> 32 -> z4 ... z1 -> 512 -> x with the defaults).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -182,6 +183,31 @@ class Model:
                         "b": xp.zeros((c.x_dim,), dtype=dt)}
             _put(params, f"p{i}", head)
         return params, state
+
+    def fold_batch_norm(self, params, state):
+        """The same network in evaluation mode, with batch norm folded into the dense layers.
+
+        At test time batch norm is an affine map of each unit,
+        BN(a) = gamma * (a - mean) / sqrt(var + eps) + beta = a * s + c, so
+        BN(h W) = h (W s) + c: a dense layer with weights W * s (each column
+        scaled) and bias c. Returns (model, params) of an identical model
+        without batch norm, whose forward pass skips every normalisation;
+        evaluation (``bounds.log_likelihood``) uses it.
+        """
+        if not self.config.batch_norm:
+            return self, params
+        folded = {k: v for k, v in params.items() if ".gamma" not in k and ".beta" not in k}
+        for key in params:
+            if ".gamma" not in key:
+                continue
+            block, name = key.rsplit(".", 1)             # e.g. "up1", "gamma2"
+            j = name[len("gamma"):]
+            xp = namespace(params[key])
+            scale = params[key] / xp.sqrt(state[f"{block}.var{j}"] + L.BN_EPS)
+            folded[f"{block}.W{j}"] = params[f"{block}.W{j}"] * scale
+            folded[f"{block}.b{j}"] = params[f"{block}.beta{j}"] - state[f"{block}.mean{j}"] * scale
+        config = dataclasses.replace(self.config, batch_norm=False)
+        return Model(config, self.backend), folded
 
     def noise(self, n_rows: int) -> list:
         """Standard normal eps_i of shape (n_rows, latent_i), for i = 1..L."""

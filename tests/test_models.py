@@ -208,3 +208,19 @@ def test_generate_follows_the_prior_chain():
                                        {"training": False, "momentum": 0.1})
     np.testing.assert_allclose(zs[0], mu + np.sqrt(var) * noise[0], rtol=1e-12)
     assert G.VAR_FLOOR < var.min()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_folding_batch_norm_gives_the_same_evaluation(kind):
+    model, params, state, x = _small(kind)
+    rng = np.random.default_rng(8)
+    params = {k: v + 0.1 * rng.normal(size=v.shape) for k, v in params.items()}
+    state = {k: (np.abs(v) + 0.5 if ".var" in k else v + rng.normal(size=v.shape))
+             for k, v in state.items()}
+    folded_model, folded = model.fold_batch_norm(params, state)
+    assert not folded_model.config.batch_norm and not any("gamma" in k for k in folded)
+    noise = model.noise(x.shape[0])
+    f = model.forward(params, state, x, noise, training=False)[0]
+    g = folded_model.forward(folded, {}, x, noise, training=False)[0]
+    np.testing.assert_allclose(g, f, rtol=1e-12)
+    assert folded_model.fold_batch_norm(folded, {})[1] is folded  # nothing left to fold
