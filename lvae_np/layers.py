@@ -187,8 +187,8 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 # Activations
 # ----------------------------------------------------------------------------
 class LeakyReluCache(NamedTuple):
-    x: Array       # input, any shape (for kink_side)
-    scale: Array   # dy/dx: 1 where x > 0, slope elsewhere
+    x: Array       # input, any shape
+    slope: float   # gradient for x <= 0
 
     def kink_side(self):
         """x > 0: which side of the kink each input lies on (used by gradient checks)."""
@@ -198,31 +198,44 @@ class LeakyReluCache(NamedTuple):
 def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
     """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape.
 
-    Computed as y = x * s with s = (1 where x > 0, slope elsewhere), and s is
-    kept: it is dy/dx, so the backward pass is a single product.
+    For 0 <= slope <= 1 this is y = maximum(x, slope * x): two fast passes,
+    where ``where(x > 0, x, slope * x)`` is several times slower in NumPy.
     """
     xp = namespace(x)
-    one, low = xp.asarray(1.0, dtype=x.dtype), xp.asarray(slope, dtype=x.dtype)
-    scale = xp.where(x > 0, one, low)
-    return x * scale, LeakyReluCache(x, scale)
+    if 0.0 <= slope <= 1.0:
+        return xp.maximum(x, slope * x), LeakyReluCache(x, slope)
+    return xp.where(x > 0, x, slope * x), LeakyReluCache(x, slope)
 
 
 def leaky_relu_backward(dout, cache: LeakyReluCache):
-    """dL/dx = G where x > 0, slope * G elsewhere: G * s."""
-    return (dout * cache.scale,)
+    """dL/dx = G where x > 0, slope * G elsewhere.
+
+    Computed as G * (slope + (1 - slope) * [x > 0]), with the indicator turned
+    into numbers, which avoids the slow ``where``.
+    """
+    xp = namespace(dout)
+    scale = xp.astype(cache.x > 0, dout.dtype)
+    scale *= 1.0 - cache.slope
+    scale += cache.slope
+    scale *= dout
+    return (scale,)
 
 
 def sigmoid(x):
     """Logistic function 1 / (1 + exp(-x)), without overflow for any x.
 
-    Only exp(-|x|), which lies in (0, 1], is ever computed::
+    Only exponentials of non-positive numbers are computed::
 
-        x >= 0:  1 / (1 + exp(-|x|))
-        x <  0:  exp(-|x|) / (1 + exp(-|x|))
+        sigmoid(x) = exp(min(x, 0)) / (1 + exp(-|x|))
+
+    (for x >= 0 this is 1 / (1 + exp(-x)); for x < 0 it is exp(x) / (1 + exp(x))).
     """
     xp = namespace(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    denom = xp.exp(-xp.abs(x))
+    denom += 1.0
+    out = xp.exp(xp.minimum(x, 0.0))
+    out /= denom
+    return out
 
 
 class SigmoidCache(NamedTuple):
