@@ -54,7 +54,7 @@ def _bn_state(rng, dim):
     return L.BNState(numpy.asarray(rng.normal(size=dim)), numpy.asarray(rng.uniform(0.5, 2.0, dim)))
 
 
-def _bn_eval_forward(x, gamma, beta):
+def _batchnorm_with_fixed_state(x, gamma, beta):
     # A fixed, seeded state: evaluation mode normalises with these statistics.
     state = _bn_state(numpy.random.default_rng(1234), x.shape[1])
     xp = x.__array_namespace__()
@@ -79,7 +79,7 @@ CASES = [
          L.batchnorm_backward,
          lambda rng: [rng.normal(1.0, 2.0, size=(8, 4)), rng.uniform(0.5, 2.0, 4), rng.normal(size=4)],
          names=("x", "gamma", "beta")),
-    Case("batchnorm (evaluation)", _bn_eval_forward, L.batchnorm_backward,
+    Case("batchnorm (evaluation)", _batchnorm_with_fixed_state, L.batchnorm_backward,
          lambda rng: [rng.normal(size=(6, 4)), rng.uniform(0.5, 2.0, 4), rng.normal(size=4)]),
     Case("leaky_relu", L.leaky_relu_forward, L.leaky_relu_backward,
          lambda rng: [_away_from_zero(rng, (5, 4))]),
