@@ -184,7 +184,11 @@ def tile_rows_forward(a, *, k: int):
         cache: TileCache(k).
     """
     xp = namespace(a)
-    return (a if k == 1 else xp.concat([a] * k, axis=0)), TileCache(k)
+    if k == 1:
+        return a, TileCache(k)
+    # One copy through broadcasting: (k, N, D) -> (k*N, D); faster than joining k views.
+    tiled = xp.broadcast_to(xp.expand_dims(a, axis=0), (k,) + tuple(a.shape))
+    return xp.reshape(tiled, (k * a.shape[0],) + tuple(a.shape[1:])), TileCache(k)
 
 
 def tile_rows_backward(dout, cache: TileCache):
