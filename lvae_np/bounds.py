@@ -19,8 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .backend import namespace
-from .models import XPart
-from .networks import tile_rows_forward
+from .models import tile_part
 
 
 # Rows (samples x inputs) pushed through the top-down pass at once when
@@ -126,18 +125,13 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
     chunks, done = [], 0
     while done < k:
         s = min(per_chunk, k - done)
-        tiled = XPart(_tile(part.x, s),
-                      [_tile(a, s) for a in part.mu_hat], [_tile(a, s) for a in part.var_hat])
+        tiled = tile_part(part, s)
         f, _, _ = model.top_down(params, state, tiled, model.noise(s * n), beta=1.0, kl="mc",
                                  training=False)
         xp = namespace(f)
         chunks.append(xp.astype(xp.reshape(f, (s, n)), xp.float64))
         done += s
     return namespace(chunks[0]).concat(chunks, axis=0)
-
-
-def _tile(a, s):
-    return tile_rows_forward(a, k=s)[0]
 
 
 def log_likelihood(model, params, state, x, k: int = 5000, *, batch_size: int = 100,

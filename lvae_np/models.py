@@ -121,18 +121,21 @@ class KLTermCache(NamedTuple):
 
 
 class ForwardCache(NamedTuple):
-    k: int
+    k: int             # samples per input (the x-part was tiled k times)
     bottom_up: tuple   # (mlp cache, head cache) per bottom-up layer computed from x
-    tiles: tuple       # TileCache of x, mu_hat_i, var_hat_i
     top_down: Any      # _TopDownCache
-    beta: float
 
 
 class _TopDownCache(NamedTuple):
     layers: dict       # per layer i: dict of caches
     out: tuple         # (mlp cache, head cache, likelihood cache)
     beta: float
-    n_rows: int
+
+
+def tile_part(part: XPart, k: int) -> XPart:
+    """The x-part repeated for k samples per input, sample-major (see networks.tile_rows_forward)."""
+    tile = lambda a: N.tile_rows_forward(a, k=k)[0]  # noqa: E731
+    return XPart(tile(part.x), [tile(a) for a in part.mu_hat], [tile(a) for a in part.var_hat])
 
 
 class Model:
@@ -364,7 +367,7 @@ class Model:
         terms = {"rec": rec, "kl": [kls[i] for i in range(1, Lz + 1)],
                  "mu_q": [means[i] for i in range(1, Lz + 1)],
                  "z": [z[i] for i in range(1, Lz + 1)]}
-        return f, terms, _TopDownCache(lay, c_out, beta, rec.shape[0])
+        return f, terms, _TopDownCache(lay, c_out, beta)
 
     def top_down_backward(self, df, cache: _TopDownCache, grads) -> XPart:
         """Add the top-down parameters' gradients to ``grads``; return the x-part's gradients."""
@@ -458,28 +461,21 @@ class Model:
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"unknown KL estimator {kl!r}: choose one of {', '.join(KL_ESTIMATORS)}")
         part, c_bu = self.bottom_up(params, state, x, training, bn_momentum)
-        tiled, c_tiles = [], []
-        for a in [part.x] + part.mu_hat + part.var_hat:
-            t, ct = N.tile_rows_forward(a, k=k)
-            tiled.append(t)
-            c_tiles.append(ct)
-        n = len(part.mu_hat)
-        part_k = XPart(tiled[0], tiled[1:1 + n], tiled[1 + n:])
-        f, terms, c_td = self.top_down(params, state, part_k, noise, beta=beta, kl=kl,
-                                       training=training, bn_momentum=bn_momentum)
+        f, terms, c_td = self.top_down(params, state, tile_part(part, k), noise, beta=beta,
+                                       kl=kl, training=training, bn_momentum=bn_momentum)
         new_state = dict(state) if state else {}
         for name, mlp_cache in _mlp_caches(c_bu, c_td):
             _put(new_state, name, mlp_cache.new_state)
-        return f, terms, new_state, ForwardCache(k, c_bu, tuple(c_tiles), c_td, beta)
+        return f, terms, new_state, ForwardCache(k, c_bu, c_td)
 
     def backward(self, df, cache: ForwardCache) -> dict:
         """Gradients of sum_rows df * f with respect to every parameter (a dict like params)."""
         grads = {}
         dpart = self.top_down_backward(df, cache.top_down, grads)
-        n = len(dpart.mu_hat)
-        untiled = [N.tile_rows_backward(d, ct)[0]
-                   for d, ct in zip(dpart.mu_hat + dpart.var_hat, cache.tiles[1:])]
-        self.bottom_up_backward(XPart(None, untiled[:n], untiled[n:]), cache.bottom_up, grads)
+        tiles = N.TileCache(cache.k)
+        untile = lambda d: N.tile_rows_backward(d, tiles)[0]  # noqa: E731  sums the k copies
+        self.bottom_up_backward(XPart(None, [untile(d) for d in dpart.mu_hat],
+                                      [untile(d) for d in dpart.var_hat]), cache.bottom_up, grads)
         return grads
 
     def loss_and_grads(self, params, state, x, beta=1.0, noise=None, kl="analytic",

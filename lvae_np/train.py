@@ -441,7 +441,7 @@ def main(argv=None) -> int:
         return 130
     except NonFiniteLoss as exc:
         print(f"lvae_np.train: error: {exc}. The last good checkpoint "
-              f"({run_dir / CHECKPOINT}, end of epoch {trainer_epoch_done(run_dir)}) is "
+              f"({run_dir / CHECKPOINT}, end of epoch {_saved_epoch(run_dir)}) is "
               "intact; try a smaller --lr or --max-grad-norm.", file=sys.stderr)
         return 1
     finally:
@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def trainer_epoch_done(run_dir: Path) -> str:
+def _saved_epoch(run_dir: Path) -> str:
     try:
         return str(checkpoint.load(run_dir / CHECKPOINT)["meta"]["epoch"])
     except CheckpointError:
