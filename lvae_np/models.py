@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import gaussian as G
@@ -90,9 +91,19 @@ class ModelConfig:
 
 
 def _sub(tree: dict, prefix: str) -> dict:
-    """The entries of a flat dict under ``prefix.``, with the prefix removed."""
+    """The entries of a flat dict under ``prefix.``, with the prefix removed.
+
+    Plainly ``{k[len(prefix) + 1:]: v for k, v in tree.items() if
+    k.startswith(prefix + ".")}``; the key selection is cached, since the same
+    few dicts are cut up many times in every step.
+    """
+    return {short: tree[k] for k, short in _keys_under(tuple(tree), prefix)}
+
+
+@lru_cache(maxsize=1024)
+def _keys_under(keys: tuple, prefix: str) -> tuple:
     cut = len(prefix) + 1
-    return {k[cut:]: v for k, v in tree.items() if k.startswith(prefix + ".")}
+    return tuple((k, k[cut:]) for k in keys if k.startswith(prefix + "."))
 
 
 def _put(tree: dict, prefix: str, sub: dict) -> None:
