@@ -134,13 +134,20 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
 # Gaussian head
 # ----------------------------------------------------------------------------
 class GaussianHeadCache(NamedTuple):
-    mu: L.DenseCache
-    var_linear: L.DenseCache
-    softplus: L.XCache
+    dense: L.DenseCache     # the one product for both halves, h [W_mu | W_var]
+    softplus: L.XCache      # the var half's softplus
+    m: int                  # M, where the var half starts
 
 
 def gaussian_head_forward(h, p):
     """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
+
+    The two products share h, so they run as one (N, D) @ (D, 2M) product
+    with the weights side by side, which is faster than two thin ones and
+    lets backward return h's gradient from one product too::
+
+        [a_mu | a_var] = h [W_mu | W_var] + [b_mu | b_var]
+        mu = a_mu,  var = softplus(a_var)
 
     Args:
         h: array of shape (N, D).
@@ -150,19 +157,27 @@ def gaussian_head_forward(h, p):
         out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
         cache: GaussianHeadCache.
     """
-    mu, c_mu = L.dense_forward(h, p["W_mu"], p["b_mu"])
-    a, c_var = L.dense_forward(h, p["W_var"], p["b_var"])
-    var, c_sp = L.softplus_forward(a)
-    return (mu, var), GaussianHeadCache(c_mu, c_var, c_sp)
+    xp = namespace(h)
+    m = p["W_mu"].shape[1]
+    W = xp.concat([p["W_mu"], p["W_var"]], axis=1)
+    b = xp.concat([p["b_mu"], p["b_var"]], axis=0)
+    a, c_dense = L.dense_forward(h, W, b)
+    var, c_sp = L.softplus_forward(a[:, m:])
+    return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m)
 
 
 def gaussian_head_backward(dout, cache: GaussianHeadCache):
-    """With dout = (G_mu, G_var): returns (dh, dp), dh the sum of both heads' input gradients."""
+    """With dout = (G_mu, G_var): returns (dh, dp).
+
+    dh = G_mu W_mu^T + G_a W_var^T, with G_a the gradient through the
+    softplus, is the one product [G_mu | G_a] [W_mu | W_var]^T.
+    """
+    xp = namespace(dout[0])
     g_mu, g_var = dout
-    dh_mu, dW_mu, db_mu = L.dense_backward(g_mu, cache.mu)
     (da,) = L.softplus_backward(g_var, cache.softplus)
-    dh_var, dW_var, db_var = L.dense_backward(da, cache.var_linear)
-    return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
+    dh, dW, db = L.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
+    m = cache.m
+    return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
 
 
 # ----------------------------------------------------------------------------
