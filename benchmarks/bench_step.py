@@ -68,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--iw-images", type=int, default=20, help="test images for the IW-LL timing")
     p.add_argument("--iw-batch-size", type=int, default=1,
                    help="lvae_np: test images per log_likelihood call (batch_size)")
-    p.add_argument("--iw-max-rows", type=int, default=5000,
+    p.add_argument("--iw-max-rows", type=int, default=1000,
                    help="rows (samples x images) per top-down chunk: lvae_np's max_rows, and "
                         "torch's chunk of samples (one image at a time)")
     p.add_argument("--skip-torch", action="store_true")

@@ -23,8 +23,12 @@ from .models import tile_part
 
 
 # Rows (samples x inputs) pushed through the top-down pass at once when
-# estimating L_k: about 250 MB of activations for the paper's model in float32.
-MAX_ROWS = 8192
+# estimating L_k. Small chunks are faster on a CPU: a chunk's activations
+# (1000 x 512 floats, 2 MB) stay in the caches between the many elementwise
+# passes over them. For the paper's 5-layer model on 2 cores, L_5000 of one
+# image took about 97 ms in chunks of 1000 rows against 133 ms in chunks of
+# 5000 (benchmarks/bench_step.py --iw-max-rows). On a GPU larger chunks pay.
+MAX_ROWS = 1000
 
 
 def warmup_beta(epoch: int, warmup_epochs: int) -> float:

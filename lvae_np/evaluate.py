@@ -65,8 +65,12 @@ def recollect_bn_state(model, params, state, x, batch_size: int, progress=False)
 
 
 def summarize(model, params, state, x, *, kl: str, iw_samples: int, au_samples: int,
-              batch_size: int, progress=False) -> dict:
-    """ELBO, L_k, KL per layer and active units of ``x`` (batch norm in evaluation mode)."""
+              batch_size: int, progress=False, per_example: bool = False) -> dict:
+    """ELBO, L_k, KL per layer and active units of ``x`` (batch norm in evaluation mode).
+
+    ``per_example``: also return each example's L_k (``lk_per_example``), so
+    that two models evaluated on the same examples can be compared pairwise.
+    """
     n_layers, n = model.config.n_layers, x.shape[0]
     elbo, kls, means = 0.0, numpy.zeros(n_layers), [[] for _ in range(n_layers)]
     unit_kl = [0.0] * n_layers
@@ -96,14 +100,20 @@ def summarize(model, params, state, x, *, kl: str, iw_samples: int, au_samples: 
         lk = to_numpy(lk)
         result.update(lk=float(lk.mean()), lk_stderr=float(lk.std(ddof=1) / numpy.sqrt(n))
                       if n > 1 else 0.0, iw_samples=iw_samples)
+        if per_example:
+            result["lk_per_example"] = [float(v) for v in lk]
     return result
 
 
 def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: str = "recollect",
                  backend: str = "auto", data_dir=None, batch_size: int = 500,
                  au_samples: int = 10, limit: int | None = None, seed: int = 0,
-                 progress: bool = True) -> dict:
-    """Evaluate the checkpoint in ``run_dir``; writes ``eval-<split>-k<k>.json`` there too."""
+                 progress: bool = True, per_example: bool = False) -> dict:
+    """Evaluate the checkpoint in ``run_dir``; writes the result there too.
+
+    The file is ``eval-<split>-k<k>.json``, or ``eval-<split>-k<k>-first<limit>.json``
+    for an evaluation of the first ``limit`` examples (see ``eval_file_name``).
+    """
     run_dir = Path(run_dir)
     ckpt = checkpoint.load(run_dir / CHECKPOINT)
     cfg = _config_from_meta(ckpt["meta"])
@@ -128,13 +138,19 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
     if bn == "recollect":
         state = recollect_bn_state(model, params, state, be.asarray(train), batch_size, progress)
     result = summarize(model, params, state, x, kl=cfg.kl, iw_samples=iw_samples,
-                       au_samples=au_samples, batch_size=batch_size, progress=progress)
-    result.update(run=str(run_dir), split=split, epoch=ckpt["meta"]["epoch"], bn=bn,
+                       au_samples=au_samples, batch_size=batch_size, progress=progress,
+                       per_example=per_example)
+    result.update(run=str(run_dir), split=split, epoch=ckpt["meta"]["epoch"], bn=bn, limit=limit,
                   model=cfg.model, dataset=cfg.dataset, data=ds.variant, backend=be.name,
                   seconds=time.perf_counter() - t0)
-    atomic_write(run_dir / f"eval-{split}-k{iw_samples}.json",
+    atomic_write(run_dir / eval_file_name(split, iw_samples, limit),
                  lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
     return result
+
+
+def eval_file_name(split: str, iw_samples: int, limit: int | None = None) -> str:
+    """The name of the JSON file ``evaluate_run`` writes into the run folder."""
+    return f"eval-{split}-k{iw_samples}" + (f"-first{limit}" if limit else "") + ".json"
 
 
 def format_result(r: dict) -> str:
@@ -172,6 +188,9 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help=f"folder with the data files (also ${D.ENV_VAR})")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--per-example", action="store_true",
+                   help="also give each example's L_k (lk_per_example in the JSON), for "
+                        "comparing two models on the same examples")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     for name in ("iw_samples", "au_samples", "batch_size", "limit"):
@@ -184,7 +203,8 @@ def main(argv=None) -> int:
                               bn=args.bn, backend=args.backend, data_dir=args.data_dir,
                               batch_size=args.batch_size, au_samples=args.au_samples,
                               limit=args.limit, seed=args.seed,
-                              progress=sys.stderr.isatty() and not args.no_progress)
+                              progress=sys.stderr.isatty() and not args.no_progress,
+                              per_example=args.per_example)
     except (CheckpointError, D.DataError) as exc:
         print(f"lvae_np.evaluate: error: {exc}", file=sys.stderr)
         return 2

@@ -286,11 +286,20 @@ def test_evaluate_cli(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["lk"] >= res["elbo"] - 1.0  # L_50 is (noisily) above the ELBO
     assert len(res["active_units"]) == 2 and res["bn"] == "recollect"
-    assert (out / "eval-test-k50.json").exists()
+    assert (out / "eval-test-k50.json").exists() and "lk_per_example" not in res
     assert evaluate.main([str(out), "--iw-samples", "0", "--bn", "running",
                           "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "ELBO" in text and "active units" in text
+    # a limited evaluation has its own file and can give each example's L_k
+    full = json.loads((out / "eval-test-k50.json").read_text())
+    assert evaluate.main([str(out), "--iw-samples", "50", "--limit", "7", "--per-example",
+                          "--json", "--no-progress"]) == 0
+    lim = json.loads(capsys.readouterr().out)
+    assert lim["n"] == 7 and lim["limit"] == 7 and len(lim["lk_per_example"]) == 7
+    assert sum(lim["lk_per_example"]) / 7 == pytest.approx(lim["lk"], abs=1e-9)
+    assert json.loads((out / "eval-test-k50-first7.json").read_text()) == lim
+    assert json.loads((out / "eval-test-k50.json").read_text()) == full
 
 
 def test_evaluate_recollects_batch_norm_statistics(tmp_path):

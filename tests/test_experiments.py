@@ -1,0 +1,316 @@
+"""The experiment runner: canonical run ids, resume and skip, clear errors, the results table."""
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from lvae_np import experiments as E
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = dict(warmup_epochs=2, iw_samples=10, batch_size=50, progress=False)
+
+
+def tiny(model="lvae", layers=2, **kw):
+    """A run small enough for the tests: the 8x8 synthetic data, latent 4(,2), hidden 16(,8)."""
+    return E.RunSpec("synthetic", model, (4, 2)[:layers], (16, 8)[:layers], **kw)
+
+
+def run(specs, tmp_path, epochs, **kw):
+    kw = {**TINY, "runs_dir": tmp_path / "runs", "out": tmp_path / "out", **kw}
+    return E.run_experiment(specs, epochs=epochs, name="tiny", **kw)
+
+
+def csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def by_id(report):
+    return {r.run_id: r for r in report.records}
+
+
+# ----------------------------------------------------------------------------
+# Which runs
+# ----------------------------------------------------------------------------
+def test_run_ids_are_canonical_and_shared_between_experiments():
+    ids = {name: [s.run_id() for s in e.specs] for name, e in E.EXPERIMENTS.items()}
+    # one layer: VAE and LVAE are the same model, run once
+    assert ids["mnist-depth"] == ["mnist-vae-L1-bn-wu"] + [
+        f"mnist-{m}-L{n}-bn-wu" for n in range(2, 6) for m in ("vae", "lvae")]
+    assert set(ids["mnist-ablation"]) == {f"mnist-{m}-L5-{bn}-{wu}" for m in ("vae", "lvae")
+                                          for bn in ("bn", "nobn") for wu in ("wu", "nowu")}
+    assert ids["omniglot"] == ["omniglot-vae-L5-bn-wu", "omniglot-lvae-L5-bn-wu"]
+    # the 5-layer BN+WU runs are the same runs in both MNIST experiments
+    assert set(ids["mnist-depth"]) & set(ids["mnist-ablation"]) == \
+        {"mnist-vae-L5-bn-wu", "mnist-lvae-L5-bn-wu"}
+    # all: each run once, every run of the others
+    assert len(ids["all"]) == len(set(ids["all"])) == 9 + 8 - 2 + 2
+    assert set(ids["all"]) == set(ids["mnist-depth"]) | set(ids["mnist-ablation"]) \
+        | set(ids["omniglot"])
+    spec = E.RunSpec.paper("mnist", "vae", 2)
+    assert (spec.latent, spec.hidden) == ((64, 32), (512, 256))
+    # other sizes and seeds are spelled out, so they never share a folder with the paper's
+    assert tiny().run_id() == "synthetic-lvae-L2-bn-wu-z4.2-h16.8"
+    assert spec.run_id(seed=3) == "mnist-vae-L2-bn-wu-seed3"
+    cfg = E.RunSpec.paper("mnist", "lvae", 5, warmup=False).train_config(
+        epochs=10, warmup_epochs=7, batch_size=256, seed=0)
+    assert cfg.warmup_epochs == 0 and cfg.epochs == 10
+
+
+def test_paired_differences_are_taken_example_by_example():
+    def rec(model, per_example, layers=2, limit=4):
+        r = E.RunRecord(tiny(model, layers), "id", Path("."), 1)
+        r.eval = {"lk": sum(per_example) / len(per_example), "lk_per_example": per_example,
+                  "epoch": 3 if model == "vae" else 4, "limit": limit}
+        return r
+
+    got = E.paired_differences([rec("vae", [-1.0, -2.0, -3.0, -4.0]),
+                                rec("lvae", [0.0, -2.0, -1.0, -4.0])])
+    assert len(got) == 1
+    q = got[0]
+    # differences 1, 0, 2, 0: mean 0.75, sample sd sqrt(11/12), s.e. sd / 2
+    assert (q["vae"], q["lvae"], q["n"], q["epochs"]) == (-2.5, -1.75, 4, (3, 4))
+    assert q["diff"] == pytest.approx(0.75) and q["diff_stderr"] == pytest.approx(0.47871355)
+    # not paired: other examples, other sizes, or one model missing
+    assert E.paired_differences([rec("vae", [-1.0, -2.0]), rec("lvae", [0.0, -2.0, -1.0])]) == []
+    assert E.paired_differences([rec("vae", [-1.0, -2.0], limit=2),
+                                 rec("lvae", [0.0, -2.0], limit=None)]) == []
+    assert E.paired_differences([rec("vae", [-1.0, -2.0], layers=1),
+                                 rec("lvae", [0.0, -2.0], layers=2)]) == []
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(model="iwae"), "unknown model"),
+    (dict(dataset="cifar"), "unknown dataset"),
+    (dict(latent=(4, 2), hidden=(16,)), "one size per stochastic layer"),
+    (dict(latent=(0,), hidden=(16,)), "positive"),
+])
+def test_bad_specs_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        E.RunSpec(**{"dataset": "synthetic", **kw})
+
+
+def test_threads_per_child():
+    env = E.child_env(2, {"PATH": "/bin"})
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    assert [env[v] for v in E.THREAD_VARS] == [expected] * 3 and env["PATH"] == "/bin"
+    assert E.child_env(10 ** 6, {})["OMP_NUM_THREADS"] == "1"
+    assert E.child_env(1, {"OPENBLAS_NUM_THREADS": "3"})["OPENBLAS_NUM_THREADS"] == "3"
+
+
+# ----------------------------------------------------------------------------
+# Train, resume, skip; the table and figures
+# ----------------------------------------------------------------------------
+def test_runs_train_resume_and_skip_and_the_table_holds_the_evaluation(tmp_path):
+    specs = [tiny("vae", 1), tiny("lvae", 2)]
+    first = run(specs, tmp_path, epochs=1)
+    assert first.exit_status == 0
+    lvae = by_id(first)["synthetic-lvae-L2-bn-wu-z4.2-h16.8"]
+    assert lvae.trained and lvae.evaluated and lvae.status == "done"
+    before = csv_rows(lvae.run_dir / "metrics.csv")
+    assert [r["epoch"] for r in before] == ["1"]
+
+    # a larger target resumes the run: epoch 1's row is kept as it was, epoch 2 follows
+    second = run(specs, tmp_path, epochs=2)
+    after = csv_rows(lvae.run_dir / "metrics.csv")
+    assert [r["epoch"] for r in after] == ["1", "2"] and after[0] == before[0]
+    assert [r["beta"] for r in after] == ["0.0", "0.5"]   # warm-up over 2 epochs, continued
+    log = (lvae.run_dir / E.LOG).read_text()
+    assert log.count("-m lvae_np.train") == 2 and log.count("--resume") == 1
+    stored = json.loads(E.eval_path(lvae.run_dir, 10, None).read_text())
+    assert stored["epoch"] == 2 and stored["iw_samples"] == 10 and stored["limit"] is None
+    assert all(r.trained and r.evaluated for r in second.records)
+
+    # the same target again: nothing trains, nothing is evaluated, no file changes
+    files = [lvae.run_dir / "checkpoint.npz", E.eval_path(lvae.run_dir, 10, None)]
+    stamps = [f.stat().st_mtime_ns for f in files]
+    third = run(specs, tmp_path, epochs=2)
+    assert not any(r.trained or r.evaluated for r in third.records)
+    assert [f.stat().st_mtime_ns for f in files] == stamps
+    assert all(r.status == "done" and r.epoch == 2 for r in third.records)
+
+    # results.csv: the evaluation's own numbers, in full
+    rows = {r["run_id"]: r for r in csv_rows(tmp_path / "out" / "results.csv")}
+    assert set(rows) == {"synthetic-vae-L1-bn-wu-z4-h16", "synthetic-lvae-L2-bn-wu-z4.2-h16.8"}
+    for rec in third.records:
+        ev = json.loads(E.eval_path(rec.run_dir, 10, None).read_text())
+        row = rows[rec.run_id]
+        assert float(row["test_elbo"]) == ev["elbo"] and float(row["lk"]) == ev["lk"]
+        assert float(row["lk_stderr"]) == ev["lk_stderr"] and int(row["n"]) == ev["n"] == 200
+        assert int(row["eval_epoch"]) == ev["epoch"] == int(row["epochs_done"]) == 2
+        L = rec.spec.layers
+        assert [float(row[f"kl_z{i}"]) for i in range(1, L + 1)] == ev["kl"]
+        assert [int(row[f"au_z{i}"]) for i in range(1, L + 1)] == ev["active_units"]
+        assert [int(row[f"au_kl_z{i}"]) for i in range(1, L + 1)] == ev["active_units_kl"]
+    assert rows["synthetic-vae-L1-bn-wu-z4-h16"]["kl_z2"] == ""   # no second layer
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert md.startswith("Produced by `python -m lvae_np.experiments tiny --epochs 2")
+    assert "Budget: 2 epochs per run, warm-up over 2 epochs" in md
+    ev = json.loads(E.eval_path(lvae.run_dir, 10, None).read_text())
+    assert f"{ev['lk']:.2f} ({ev['lk_stderr']:.2f}, 200)" in md
+    for name in ("test_elbo", "depth", "active_units"):
+        assert (tmp_path / "out" / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE)
+        assert f"({name}.png)" in md
+
+    # a setting --resume cannot change stops everything, naming run, setting and values
+    with pytest.raises(E.ExperimentError) as err:
+        run(specs, tmp_path, epochs=3, warmup_epochs=5)
+    msg = str(err.value)
+    assert "synthetic-vae-L1-bn-wu-z4-h16" in msg and "warmup_epochs is 2 there but 5 here" \
+        in msg and "\n" not in msg
+    assert [r["epoch"] for r in csv_rows(lvae.run_dir / "metrics.csv")] == ["1", "2"]
+
+
+def test_a_limited_evaluation_is_kept_apart(tmp_path):
+    spec = tiny("lvae", 1)
+    run([spec], tmp_path, epochs=1, eval_limit=50)
+    run_dir = tmp_path / "runs" / spec.run_id()
+    limited = json.loads(E.eval_path(run_dir, 10, 50).read_text())
+    assert limited["n"] == 50 and limited["limit"] == 50
+    assert E.eval_path(run_dir, 10, 50).name == "eval-test-k10-first50.json"
+    assert not E.eval_path(run_dir, 10, None).exists()
+    assert not (run_dir / "eval-test-k10.json").exists()
+    report = run([spec], tmp_path, epochs=1, train=False)
+    assert report.records[0].evaluated and report.records[0].eval["n"] == 200
+    assert json.loads(E.eval_path(run_dir, 10, 50).read_text()) == limited
+
+
+def test_failed_and_diverged_runs_are_reported_and_the_others_finish(tmp_path, monkeypatch):
+    ok, bad, diverging = tiny("lvae", 1), tiny("vae", 1), tiny("lvae", 2)
+    real = E.train_command
+
+    def command(spec, run_dir, settings, resume):
+        extra = {bad: ["--lr", "-1"], diverging: ["--lr", "1e30"]}.get(spec, [])
+        return real(spec, run_dir, settings, resume) + extra
+
+    monkeypatch.setattr(E, "train_command", command)
+    report = run([ok, bad, diverging], tmp_path, epochs=1)
+    recs = {r.spec: r for r in report.records}
+    assert recs[ok].status == "done" and recs[ok].eval is not None
+    assert recs[bad].status == f"failed, see {E.LOG}" and recs[bad].failed
+    assert "--lr must be > 0" in (recs[bad].run_dir / E.LOG).read_text()
+    assert recs[diverging].status == "diverged at epoch 1" and not recs[diverging].failed
+    assert report.exit_status == 1           # the failure, not the divergence
+    rows = {r["run_id"]: r for r in csv_rows(tmp_path / "out" / "results.csv")}
+    assert rows[bad.run_id()]["status"] == "failed, see train.log"
+    assert rows[bad.run_id()]["lk"] == "" and rows[ok.run_id()]["lk"] != ""
+    md_line = next(line for line in (tmp_path / "out" / "results.md").read_text().splitlines()
+                   if line.startswith(f"| {diverging.run_id()} "))
+    assert "diverged at epoch 1" in md_line and "| - |" in md_line
+
+    # a divergence alone exits 0; collecting again still says what happened
+    monkeypatch.setattr(E, "train_command", real)
+    again = run([ok, diverging], tmp_path, epochs=1, train=False)
+    assert again.exit_status == 0
+    assert by_id(again)[diverging.run_id()].status == "diverged at epoch 1"
+
+
+def test_jobs_2_gives_the_table_of_jobs_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")      # the same BLAS threads in both
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    specs = [tiny("vae", 2), tiny("lvae", 2)]
+    one = run(specs, tmp_path / "a", epochs=1, jobs=1)
+    two = run(specs, tmp_path / "b", epochs=1, jobs=2)
+    assert one.exit_status == two.exit_status == 0
+    for a, b in zip(one.records, two.records):
+        ra, rb = (csv_rows(r.run_dir / "metrics.csv") for r in (a, b))
+        strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k}  # noqa: E731
+                              for r in rows]
+        assert strip(ra) == strip(rb)
+    table = (tmp_path / "a" / "out" / "results.csv").read_text()
+    assert table == (tmp_path / "b" / "out" / "results.csv").read_text()
+    assert all(r["lk"] for r in csv_rows(tmp_path / "a" / "out" / "results.csv"))
+
+
+def test_collecting_runs_that_do_not_exist_yet(tmp_path):
+    report = run([tiny("vae", 2), tiny("lvae", 2)], tmp_path, epochs=1, train=False)
+    assert report.exit_status == 0 and not (tmp_path / "runs").exists()
+    assert [r.status for r in report.records] == ["not started"] * 2
+    # nothing to draw: the figures are skipped with a note (depth.png: one depth only)
+    assert sorted(n.split(" skipped")[0] for n in report.notes) == \
+        ["active_units.png", "test_elbo.png"]
+    assert not list((tmp_path / "out").glob("*.png"))
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| 2 (4/2) | on | on | -/1 | not started | - | - | - | - | - |" in md
+    assert "Note: test_elbo.png skipped" in md
+
+
+def test_sigterm_stops_the_trainings_with_their_checkpoints(tmp_path, capsys):
+    spec = tiny("lvae", 1)
+    run_dir = tmp_path / "runs" / spec.run_id()
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def terminate_once_training():
+        deadline = time.monotonic() + 60
+        while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_training, daemon=True).start()
+    report = run([spec], tmp_path, epochs=500, command="THE COMMAND")
+    assert report.exit_status == 130 and report.interrupted
+    meta = E.saved_meta(run_dir)
+    assert 1 <= meta["epoch"] < 500     # stopped early, checkpoint written
+    assert "Continue with:\n  THE COMMAND" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is handler
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+# ----------------------------------------------------------------------------
+# The command line
+# ----------------------------------------------------------------------------
+def test_help_and_list_run_without_training(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lvae_np.experiments", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    for text in ("--epochs", "--jobs", "--warmup-epochs", "mnist-ablation", "default: 2000"):
+        assert text in proc.stdout
+    runs = tmp_path / "runs"
+    proc = subprocess.run([sys.executable, "-m", "lvae_np.experiments", "--list",
+                           "--runs-dir", str(runs)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "mnist-lvae-L5-nobn-nowu" in proc.stdout and "omniglot-vae-L5-bn-wu" in proc.stdout
+    assert "not started" in proc.stdout and not runs.exists()
+
+
+def test_cli_lists_states_and_gives_one_line_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(E.EXPERIMENTS, "tiny", E.Experiment("tiny", "a test", (tiny("lvae", 1),)))
+    common = ["tiny", "--runs-dir", str(tmp_path / "runs"), "--warmup-epochs", "2",
+              "--iw-samples", "10", "--batch-size", "50", "--no-progress"]
+    run_dir = tmp_path / "runs" / tiny("lvae", 1).run_id()
+    run_dir.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (run_dir / E.LOCK).write_text(f"{gone.pid} {socket.gethostname()}\n")  # a stale lock
+    assert E.main(common + ["--epochs", "1", "--out", str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "results.md").exists() and not (run_dir / E.LOCK).exists()
+    capsys.readouterr()
+    assert E.main(common + ["--epochs", "3", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic-lvae-L1-bn-wu-z4-h16" in out and "1/3 epochs, evaluated" in out
+    assert E.saved_meta(run_dir)["epoch"] == 1
+
+    (run_dir / E.LOCK).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live one
+    assert E.main(common + ["--epochs", "2"]) == 2
+    assert f"in use by another lvae_np.experiments (process {os.getpid()}" in \
+        capsys.readouterr().err
+    assert E.saved_meta(run_dir)["epoch"] == 1
+    (run_dir / E.LOCK).unlink()
+
+    for argv, match in [(common + ["--warmup-epochs", "3"], "warmup_epochs is 2 there but 3"),
+                        (["nothing"], "invalid choice: 'nothing'"),
+                        ([], "name an experiment"),
+                        (common + ["--jobs", "0"], "--jobs must be >= 1"),
+                        (common + ["--eval-limit", "0"], "--eval-limit must be >= 1")]:
+        assert E.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("lvae_np.experiments: error:") and match in err, err
+        assert "\n" not in err
