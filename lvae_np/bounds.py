@@ -27,8 +27,15 @@ from .models import tile_part
 # (1000 x 512 floats, 2 MB) stay in the caches between the many elementwise
 # passes over them. For the paper's 5-layer model on 2 cores, L_5000 of one
 # image took about 97 ms in chunks of 1000 rows against 133 ms in chunks of
-# 5000 (benchmarks/bench_step.py --iw-max-rows). On a GPU larger chunks pay.
+# 5000 (benchmarks/bench_step.py --iw-max-rows). On a GPU larger chunks pay:
+# each chunk launches some forty kernels, so CuPy arrays get GPU_MAX_ROWS.
 MAX_ROWS = 1000
+GPU_MAX_ROWS = 32768
+
+
+def default_max_rows(x) -> int:
+    """Rows per chunk of L_k for arrays like ``x``: MAX_ROWS, or GPU_MAX_ROWS for CuPy."""
+    return GPU_MAX_ROWS if type(x).__module__.split(".")[0] == "cupy" else MAX_ROWS
 
 
 def warmup_beta(epoch: int, warmup_epochs: int) -> float:
@@ -111,7 +118,7 @@ def iwae_loss_and_grads(model, params, state, x, k: int, beta: float = 1.0, nois
 # ----------------------------------------------------------------------------
 # Evaluation: L_k per input, in chunks
 # ----------------------------------------------------------------------------
-def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
+def log_weights(model, params, state, x, k: int, *, max_rows: int | None = None):
     """log w for k samples of each input: an array of shape (k, N) in float64.
 
     Batch norm runs in evaluation mode, folded into the dense layers (see
@@ -121,8 +128,10 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
     for k = 5000. The noise is drawn chunk by chunk from the model's
     generator, so the estimates repeat exactly for the same seed, ``max_rows``
     and batch size (other chunkings draw other, equally valid, samples).
+    ``max_rows=None`` takes ``default_max_rows(x)``.
     """
     n = x.shape[0]
+    max_rows = default_max_rows(x) if max_rows is None else max_rows
     model, params = model.fold_batch_norm(params, state)  # evaluation mode: BN is affine
     part, _ = model.bottom_up(params, state, x, training=False)
     per_chunk = max(1, max_rows // max(n, 1))
@@ -139,7 +148,7 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int = MAX_ROWS):
 
 
 def log_likelihood(model, params, state, x, k: int = 5000, *, batch_size: int = 100,
-                   max_rows: int = MAX_ROWS, progress=None):
+                   max_rows: int | None = None, progress=None):
     """The importance-weighted estimate L_k of log p(x) for each row of x: (N,) float64.
 
     Batch norm runs in evaluation mode (the state's statistics), so each

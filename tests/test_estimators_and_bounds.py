@@ -616,3 +616,9 @@ def test_log_likelihood_chunking_is_exact_given_the_same_noise_per_sample(kind):
         assert m.noise.calls == sum(math.ceil(k / max(1, max_rows // nb)) for nb in sizes)
         np.testing.assert_allclose(got, ref, rtol=1e-13, atol=0,
                                    err_msg=f"batch_size={batch_size}, max_rows={max_rows}")
+
+
+def test_default_chunk_size_is_small_on_the_cpu_and_large_on_a_gpu():
+    assert bounds.default_max_rows(np.zeros(3)) == bounds.MAX_ROWS == 1000
+    fake_cupy_array = type("ndarray", (), {"__module__": "cupy._core.core"})()
+    assert bounds.default_max_rows(fake_cupy_array) == bounds.GPU_MAX_ROWS > bounds.MAX_ROWS
