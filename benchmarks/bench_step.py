@@ -380,12 +380,14 @@ def record_matmuls(model, params, state, x):
     orig_f, orig_b = layers_module.dense_forward, layers_module.dense_backward
     params = copy_tree(params, model.backend.xp)
     names = {id(v): k for k, v in params.items()}
+    # A Gaussian head multiplies by [W_mu | W_var], joined at each call: not a parameter.
+    head = "head [W_mu|W_var]"
     records = []
 
     def dense_forward(*args, **kwargs):
         xin = args[0] if args else kwargs["x"]
         W = args[1] if len(args) > 1 else kwargs["W"]
-        records.append(_record("forward", xin, W, names.get(id(W), "?"),
+        records.append(_record("forward", xin, W, names.get(id(W), head),
                                "input is the data" if xin is x else None))
         return orig_f(*args, **kwargs)
 
@@ -394,7 +396,7 @@ def record_matmuls(model, params, state, x):
         cache = args[1] if len(args) > 1 else kwargs["cache"]
         out = orig_b(*args, **kwargs)
         dx, dW = out[0], out[1]
-        name = names.get(id(cache.W), "?")
+        name = names.get(id(cache.W), head)
         if dx is not None:
             records.append(_record("dx", dout, cache.W.T, name,
                                    "unneeded: gradient of the data" if cache.x is x else None))
@@ -425,9 +427,10 @@ def record_matmuls(model, params, state, x):
 
 
 def expected_forward_products(config) -> int:
-    """Dense layers in one pass: 2 per MLP block (2L), 2 per Gaussian head (2L-1), the output."""
+    """Products in one pass: 2 per MLP block (2L), 1 per Gaussian head (2L-1: mu and var
+    share one product), 1 for the output layer (a Gaussian output is a head too)."""
     L_ = config.n_layers
-    return 2 * 2 * L_ + 2 * (2 * L_ - 1) + (1 if config.likelihood == "bernoulli" else 2)
+    return 2 * 2 * L_ + (2 * L_ - 1) + 1
 
 
 def summarize_matmuls(records):
