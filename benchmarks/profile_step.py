@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--iw", action="store_true",
                    help="profile L_k for one test image instead of a training step")
     p.add_argument("--k", type=int, default=5000, help="importance samples with --iw")
+    p.add_argument("--max-rows", type=int,
+                   help="rows per chunk of L_k with --iw (default: the library's own)")
     p.add_argument("--repeats", type=int, default=30,
                    help="profiled steps (with --iw: images)")
     p.add_argument("--threads", type=int, default=2, help="BLAS threads")
@@ -112,8 +114,10 @@ def main(argv=None) -> int:
         _, grads, _ = model.loss_and_grads(params, state, x, beta=1.0)
         params, opt = adam(params, grads, opt)
 
+    chunking = {} if args.max_rows is None else {"max_rows": args.max_rows}
+
     def iw():
-        bounds.log_likelihood(model, params, state, x[:1], args.k, batch_size=1, max_rows=5000)
+        bounds.log_likelihood(model, params, state, x[:1], args.k, batch_size=1, **chunking)
 
     work = iw if args.iw else step
     for _ in range(3):

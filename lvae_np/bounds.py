@@ -26,7 +26,7 @@ from .models import tile_part
 # estimating L_k. Small chunks are faster on a CPU: a chunk's activations
 # (1000 x 512 floats, 2 MB) stay in the caches between the many elementwise
 # passes over them. For the paper's 5-layer model on 2 cores, L_5000 of one
-# image took about 97 ms in chunks of 1000 rows against 133 ms in chunks of
+# image takes about 30% less time in chunks of 1000 rows than in chunks of
 # 5000 (benchmarks/bench_step.py --iw-max-rows). On a GPU larger chunks pay:
 # each chunk launches some forty kernels, so CuPy arrays get GPU_MAX_ROWS.
 MAX_ROWS = 1000
