@@ -81,11 +81,16 @@ def namespace(*arrays) -> ModuleType:
     return found
 
 
+def is_cupy(x) -> bool:
+    """Whether ``x`` is a CuPy array (lives on a GPU)."""
+    return type(x).__module__.split(".")[0] == "cupy"
+
+
 def to_numpy(x) -> numpy.ndarray:
     """A NumPy copy (or view) of ``x``, from any supported array library."""
     if isinstance(x, numpy.ndarray):
         return x
-    if hasattr(x, "get") and type(x).__module__.startswith("cupy"):
+    if is_cupy(x) and hasattr(x, "get"):
         return x.get()  # device -> host
     return numpy.asarray(x)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .backend import namespace
+from .backend import is_cupy, namespace
 from .models import tile_part
 
 
@@ -35,7 +35,7 @@ GPU_MAX_ROWS = 32768
 
 def default_max_rows(x) -> int:
     """Rows per chunk of L_k for arrays like ``x``: MAX_ROWS, or GPU_MAX_ROWS for CuPy."""
-    return GPU_MAX_ROWS if type(x).__module__.split(".")[0] == "cupy" else MAX_ROWS
+    return GPU_MAX_ROWS if is_cupy(x) else MAX_ROWS
 
 
 def warmup_beta(epoch: int, warmup_epochs: int) -> float:

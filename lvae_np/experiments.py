@@ -356,10 +356,10 @@ def train_command(spec: RunSpec, run_dir: Path, settings: Settings, resume: bool
 
 
 def evaluate_command(run_dir: Path, settings: Settings) -> list:
-    """The ``lvae_np.evaluate`` command line of a run (JSON on stdout)."""
+    """The ``lvae_np.evaluate`` command line of a run; it writes ``eval_path``'s file."""
     cmd = [sys.executable, "-m", "lvae_np.evaluate", str(run_dir),
            "--iw-samples", str(settings.iw_samples), "--backend", settings.backend,
-           "--seed", str(settings.seed), "--json", "--per-example", "--no-progress"]
+           "--seed", str(settings.seed), "--per-example", "--no-progress"]
     if settings.eval_limit is not None:
         cmd += ["--limit", str(settings.eval_limit)]
     if settings.data_dir:
@@ -450,7 +450,6 @@ class _Job:
         self.proc = None
         self.step = None
         self.log_offset = 0
-        self.stdout_path = None
         self.started = None
         self.signals = 0             # SIGTERMs forwarded to the running step
 
@@ -502,7 +501,6 @@ class _Runner:
                 if rec.eval is not None:
                     continue
                 cmd = evaluate_command(rec.run_dir, self.s)
-                job.stdout_path = rec.run_dir / ".eval-stdout.tmp"
             self._launch(job, step, cmd)
             return True
         return False
@@ -515,16 +513,13 @@ class _Runner:
                   f"{shlex.join(cmd)}\n")
         log.flush()
         job.log_offset = log.tell()
-        out = open(job.stdout_path, "w") if step == "eval" else log
         try:
             # A new session: a Ctrl-C in the terminal reaches only this process, which
             # forwards one SIGTERM (lvae_np.train treats a second signal as "stop now").
-            job.proc = subprocess.Popen(cmd, stdout=out, stderr=log, env=self.env,
+            job.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
         finally:
             log.close()
-            if out is not log:
-                out.close()
         job.step, job.signals = step, 0
         if step == "train":
             rec.trained = True
@@ -547,26 +542,19 @@ class _Runner:
             else:
                 rec.train_failed = True
             return
-        # evaluation
-        try:
-            text = job.stdout_path.read_text()
-            job.stdout_path.unlink(missing_ok=True)
-        except OSError:
-            text = ""
+        # evaluation: lvae_np.evaluate has written its result to eval_path's file
         if rc != 0:
             rec.eval_failed = not self.stopping  # an interrupted evaluation is no failure
             return
-        try:
-            result = json.loads(text)
-        except ValueError:
+        rec.eval = cached_eval(rec.run_dir, self.s.iw_samples, self.s.eval_limit, rec.epoch)
+        if rec.eval is None:
+            path = eval_path(rec.run_dir, self.s.iw_samples, self.s.eval_limit)
             with open(rec.run_dir / LOG, "a") as log:
-                log.write(f"lvae_np.experiments: lvae_np.evaluate printed no JSON:\n{text}\n")
+                log.write("lvae_np.experiments: lvae_np.evaluate wrote no result for epoch "
+                          f"{rec.epoch} to {path}\n")
             rec.eval_failed = True
             return
-        result["limit"] = self.s.eval_limit  # (lvae_np.evaluate has written it too)
-        atomic_write(eval_path(rec.run_dir, self.s.iw_samples, self.s.eval_limit),
-                     lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
-        rec.eval, rec.evaluated = result, True
+        rec.evaluated = True
 
     # -- the loop ------------------------------------------------------------------
     def run(self, jobs: list, done) -> None:

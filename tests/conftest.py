@@ -1,4 +1,4 @@
-"""Shared test settings: array namespaces to run on, and the GPU marker."""
+"""Shared test settings: array namespaces to run on, the GPU marker, a poisoned data set."""
 import numpy
 import pytest
 from hypothesis import HealthCheck, settings
@@ -32,3 +32,22 @@ def xp(request):
     if request.param == "array_api_strict":
         return _strict()
     return cupy_or_skip()
+
+
+@pytest.fixture
+def nan_in_synthetic(monkeypatch):
+    """Call with "train" or "test": the synthetic data set then has a NaN in that split."""
+    from lvae_np import data as D
+
+    real = D._LOADERS["synthetic"]
+
+    def poison(split: str):
+        def poisoned(*args):
+            train_x, test_x, variant = real(*args)
+            arrays = {"train": train_x.copy(), "test": test_x.copy()}
+            arrays[split][0, 0] = numpy.nan
+            return arrays["train"], arrays["test"], variant
+
+        monkeypatch.setitem(D._LOADERS, "synthetic", poisoned)
+
+    return poison

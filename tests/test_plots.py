@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from lvae_np import data as D, plots, train
+from lvae_np import plots, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -224,14 +224,6 @@ def test_cli_errors_are_one_line_with_status_2(run_dir, tmp_path, capsys):
     assert "metrics.csv is missing" in one_line_error(capsys, [run, "--out", out])
 
 
-def test_cli_reports_data_errors_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
-    real = D._LOADERS["synthetic"]
-
-    def poisoned(*args):
-        train_x, test_x, variant = real(*args)
-        test_x = test_x.copy()
-        test_x[0, 0] = np.nan
-        return train_x, test_x, variant
-
-    monkeypatch.setitem(D._LOADERS, "synthetic", poisoned)
+def test_cli_reports_data_errors_in_one_line(run_dir, tmp_path, capsys, nan_in_synthetic):
+    nan_in_synthetic("test")
     assert "NaN" in one_line_error(capsys, [run_dir, "--out", tmp_path / "figs"])

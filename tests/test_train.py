@@ -176,16 +176,8 @@ def test_an_existing_run_is_not_overwritten(capsys, tmp_path):
     assert (out / train.CHECKPOINT).read_bytes() == before
 
 
-def test_nan_in_the_data(capsys, tmp_path, monkeypatch):
-    real = D._LOADERS["synthetic"]
-
-    def poisoned(*args):
-        train_x, test_x, variant = real(*args)
-        train_x = train_x.copy()
-        train_x[3, 5] = np.nan
-        return train_x, test_x, variant
-
-    monkeypatch.setitem(D._LOADERS, "synthetic", poisoned)
+def test_nan_in_the_data(capsys, tmp_path, nan_in_synthetic):
+    nan_in_synthetic("train")
     err = _one_line_error(capsys, ["--dataset", "synthetic", "--epochs", 1,
                                    "--out", tmp_path / "r"] + SMALL)
     assert "NaN" in err
