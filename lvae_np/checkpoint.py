@@ -18,14 +18,13 @@ leaves either the old checkpoint or the new one, never half of one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy
 
 from .backend import to_numpy
+from .fileio import atomic_write
 
 FORMAT_VERSION = 1
 GROUPS = ("param", "state", "adam_m", "adam_v", "extra")
@@ -33,25 +32,6 @@ GROUPS = ("param", "state", "adam_m", "adam_v", "extra")
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable or incomplete (one-line message)."""
-
-
-def atomic_write(path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain file is wanted
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(path, *, params: dict, state: dict, opt_state: dict, meta: dict,

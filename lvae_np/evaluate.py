@@ -27,10 +27,12 @@ import numpy
 
 from . import bounds, checkpoint, data as D
 from .backend import BACKENDS, get_backend, namespace, to_numpy
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError
+from .fileio import atomic_write
 from .metrics import ACTIVE_THRESHOLD, KL_ACTIVE_THRESHOLD, active_units, kl_active_units
 from .models import Model
-from .train import CHECKPOINT, HelpFormatter, _config_from_meta, _plain_warnings
+from .cli import HelpFormatter, plain_warnings
+from .train import CHECKPOINT, _config_from_meta
 
 SPLITS = ("test", "train", "valid")
 EVAL_BINARIZATION_SEED = 1234  # binarises train/valid splits once, for evaluation
@@ -197,7 +199,7 @@ def main(argv=None) -> int:
         value = getattr(args, name)
         if value is not None and value < (0 if name == "iw_samples" else 1):
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
-    _plain_warnings()
+    plain_warnings()
     try:
         result = evaluate_run(args.run_dir, iw_samples=args.iw_samples, split=args.split,
                               bn=args.bn, backend=args.backend, data_dir=args.data_dir,

@@ -76,10 +76,11 @@ from pathlib import Path
 import numpy
 
 from .backend import BACKENDS
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 from .data import DATASETS, ENV_VAR
 from .evaluate import eval_file_name
-from .train import CHECKPOINT, RESUMABLE, HelpFormatter, TrainConfig, _config_from_meta
+from .cli import HelpFormatter
+from .train import CHECKPOINT, RESUMABLE, TrainConfig, _config_from_meta
 
 PAPER_LATENT = (64, 32, 16, 8, 4)
 PAPER_HIDDEN = (512, 256, 128, 64, 32)

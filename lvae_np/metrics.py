@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from .backend import namespace, to_numpy
-from .checkpoint import atomic_write
+from .fileio import atomic_write
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active if Cov_x(E_q[z_u | x]) > 0.01
 KL_ACTIVE_THRESHOLD = 0.01  # the KL-based count: unit u is active if E_x KL_u > 0.01 nats

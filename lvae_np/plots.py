@@ -41,10 +41,12 @@ from matplotlib.ticker import MaxNLocator
 
 from . import checkpoint, data as D
 from .backend import get_backend, to_numpy
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError
+from .fileio import atomic_write
 from .evaluate import EVAL_BINARIZATION_SEED, recollect_bn_state
 from .models import Model
-from .train import CHECKPOINT, HelpFormatter, _config_from_meta
+from .cli import HelpFormatter
+from .train import CHECKPOINT, _config_from_meta
 
 DPI = 120
 KL_FLOOR = 1e-4            # KL clipped here before its log in the heatmap

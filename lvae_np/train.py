@@ -23,7 +23,6 @@ import math
 import signal
 import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import numpy
 from . import bounds, checkpoint, data as D, metrics as M
 from .backend import BACKENDS, DTYPES, get_backend, to_numpy
 from .checkpoint import CheckpointError
+from .cli import HelpFormatter, Parser, UsageError, plain_warnings, positive_ints
 from .models import KL_ESTIMATORS, Model, ModelConfig
 from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
 
@@ -78,44 +78,12 @@ PRESETS = {
 RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples")
 
 
-class UsageError(Exception):
-    """Bad command-line input: printed as one line, exit status 2."""
-
-
 # ----------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise UsageError(message)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except empty ones; tuples as the command line writes them."""
-
-    def _get_help_string(self, action):
-        default = action.default
-        if default is None or default is False or default is argparse.SUPPRESS \
-                or "default" in action.help:
-            return action.help
-        if isinstance(default, tuple):
-            return f"{action.help} (default: {','.join(map(str, default))})"
-        return super()._get_help_string(action)
-
-
-def _ints(text: str) -> tuple:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = _Parser(prog="python -m lvae_np.train",
+    p = Parser(prog="python -m lvae_np.train",
                 description="Train a Ladder VAE (or the bottom-up hierarchical VAE) with "
                             "hand-written gradients. Defaults follow the paper's MNIST protocol.",
                 formatter_class=HelpFormatter)
@@ -131,9 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "synthetic: tiny, for smoke tests")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${D.ENV_VAR}; "
                                       "default: the repository's data/, then the cache)")
-    p.add_argument("--latent", type=_ints, default=d.latent, metavar="D1,D2,...",
+    p.add_argument("--latent", type=positive_ints, default=d.latent, metavar="D1,D2,...",
                    help="sizes of z_1 .. z_L")
-    p.add_argument("--hidden", type=_ints, default=d.hidden, metavar="H1,H2,...",
+    p.add_argument("--hidden", type=positive_ints, default=d.hidden, metavar="H1,H2,...",
                    help="width of the deterministic block under each z_i")
     p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=d.batch_norm,
                    help="Dense -> BatchNorm -> leaky ReLU blocks (else Dense -> leaky ReLU)")
@@ -387,7 +355,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"lvae_np.train: error: {exc} (see --help)", file=sys.stderr)
         return 2
-    _plain_warnings()
+    plain_warnings()
     run_dir = Path(args.out) if args.out else Path("runs") / \
         f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     ckpt = None
@@ -460,13 +428,6 @@ def _saved_epoch(run_dir: Path) -> str:
         return str(checkpoint.load(run_dir / CHECKPOINT)["meta"]["epoch"])
     except CheckpointError:
         return "none yet"
-
-
-def _plain_warnings():
-    """Warnings (such as the CuPy fallback) as one plain line each."""
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"lvae_np: warning: {message}", file=sys.stderr, flush=True)
-    warnings.showwarning = show
 
 
 if __name__ == "__main__":
