@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy
 
+Array = Any  # an array of any array-API library (NumPy, CuPy, array_api_strict)
+
 BACKENDS = ("auto", "numpy", "cupy")
 DTYPES = ("float32", "float64")
 

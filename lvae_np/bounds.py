@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .backend import is_cupy, namespace
-from .models import tile_part
+from .inference import tile_part
 
 
 # Rows (samples x inputs) pushed through the top-down pass at once when
@@ -103,14 +103,15 @@ def iwae_loss_and_grads(model, params, state, x, k: int, beta: float = 1.0, nois
     n = x.shape[0]
     if noise is None:
         noise = model.noise(k * n)
-    f, terms, new_state, cache = model.forward(params, state, x, noise, beta=beta, kl="mc",
-                                               training=training, k=k)
+    outputs, cache = model.forward(params, state, x, noise, beta=beta, kl="mc",
+                                   training=training, k=k)
+    f = outputs.f
     xp = namespace(f)
     bound, c_lme = logmeanexp_forward(xp.reshape(f, (k, n)))
     loss = -xp.mean(bound)
     (dlw,) = logmeanexp_backward(xp.full((n,), -1.0 / n, dtype=f.dtype), c_lme)
     grads = model.backward(xp.reshape(dlw, (k * n,)), cache)
-    stats = model.summarize(terms, f, "mc", new_state)
+    stats = model.summarize(outputs, "mc")
     stats["bound"] = xp.mean(bound)
     return loss, grads, stats
 
@@ -133,14 +134,15 @@ def log_weights(model, params, state, x, k: int, *, max_rows: int | None = None)
     n = x.shape[0]
     max_rows = default_max_rows(x) if max_rows is None else max_rows
     model, params = model.fold_batch_norm(params, state)  # evaluation mode: BN is affine
-    part, _ = model.bottom_up(params, state, x, training=False)
+    part, _ = model.bottom_up_forward(params, state, x, training=False)
     per_chunk = max(1, max_rows // max(n, 1))
     chunks, done = [], 0
     while done < k:
         s = min(per_chunk, k - done)
         tiled = tile_part(part, s)
-        f, _, _ = model.top_down(params, state, tiled, model.noise(s * n), beta=1.0, kl="mc",
-                                 training=False)
+        outputs, _ = model.per_sample_forward(params, state, tiled, model.noise(s * n), beta=1.0,
+                                              kl="mc", training=False)
+        f = outputs.f
         xp = namespace(f)
         chunks.append(xp.astype(xp.reshape(f, (s, n)), xp.float64))
         done += s

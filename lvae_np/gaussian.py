@@ -25,11 +25,10 @@ with two outputs, ``out`` and ``dout`` are both pairs.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from .backend import namespace
+from .backend import Array, namespace
 
-Array = Any  # an array of any array-API library
 
 # 1e-8: std 1e-4, log -18.4. A softplus variance only falls below it for
 # pre-activations under -18.4, so in practice the floor is never active; yet it
@@ -288,3 +287,44 @@ def log_normal_backward(dout, cache: LogNormalCache):
     dmu = dout * scaled
     dvar = through_floor(0.5 * dout * (scaled * scaled - inv), var)
     return -dmu, dmu, dvar
+
+
+# ----------------------------------------------------------------------------
+# The single-sample KL estimate
+# ----------------------------------------------------------------------------
+class KLSampleCache(NamedTuple):
+    log_q: LogNormalCache  # of log N(z; mu_q, var_q)
+    log_p: LogNormalCache  # of log N(z; mu_p, var_p)
+
+
+def kl_sample_forward(z, mu_q, var_q, mu_p, var_p):
+    """The single-sample estimate of KL(q || p) per unit, at a sample z ~ q.
+
+    ``kl = log N(z; mu_q, var_q) - log N(z; mu_p, var_p)``. Its expectation
+    over z ~ q is the KL divergence (``kl_normal_forward``); unlike the
+    closed form it stays unbiased when p depends on a sample drawn after z
+    (the bottom-up VAE), and it is what an importance weight needs.
+
+    Args:
+        z: the sample, shape (N, D).
+        mu_q, var_q: q's mean and variance, shape (N, D).
+        mu_p, var_p: p's mean and variance, shape (N, D).
+
+    Returns:
+        kl: shape (N, D) (any sign: one sample of a non-negative mean).
+        cache: KLSampleCache.
+    """
+    log_q, c_q = log_normal_forward(z, mu_q, var_q)
+    log_p, c_p = log_normal_forward(z, mu_p, var_p)
+    return log_q - log_p, KLSampleCache(c_q, c_p)
+
+
+def kl_sample_backward(dout, cache: KLSampleCache):
+    """With G = dL/dkl (N, D): the log-densities' gradients, p's with the sign flipped.
+
+    Returns (dz, dmu_q, dvar_q, dmu_p, dvar_p); z reaches the loss through
+    both densities, so dz = dz_q + dz_p.
+    """
+    dz_q, dmu_q, dvar_q = log_normal_backward(dout, cache.log_q)
+    dz_p, dmu_p, dvar_p = log_normal_backward(-dout, cache.log_p)
+    return dz_q + dz_p, dmu_q, dvar_q, dmu_p, dvar_p

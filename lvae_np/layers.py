@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .backend import namespace
+from .backend import Array, namespace
 
-Array = Any  # an array of any array-API library
 
 LEAKY_RELU_SLOPE = 0.01  # Lasagne's leaky_rectify, used by the original LVAE code
 BN_EPS = 1e-4            # Lasagne's BatchNormLayer epsilon

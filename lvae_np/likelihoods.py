@@ -11,13 +11,12 @@ the same uniform signature (the model simply ignores that gradient).
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from . import gaussian
-from .backend import namespace
+from .backend import Array, namespace
 from .layers import sigmoid
 
-Array = Any  # an array of any array-API library
 
 
 # ----------------------------------------------------------------------------

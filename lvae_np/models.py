@@ -1,4 +1,4 @@
-"""The paper's models: a hierarchical VAE (bottom-up inference) and the Ladder VAE.
+"""The paper's two models, the hierarchical VAE and the Ladder VAE, as plain loops over their steps.
 
 Both share the generative model (L stochastic layers, z_1 nearest the data)::
 
@@ -6,16 +6,16 @@ Both share the generative model (L stochastic layers, z_1 nearest the data)::
     p(z_i | z_{i+1}) = N(mu_p,i, var_p,i),   (mu_p,i, var_p,i) = head_p,i(block_down,i(z_{i+1}))
     p(x | z_1) = Bernoulli(sigmoid(logits))  (or a Gaussian), from block_down,0(z_1)
 
-and differ in the inference model q(z | x):
+and differ in the inference model q(z | x) (their passes: ``inference.py``):
 
 * VAE (bottom-up): q(z_1 | x), then q(z_i | z_{i-1}), each a Gaussian head on
-  a block of the sample below.
+  a block of the sample below (``steps.vae_step_forward``).
 * LVAE (top-down): a deterministic pass d_i = block_up,i(d_{i-1}), d_0 = x,
   gives (mu_hat_i, var_hat_i). Then q(z_L | x) = N(mu_hat_L, var_hat_L) and,
   for i = L-1 .. 1, the generative model's own (mu_p,i, var_p,i) from the
   sampled z_{i+1} are merged with the bottom-up estimate by precision
-  weighting (gaussian.merge_forward). The top-down path *is* the generative
-  model: inference corrects the prior layer by layer.
+  weighting (``steps.ladder_step_forward``). The top-down path *is* the
+  generative model: inference corrects the prior layer by layer.
 
 The objective per example (per importance sample when k > 1)::
 
@@ -33,6 +33,15 @@ with beta the warm-up weight. KL_i is estimated in one of two ways:
   applies the closed form to the top layer only (against N(0, I)) and keeps
   the MC estimate below it. ``stats["kl_estimator"]`` says what was used.
 
+A forward pass runs in two stages: ``bottom_up_forward``, the part that
+depends on x alone (computed once per input, however many samples follow),
+and ``per_sample_forward``, the sampling, KL terms and likelihood for every
+row. ``forward`` runs both, tiling the first stage's output for k samples.
+
+Layers are numbered as in the paper, i = 1..L. Inside the model's loops
+per-layer values are dicts keyed by i (``z[i]`` is z_i); at the interfaces
+(the noise, the outputs) they are lists in the same order, z_1 first.
+
 Parameters are one flat dict of arrays; its keys name the block::
 
     up{i}.*    i = 1..L  the bottom-up MLP block under z_i (input x for i = 1)
@@ -49,29 +58,32 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, NamedTuple
 
-from . import gaussian as G
-from . import layers as L
-from . import likelihoods as LL
-from . import networks as N
+from . import gaussian, layers, networks, steps
 from .backend import Backend, get_backend, namespace
+from .inference import PASSES, Outputs, VAEPassCache, XPart, XPartGrad, by_layer, tile_part
+from .params import blocks, merge, subtree, with_prefix
+from .steps import KL_ESTIMATORS
 
 KINDS = ("lvae", "vae")
-KL_ESTIMATORS = ("analytic", "mc")
 LIKELIHOODS = ("bernoulli", "gaussian")
+PAPER_LATENT = (64, 32, 16, 8, 4)       # the paper's MNIST model: sizes of z_1 .. z_5
+PAPER_HIDDEN = (512, 256, 128, 64, 32)  # width of the deterministic block under each z_i
+
+__all__ = ["KINDS", "KL_ESTIMATORS", "LIKELIHOODS", "PAPER_LATENT", "PAPER_HIDDEN",
+           "ModelConfig", "Model", "XPart", "XPartGrad", "Outputs", "tile_part"]
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     kind: str = "lvae"                       # "lvae" (top-down inference) or "vae" (bottom-up)
     x_dim: int = 784                         # data dimension (28 x 28 MNIST)
-    latent: tuple = (64, 32, 16, 8, 4)       # sizes of z_1 .. z_L
-    hidden: tuple = (512, 256, 128, 64, 32)  # width of the block under each z_i
+    latent: tuple = PAPER_LATENT             # sizes of z_1 .. z_L
+    hidden: tuple = PAPER_HIDDEN             # width of the block under each z_i
     batch_norm: bool = True                  # Dense -> BN -> lrelu (else Dense -> lrelu)
     likelihood: str = "bernoulli"            # p(x | z_1): "bernoulli" or "gaussian"
-    slope: float = L.LEAKY_RELU_SLOPE        # leaky ReLU slope for negative inputs
+    slope: float = layers.LEAKY_RELU_SLOPE   # leaky ReLU slope for negative inputs
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -85,68 +97,33 @@ class ModelConfig:
         if min(self.latent) < 1 or min(self.hidden) < 1 or self.x_dim < 1:
             raise ValueError("all sizes must be positive")
 
+    @classmethod
+    def paper(cls, layers: int = 5, **changes) -> "ModelConfig":
+        """The paper's MNIST model with its first ``layers`` stochastic layers (1 to 5).
+
+        ``ModelConfig.paper(3, kind="vae")``: latent 64,32,16, hidden 512,256,128.
+        """
+        if not 1 <= layers <= len(PAPER_LATENT):
+            raise ValueError(f"the paper's models have 1 to {len(PAPER_LATENT)} layers, "
+                             f"not {layers}")
+        return cls(latent=PAPER_LATENT[:layers], hidden=PAPER_HIDDEN[:layers], **changes)
+
     @property
     def n_layers(self) -> int:
         return len(self.latent)
 
 
-def _sub(tree: dict, prefix: str) -> dict:
-    """The entries of a flat dict under ``prefix.``, with the prefix removed.
-
-    Plainly ``{k[len(prefix) + 1:]: v for k, v in tree.items() if
-    k.startswith(prefix + ".")}``; the key selection is cached, since the same
-    few dicts are cut up many times in every step.
-    """
-    return {short: tree[k] for k, short in _keys_under(tuple(tree), prefix)}
-
-
-@lru_cache(maxsize=1024)
-def _keys_under(keys: tuple, prefix: str) -> tuple:
-    cut = len(prefix) + 1
-    return tuple((k, k[cut:]) for k in keys if k.startswith(prefix + "."))
-
-
-def _put(tree: dict, prefix: str, sub: dict) -> None:
-    for k, v in sub.items():
-        tree[f"{prefix}.{k}"] = v
-
-
-def _add(grads: dict, prefix: str, sub: dict) -> None:
-    """Accumulate a block's parameter gradients (a block used twice gets the sum)."""
-    for k, v in sub.items():
-        key = f"{prefix}.{k}"
-        grads[key] = v if key not in grads else grads[key] + v
-
-
-class XPart(NamedTuple):
-    """What depends on x alone: computed once per input, shared by all its samples."""
-
-    x: Any        # (N, x_dim)
-    mu_hat: list  # LVAE: (mu_hat_i) for i = 1..L; VAE: [mu_q,1] only
-    var_hat: list
-
-
-class KLTermCache(NamedTuple):
-    analytic: bool
-    caches: tuple   # (kl cache,) or (log q cache, log p cache)
+# ----------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------
+class BottomUpCache(NamedTuple):
+    steps: tuple                   # one BottomUpStepCache per layer computed from x
 
 
 class ForwardCache(NamedTuple):
-    k: int             # samples per input (the x-part was tiled k times)
-    bottom_up: tuple   # (mlp cache, head cache) per bottom-up layer computed from x
-    top_down: Any      # _TopDownCache
-
-
-class _TopDownCache(NamedTuple):
-    layers: dict       # per layer i: dict of caches
-    out: tuple         # (mlp cache, head cache, likelihood cache)
-    beta: float
-
-
-def tile_part(part: XPart, k: int) -> XPart:
-    """The x-part repeated for k samples per input, sample-major (see networks.tile_rows_forward)."""
-    tile = lambda a: N.tile_rows_forward(a, k=k)[0]  # noqa: E731
-    return XPart(tile(part.x), [tile(a) for a in part.mu_hat], [tile(a) for a in part.var_hat])
+    k: int                         # samples per input (the x-part was tiled k times)
+    bottom_up: BottomUpCache
+    per_sample: Any                # LadderPassCache or VAEPassCache
 
 
 class Model:
@@ -159,9 +136,13 @@ class Model:
         state = stats["state"]       # updated batch-norm running averages
 
     ``grads`` has the keys of ``params``. Pass ``noise`` (a list of arrays
-    eps_i of shape (N, latent_i)) to make the model a deterministic function,
-    as the gradient checks do; otherwise it is drawn from the backend's
-    generator.
+    eps_i of shape (N, latent_i), z_1's first) to make the model a
+    deterministic function, as the gradient checks do; otherwise it is drawn
+    from the backend's generator. One level down, the whole model follows the
+    op contract::
+
+        outputs, cache = model.forward(params, state, x, noise)
+        grads = model.backward(dout, cache)   # dout: the gradient of outputs.f
     """
 
     def __init__(self, config: ModelConfig = ModelConfig(), backend: Backend | None = None):
@@ -176,318 +157,169 @@ class Model:
         params, state = {}, {}
         d_in = c.x_dim
         for i in range(1, c.n_layers + 1):  # bottom-up blocks and q heads
-            p, s = N.init_mlp(rng, (d_in, c.hidden[i - 1], c.hidden[i - 1]),
-                              batch_norm=c.batch_norm, xp=xp, dtype=dt)
-            _put(params, f"up{i}", p)
-            _put(state, f"up{i}", s)
-            _put(params, f"q{i}", N.init_gaussian_head(rng, c.hidden[i - 1], c.latent[i - 1],
-                                                       xp=xp, dtype=dt))
+            p, s = networks.init_mlp(rng, (d_in, c.hidden[i - 1], c.hidden[i - 1]),
+                                     batch_norm=c.batch_norm, xp=xp, dtype=dt)
+            params.update(with_prefix(f"up{i}", p))
+            state.update(with_prefix(f"up{i}", s))
+            params.update(with_prefix(f"q{i}", networks.init_gaussian_head(
+                rng, c.hidden[i - 1], c.latent[i - 1], xp=xp, dtype=dt)))
             d_in = c.hidden[i - 1] if c.kind == "lvae" else c.latent[i - 1]
         for i in range(c.n_layers - 1, -1, -1):  # top-down blocks and p heads
-            p, s = N.init_mlp(rng, (c.latent[i], c.hidden[i], c.hidden[i]),
-                              batch_norm=c.batch_norm, xp=xp, dtype=dt)
-            _put(params, f"down{i}", p)
-            _put(state, f"down{i}", s)
+            p, s = networks.init_mlp(rng, (c.latent[i], c.hidden[i], c.hidden[i]),
+                                     batch_norm=c.batch_norm, xp=xp, dtype=dt)
+            params.update(with_prefix(f"down{i}", p))
+            state.update(with_prefix(f"down{i}", s))
             if i > 0:
-                head = N.init_gaussian_head(rng, c.hidden[i], c.latent[i - 1], xp=xp, dtype=dt)
+                head = networks.init_gaussian_head(rng, c.hidden[i], c.latent[i - 1],
+                                                   xp=xp, dtype=dt)
             elif c.likelihood == "gaussian":
-                head = N.init_gaussian_head(rng, c.hidden[0], c.x_dim, xp=xp, dtype=dt)
+                head = networks.init_gaussian_head(rng, c.hidden[0], c.x_dim, xp=xp, dtype=dt)
             else:
-                head = {"W": N.glorot_uniform(rng, c.hidden[0], c.x_dim, xp, dt),
+                head = {"W": networks.glorot_uniform(rng, c.hidden[0], c.x_dim, xp, dt),
                         "b": xp.zeros((c.x_dim,), dtype=dt)}
-            _put(params, f"p{i}", head)
+            params.update(with_prefix(f"p{i}", head))
         return params, state
-
-    def fold_batch_norm(self, params, state):
-        """The same network in evaluation mode, with batch norm folded into the dense layers.
-
-        At test time batch norm is an affine map of each unit,
-        BN(a) = gamma * (a - mean) / sqrt(var + eps) + beta = a * s + c, so
-        BN(h W) = h (W s) + c: a dense layer with weights W * s (each column
-        scaled) and bias c. Returns (model, params) of an identical model
-        without batch norm, whose forward pass skips every normalisation;
-        evaluation (``bounds.log_likelihood``) uses it.
-        """
-        if not self.config.batch_norm:
-            return self, params
-        folded = {k: v for k, v in params.items() if ".gamma" not in k and ".beta" not in k}
-        for key in params:
-            if ".gamma" not in key:
-                continue
-            block, name = key.rsplit(".", 1)             # e.g. "up1", "gamma2"
-            j = name[len("gamma"):]
-            xp = namespace(params[key])
-            scale = params[key] / xp.sqrt(state[f"{block}.var{j}"] + L.BN_EPS)
-            folded[f"{block}.W{j}"] = params[f"{block}.W{j}"] * scale
-            folded[f"{block}.b{j}"] = params[f"{block}.beta{j}"] - state[f"{block}.mean{j}"] * scale
-        config = dataclasses.replace(self.config, batch_norm=False)
-        return Model(config, self.backend), folded
 
     def noise(self, n_rows: int) -> list:
         """Standard normal eps_i of shape (n_rows, latent_i), for i = 1..L."""
         return [self.backend.normal((n_rows, d)) for d in self.config.latent]
 
-    # ------------------------------------------------------------------
-    # The generative model on its own (no gradients; batch norm in evaluation mode)
-    # ------------------------------------------------------------------
-    def data_mean(self, params, state, z1):
-        """E[x | z_1]: sigmoid(logits) for Bernoulli data, mu for Gaussian. (rows, x_dim)."""
-        bn = {"training": False, "momentum": L.BN_MOMENTUM}
-        h, _ = self._mlp(z1, params, state, "down0", bn)
-        p = _sub(params, "p0")
-        if self.config.likelihood == "bernoulli":
-            return L.sigmoid(L.dense_forward(h, p["W"], p["b"])[0])
-        (mu, _), _ = N.gaussian_head_forward(h, p)
-        return mu
+    def mode(self, training: bool = True, momentum: float = layers.BN_MOMENTUM) -> dict:
+        """The blocks' settings: batch norm on or off, batch or running statistics, slope."""
+        return {"batch_norm": self.config.batch_norm, "training": training,
+                "momentum": momentum, "slope": self.config.slope}
 
-    def generate(self, params, state, n: int, noise=None):
-        """Ancestral samples: z_L ~ N(0, I), then z_i ~ p(z_i | z_{i+1}) down to z_1.
+    def fold_batch_norm(self, params, state):
+        """The same network in evaluation mode, with batch norm folded into the dense layers.
 
-        Args:
-            n: number of samples.
-            noise: list of eps_i (n, latent_i), i = 1..L; drawn when None. Fixing
-                some of them (e.g. the top layer's) shows what each layer encodes.
-
-        Returns:
-            (E[x | z_1] of shape (n, x_dim), [z_1, ..., z_L]).
+        Returns (model, params) of a model without batch norm that computes
+        what this one computes with its running averages (up to rounding),
+        skipping every normalisation (``networks.fold_batch_norm``, block by
+        block). The L_k estimate (``bounds.log_likelihood``) uses it.
         """
-        noise = self.noise(n) if noise is None else noise
-        bn = {"training": False, "momentum": L.BN_MOMENTUM}
-        Lz = self.config.n_layers
-        zs = [None] * Lz
-        zs[Lz - 1] = noise[Lz - 1]
-        for i in range(Lz - 1, 0, -1):
-            mu, var, _ = self._block_and_head(zs[i], params, state, f"down{i}", f"p{i}", bn)
-            zs[i - 1] = G.reparameterize_forward(mu, var, noise[i - 1])[0]
-        return self.data_mean(params, state, zs[0]), zs
-
-    def reconstruct(self, params, state, x, noise=None):
-        """E[x | z_1] with z_1 drawn from q(z | x) (batch norm in evaluation mode)."""
-        noise = self.noise(x.shape[0]) if noise is None else noise
-        _, terms, _, _ = self.forward(params, state, x, noise, training=False)
-        return self.data_mean(params, state, terms["z"][0])
-
-    # ------------------------------------------------------------------
-    # Blocks
-    # ------------------------------------------------------------------
-    def _mlp(self, h, params, state, name, bn: dict):
-        """An MLP block; ``bn`` holds batch norm's ``training`` and ``momentum``."""
-        return N.mlp_forward(h, _sub(params, name), state=_sub(state, name) or None,
-                             batch_norm=self.config.batch_norm, slope=self.config.slope, **bn)
-
-    def _block_and_head(self, h, params, state, block, head, bn):
-        """(mu, var) of a Gaussian head on an MLP block; caches of both."""
-        g, c_mlp = self._mlp(h, params, state, block, bn)
-        (mu, var), c_head = N.gaussian_head_forward(g, _sub(params, head))
-        return mu, var, (c_mlp, c_head)
-
-    @staticmethod
-    def _block_and_head_backward(dmu, dvar, caches, grads, block, head):
-        c_mlp, c_head = caches
-        dg, dp_head = N.gaussian_head_backward((dmu, dvar), c_head)
-        _add(grads, head, dp_head)
-        dh, dp_mlp = N.mlp_backward(dg, c_mlp)
-        _add(grads, block, dp_mlp)
-        return dh
+        if not self.config.batch_norm:
+            return self, params
+        folded = {}
+        for name in blocks(params):
+            block = subtree(params, name)
+            if "gamma1" in block:
+                block = networks.fold_batch_norm(block, subtree(state, name))
+            folded.update(with_prefix(name, block))
+        return Model(dataclasses.replace(self.config, batch_norm=False), self.backend), folded
 
     # ------------------------------------------------------------------
     # Stage 1: the part that depends on x alone
     # ------------------------------------------------------------------
-    def bottom_up(self, params, state, x, training=True, bn_momentum=L.BN_MOMENTUM):
-        """LVAE: d_i and (mu_hat_i, var_hat_i) for every layer. VAE: q(z_1 | x) only.
+    def bottom_up_forward(self, params, state, x, *, training=True,
+                          bn_momentum=layers.BN_MOMENTUM):
+        """LVAE: d_i and (mu_hat_i, var_hat_i) for i = 1..L. VAE: q(z_1 | x) only.
 
-        Returns (XPart, caches). Computed once per input, however many samples follow.
+        Args:
+            params, state: the model's parameters and batch-norm state.
+            x: data of shape (N, x_dim).
+            training: batch statistics (True) or running averages in batch norm.
+            bn_momentum: weight of this batch in the new running averages.
+
+        Returns:
+            part: XPart, lists per layer.
+            cache: BottomUpCache.
         """
-        bn = {"training": training, "momentum": bn_momentum}
-        layers = self.config.n_layers if self.config.kind == "lvae" else 1
-        h, mus, vars_, caches = x, [], [], []
-        for i in range(1, layers + 1):
-            h, c_mlp = self._mlp(h, params, state, f"up{i}", bn)
-            (mu, var), c_head = N.gaussian_head_forward(h, _sub(params, f"q{i}"))
-            mus.append(mu)
-            vars_.append(var)
-            caches.append((c_mlp, c_head))
-        return XPart(x, mus, vars_), tuple(caches)
+        mode = self.mode(training, bn_momentum)
+        layers_ = self.config.n_layers if self.config.kind == "lvae" else 1
+        d, ds, mus, vars_, caches = x, [], [], [], []
+        for i in range(1, layers_ + 1):
+            # d_i = MLP_i(d_{i-1}), (mu_hat_i, var_hat_i) = head_i(d_i)
+            (d, mu_hat, var_hat), c = steps.bottom_up_step_forward(
+                d, subtree(params, f"up{i}"), subtree(params, f"q{i}"),
+                state=subtree(state, f"up{i}") or None, mode=mode, input_grad=i > 1)
+            ds.append(d)
+            mus.append(mu_hat)
+            vars_.append(var_hat)
+            caches.append(c)
+        return XPart(x, ds, mus, vars_), BottomUpCache(tuple(caches))
 
-    def bottom_up_backward(self, dx_part: XPart, caches, grads):
-        """Add the gradients of the x-only part's parameters to ``grads``."""
-        dh = None
-        for i in range(len(caches), 0, -1):
-            c_mlp, c_head = caches[i - 1]
-            dg, dp_head = N.gaussian_head_backward((dx_part.mu_hat[i - 1], dx_part.var_hat[i - 1]),
-                                                   c_head)
-            _add(grads, f"q{i}", dp_head)
-            if dh is not None:
-                dg = dg + dh
-            # The first block's input is x: its gradient is never needed.
-            dh, dp_mlp = N.mlp_backward(dg, c_mlp, input_grad=i > 1)
-            _add(grads, f"up{i}", dp_mlp)
+    def bottom_up_backward(self, dpart: XPartGrad, cache: BottomUpCache) -> dict:
+        """The x-part's parameter gradients; the data x gets none."""
+        grads, dd = [], None
+        for i in range(len(cache.steps), 0, -1):
+            dd, dblock, dhead = steps.bottom_up_step_backward(
+                (dd, dpart.mu_hat[i - 1], dpart.var_hat[i - 1]), cache.steps[i - 1])
+            grads += [with_prefix(f"q{i}", dhead), with_prefix(f"up{i}", dblock)]
+        return merge(grads)
 
     # ------------------------------------------------------------------
     # Stage 2: sampling, KL terms and the likelihood, per sample
     # ------------------------------------------------------------------
-    def top_down(self, params, state, xp_: XPart, noise, *, beta, kl, training=True,
-                 bn_momentum=L.BN_MOMENTUM):
-        """The per-sample objective f = log p(x|z_1) - beta * sum_i KL_i, shape (rows,).
+    def per_sample_forward(self, params, state, part: XPart, noise, *, beta, kl,
+                           training=True, bn_momentum=layers.BN_MOMENTUM):
+        """The per-sample objective f = log p(x | z_1) - beta * sum_i KL_i.
 
-        ``xp_`` holds one row per sample (tile it for several samples per input).
-        Returns (f, terms, cache); ``terms`` has "rec" (rows,), and per layer "kl"
-        (rows, d_i), "mu_q", the mean of q(z_i | .) at this sample, and "z", the
-        sample itself (rows, d_i).
+        ``part`` holds one row per sample (``tile_part`` it for several samples
+        per input). Returns (Outputs, cache); ``outputs.state`` is None here
+        (``forward`` gathers the new running averages).
         """
-        c = self.config
-        Lz = c.n_layers
-        analytic = kl == "analytic"
-        bn = {"training": training, "momentum": bn_momentum}
-        lay, kls, z = {}, {}, {}
-        if c.kind == "lvae":
-            mu_q, var_q = xp_.mu_hat[Lz - 1], xp_.var_hat[Lz - 1]
-            means = {Lz: mu_q}
-            z[Lz], c_rep = G.reparameterize_forward(mu_q, var_q, noise[Lz - 1])
-            kls[Lz], c_kl = _kl_top(z[Lz], mu_q, var_q, analytic)
-            lay[Lz] = {"rep": c_rep, "kl": c_kl}
-            for i in range(Lz - 1, 0, -1):
-                mu_p, var_p, c_bh = self._block_and_head(z[i + 1], params, state, f"down{i}",
-                                                         f"p{i}", bn)
-                (mu_q, var_q), c_merge = G.merge_forward(xp_.mu_hat[i - 1], xp_.var_hat[i - 1],
-                                                         mu_p, var_p)
-                means[i] = mu_q
-                z[i], c_rep = G.reparameterize_forward(mu_q, var_q, noise[i - 1])
-                kls[i], c_kl = _kl_between(z[i], mu_q, var_q, mu_p, var_p, analytic)
-                lay[i] = {"p": c_bh, "merge": c_merge, "rep": c_rep, "kl": c_kl}
-        else:
-            mu_q, var_q = {1: xp_.mu_hat[0]}, {1: xp_.var_hat[0]}
-            means = mu_q
-            z[1], c_rep = G.reparameterize_forward(mu_q[1], var_q[1], noise[0])
-            lay[1] = {"rep": c_rep}
-            for i in range(2, Lz + 1):
-                mu_q[i], var_q[i], c_bh = self._block_and_head(z[i - 1], params, state, f"up{i}",
-                                                               f"q{i}", bn)
-                z[i], c_rep = G.reparameterize_forward(mu_q[i], var_q[i], noise[i - 1])
-                lay[i] = {"q": c_bh, "rep": c_rep}
-            kls[Lz], lay[Lz]["kl"] = _kl_top(z[Lz], mu_q[Lz], var_q[Lz], analytic)
-            for i in range(Lz - 1, 0, -1):
-                mu_p, var_p, c_bh = self._block_and_head(z[i + 1], params, state, f"down{i}",
-                                                         f"p{i}", bn)
-                # Never the closed form here: it would be biased (see the module docstring).
-                kls[i], lay[i]["kl"] = _kl_between(z[i], mu_q[i], var_q[i], mu_p, var_p, False)
-                lay[i]["p"] = c_bh
-        rec, c_out = self._likelihood(z[1], xp_.x, params, state, bn)
-        xp = namespace(rec)
-        f = rec - beta * sum(xp.sum(kls[i], axis=1) for i in range(1, Lz + 1))
-        terms = {"rec": rec, "kl": [kls[i] for i in range(1, Lz + 1)],
-                 "mu_q": [means[i] for i in range(1, Lz + 1)],
-                 "z": [z[i] for i in range(1, Lz + 1)]}
-        return f, terms, _TopDownCache(lay, c_out, beta)
+        if kl not in KL_ESTIMATORS:
+            raise ValueError(f"unknown KL estimator {kl!r}: choose one of {', '.join(KL_ESTIMATORS)}")
 
-    def top_down_backward(self, df, cache: _TopDownCache, grads) -> XPart:
-        """Add the top-down parameters' gradients to ``grads``; return the x-part's gradients."""
-        c = self.config
-        Lz = c.n_layers
-        xp = namespace(df)
-        lay = cache.layers
-        g = xp.expand_dims(df, axis=1)                 # (rows, 1): d f / d rec per row
-        dkl = -cache.beta * g                          # d f / d KL_i per unit, broadcast
-        dz = {1: self._likelihood_backward(g, cache.out, grads)}
-        dmu_hat, dvar_hat = [None] * Lz, [None] * Lz
-        if c.kind == "lvae":
-            for i in range(1, Lz):                     # bottom to top: z_i's gradient is complete
-                ci = lay[i]
-                dz_kl, dmu_q, dvar_q, dmu_p, dvar_p = _kl_backward(dkl, ci["kl"])
-                dzi = dz[i] if dz_kl is None else dz[i] + dz_kl
-                dmu_r, dvar_r, _ = G.reparameterize_backward(dzi, ci["rep"])
-                dmh, dvh, dmp, dvp = G.merge_backward((dmu_q + dmu_r, dvar_q + dvar_r),
-                                                      ci["merge"])
-                dmu_hat[i - 1], dvar_hat[i - 1] = dmh, dvh
-                dz[i + 1] = self._block_and_head_backward(dmp + dmu_p, dvp + dvar_p, ci["p"],
-                                                          grads, f"down{i}", f"p{i}")
-            dz_kl, dmu_q, dvar_q = _kl_top_backward(dkl, lay[Lz]["kl"])
-            dzL = dz[Lz] if dz_kl is None else dz[Lz] + dz_kl
-            dmu_r, dvar_r, _ = G.reparameterize_backward(dzL, lay[Lz]["rep"])
-            dmu_hat[Lz - 1], dvar_hat[Lz - 1] = dmu_q + dmu_r, dvar_q + dvar_r
-            return XPart(None, dmu_hat, dvar_hat)
-        # VAE: first the generative pass (p heads, on z_{i+1}), then q from the top down.
-        dmu_q, dvar_q = {}, {}
-        for i in range(1, Lz):
-            dz_kl, dmq, dvq, dmp, dvp = _kl_backward(dkl, lay[i]["kl"])
-            dz[i] = dz[i] + dz_kl
-            dmu_q[i], dvar_q[i] = dmq, dvq
-            dz[i + 1] = self._block_and_head_backward(dmp, dvp, lay[i]["p"], grads,
-                                                      f"down{i}", f"p{i}")
-        dz_kl, dmu_q[Lz], dvar_q[Lz] = _kl_top_backward(dkl, lay[Lz]["kl"])
-        if dz_kl is not None:
-            dz[Lz] = dz[Lz] + dz_kl
-        for i in range(Lz, 0, -1):                     # z_i = mu_q,i + std * eps, mu_q,i from z_{i-1}
-            dmu_r, dvar_r, _ = G.reparameterize_backward(dz[i], lay[i]["rep"])
-            dmq, dvq = dmu_q[i] + dmu_r, dvar_q[i] + dvar_r
-            if i == 1:
-                return XPart(None, [dmq], [dvq])
-            dz[i - 1] = dz[i - 1] + self._block_and_head_backward(dmq, dvq, lay[i]["q"], grads,
-                                                                  f"up{i}", f"q{i}")
+        def block_of(name):
+            return subtree(params, name), subtree(state, name) or None
 
-    # ------------------------------------------------------------------
-    # The output layer
-    # ------------------------------------------------------------------
-    def _likelihood(self, z1, x, params, state, bn):
-        """log p(x | z_1) summed over the data dimensions: (rows,)."""
-        h, c_mlp = self._mlp(z1, params, state, "down0", bn)
-        p = _sub(params, "p0")
-        xp = namespace(h)
-        if self.config.likelihood == "bernoulli":
-            out, c_head = L.dense_forward(h, p["W"], p["b"])
-            ll, c_ll = LL.bernoulli_log_likelihood_forward(x, out)
-        else:
-            (mu, var), c_head = N.gaussian_head_forward(h, p)
-            ll, c_ll = LL.gaussian_log_likelihood_forward(x, mu, var)
-        return xp.sum(ll, axis=1), (c_mlp, c_head, c_ll)
+        forward, _ = PASSES[self.config.kind]
+        return forward(block_of, part, noise, beta=beta, estimator=kl,
+                       likelihood=self.config.likelihood, mode=self.mode(training, bn_momentum))
 
-    def _likelihood_backward(self, g, cache, grads):
-        """g: (rows, 1) gradient of each row's log p(x | z_1). Returns dz_1."""
-        c_mlp, c_head, c_ll = cache
-        xp = namespace(g)
-        if self.config.likelihood == "bernoulli":
-            dll = xp.broadcast_to(g, c_ll.logits.shape)
-            _, dout = LL.bernoulli_log_likelihood_backward(dll, c_ll)
-            dh, dW, db = L.dense_backward(dout, c_head)
-            _add(grads, "p0", {"W": dW, "b": db})
-        else:
-            dll = xp.broadcast_to(g, c_ll.inv.shape)
-            _, dmu, dvar = LL.gaussian_log_likelihood_backward(dll, c_ll)
-            dh, dp = N.gaussian_head_backward((dmu, dvar), c_head)
-            _add(grads, "p0", dp)
-        dz1, dp_mlp = N.mlp_backward(dh, c_mlp)
-        _add(grads, "down0", dp_mlp)
-        return dz1
+    def per_sample_backward(self, df, cache):
+        """Gradients of sum_rows df * f: (parameter gradients, XPartGrad)."""
+        _, backward = PASSES[self.config.kind]
+        return backward(df, cache)
 
     # ------------------------------------------------------------------
     # The whole model
     # ------------------------------------------------------------------
     def forward(self, params, state, x, noise, *, beta=1.0, kl="analytic", training=True, k=1,
-                bn_momentum=L.BN_MOMENTUM):
-        """f per sample, shape (k*N,), sample-major (row s*N + n is sample s of input n).
+                bn_momentum=layers.BN_MOMENTUM):
+        """The objective f for k samples of each input, and what the pass computed on the way.
 
-        Returns (f, terms, new_state, cache). ``noise`` is a list of (k*N, latent_i)
-        arrays. ``bn_momentum`` is the weight of this batch in the new running averages.
+        Args:
+            params, state: the model's parameters and batch-norm state.
+            x: data of shape (N, x_dim).
+            noise: list of eps_i of shape (k*N, latent_i), sample-major (row
+                s*N + n is sample s of input n).
+            beta: warm-up weight of the KL terms.
+            kl: "analytic" or "mc" (see the module docstring).
+            training: batch statistics (True) or running averages in batch norm.
+            k: samples per input; the x-part runs once and is tiled k times.
+            bn_momentum: weight of this batch in the new running averages.
+
+        Returns:
+            outputs: Outputs, rows sample-major; ``outputs.state`` is the new
+                batch-norm state.
+            cache: ForwardCache.
         """
-        if kl not in KL_ESTIMATORS:
-            raise ValueError(f"unknown KL estimator {kl!r}: choose one of {', '.join(KL_ESTIMATORS)}")
-        part, c_bu = self.bottom_up(params, state, x, training, bn_momentum)
-        f, terms, c_td = self.top_down(params, state, tile_part(part, k), noise, beta=beta,
-                                       kl=kl, training=training, bn_momentum=bn_momentum)
+        part, c_up = self.bottom_up_forward(params, state, x, training=training,
+                                            bn_momentum=bn_momentum)
+        outputs, c_sample = self.per_sample_forward(params, state, tile_part(part, k), noise,
+                                                    beta=beta, kl=kl, training=training,
+                                                    bn_momentum=bn_momentum)
         new_state = dict(state) if state else {}
-        for name, mlp_cache in _mlp_caches(c_bu, c_td):
-            _put(new_state, name, mlp_cache.new_state)
-        return f, terms, new_state, ForwardCache(k, c_bu, c_td)
+        for name, mlp_cache in _mlp_caches(c_up, c_sample):
+            new_state.update(with_prefix(name, mlp_cache.new_state))
+        return outputs._replace(state=new_state), ForwardCache(k, c_up, c_sample)
 
-    def backward(self, df, cache: ForwardCache) -> dict:
-        """Gradients of sum_rows df * f with respect to every parameter (a dict like params)."""
-        grads = {}
-        dpart = self.top_down_backward(df, cache.top_down, grads)
-        tiles = N.TileCache(cache.k)
-        untile = lambda d: N.tile_rows_backward(d, tiles)[0]  # noqa: E731  sums the k copies
-        self.bottom_up_backward(XPart(None, [untile(d) for d in dpart.mu_hat],
-                                      [untile(d) for d in dpart.var_hat]), cache.bottom_up, grads)
-        return grads
+    def backward(self, dout, cache: ForwardCache) -> dict:
+        """Gradients of sum_rows dout * f with respect to every parameter (a dict like params).
+
+        Args:
+            dout: array of shape (k*N,), the gradient of ``outputs.f``.
+            cache: from ``forward``.
+        """
+        grads, dpart = self.per_sample_backward(dout, cache.per_sample)
+        tiles = networks.TileCache(cache.k)
+
+        def untile(d):  # sums the k copies
+            return networks.tile_rows_backward(d, tiles)[0]
+        dpart = XPartGrad([untile(d) for d in dpart.mu_hat], [untile(d) for d in dpart.var_hat])
+        return merge([grads, self.bottom_up_backward(dpart, cache.bottom_up)])
 
     def loss_and_grads(self, params, state, x, beta=1.0, noise=None, kl="analytic",
                        training=True):
@@ -511,87 +343,79 @@ class Model:
         n = x.shape[0]
         if noise is None:
             noise = self.noise(n)
-        f, terms, new_state, cache = self.forward(params, state, x, noise, beta=beta, kl=kl,
-                                                  training=training)
-        xp = namespace(f)
-        loss = -xp.mean(f)
-        grads = self.backward(xp.full(f.shape, -1.0 / n, dtype=f.dtype), cache)
-        return loss, grads, self.summarize(terms, f, kl, new_state)
+        outputs, cache = self.forward(params, state, x, noise, beta=beta, kl=kl,
+                                      training=training)
+        xp = namespace(outputs.f)
+        loss = -xp.mean(outputs.f)
+        grads = self.backward(xp.full(outputs.f.shape, -1.0 / n, dtype=outputs.f.dtype), cache)
+        return loss, grads, self.summarize(outputs, kl)
 
-    def summarize(self, terms, f, kl, new_state) -> dict:
-        """Batch means of the objective's terms, for logging."""
-        xp = namespace(f)
-        kl_units = [xp.mean(t, axis=0) for t in terms["kl"]]
+    def summarize(self, outputs: Outputs, kl: str) -> dict:
+        """Batch means of the objective's terms, for logging (see ``loss_and_grads``)."""
+        xp = namespace(outputs.f)
+        kl_units = [xp.mean(t, axis=0) for t in outputs.kl]
         kl_layers = [xp.sum(u) for u in kl_units]
-        rec = xp.mean(terms["rec"])
-        return {"objective": xp.mean(f), "rec": rec, "elbo": rec - sum(kl_layers),
+        rec = xp.mean(outputs.rec)
+        return {"objective": xp.mean(outputs.f), "rec": rec, "elbo": rec - sum(kl_layers),
                 "kl": kl_layers, "kl_units": kl_units,
-                "kl_estimator": self.kl_estimators(kl), "state": new_state}
+                "kl_estimator": self.kl_estimators(kl), "state": outputs.state}
 
     def kl_estimators(self, kl: str) -> list:
         """The estimator used for each layer z_1 .. z_L under ``kl``."""
-        Lz = self.config.n_layers
+        n_layers = self.config.n_layers
         if kl == "mc" or self.config.kind == "lvae":
-            return [kl] * Lz
-        return ["mc"] * (Lz - 1) + ["analytic"]  # VAE: the closed form only where exact
+            return [kl] * n_layers
+        return ["mc"] * (n_layers - 1) + ["analytic"]  # VAE: the closed form only where exact
+
+    # ------------------------------------------------------------------
+    # The generative model on its own (no gradients; batch norm in evaluation mode)
+    # ------------------------------------------------------------------
+    def data_mean(self, params, state, z1):
+        """E[x | z_1]: sigmoid(logits) for Bernoulli data, mu for Gaussian. (rows, x_dim)."""
+        h, _ = networks.mlp_forward(z1, subtree(params, "down0"),
+                                    state=subtree(state, "down0") or None,
+                                    **self.mode(training=False))
+        head = subtree(params, "p0")
+        if self.config.likelihood == "bernoulli":
+            return layers.sigmoid(layers.dense_forward(h, head["W"], head["b"])[0])
+        (mu, _), _ = networks.gaussian_head_forward(h, head)
+        return mu
+
+    def generate(self, params, state, n: int, noise=None):
+        """Ancestral samples: z_L ~ N(0, I), then z_i ~ p(z_i | z_{i+1}) down to z_1.
+
+        Args:
+            n: number of samples.
+            noise: list of eps_i (n, latent_i), i = 1..L; drawn when None. Fixing
+                some of them (e.g. the top layer's) shows what each layer encodes.
+
+        Returns:
+            (E[x | z_1] of shape (n, x_dim), [z_1, ..., z_L]).
+        """
+        eps = by_layer(self.noise(n) if noise is None else noise)
+        top = len(eps)
+        z = {top: eps[top]}                                              # z_L ~ N(0, I)
+        for i in range(top - 1, 0, -1):
+            (mu_p, var_p), _ = networks.gaussian_block_forward(
+                z[i + 1], subtree(params, f"down{i}"), subtree(params, f"p{i}"),
+                state=subtree(state, f"down{i}") or None, **self.mode(training=False))
+            z[i], _ = gaussian.reparameterize_forward(mu_p, var_p, eps[i])  # z_i ~ p
+        return self.data_mean(params, state, z[1]), [z[i] for i in range(1, top + 1)]
+
+    def reconstruct(self, params, state, x, noise=None):
+        """E[x | z_1] with z_1 drawn from q(z | x) (batch norm in evaluation mode)."""
+        noise = self.noise(x.shape[0]) if noise is None else noise
+        outputs, _ = self.forward(params, state, x, noise, training=False)
+        return self.data_mean(params, state, outputs.z[0])
 
 
-# ----------------------------------------------------------------------------
-# KL estimates (elementwise, (rows, d)) as forward/backward pairs
-# ----------------------------------------------------------------------------
-def _kl_between(z, mu_q, var_q, mu_p, var_p, analytic):
-    """KL(q || p) per unit: closed form, or log q(z) - log p(z) at the sample z."""
-    if analytic:
-        kl, c = G.kl_normal_forward(mu_q, var_q, mu_p, var_p)
-        return kl, KLTermCache(True, (c,))
-    lq, cq = G.log_normal_forward(z, mu_q, var_q)
-    lp, cp = G.log_normal_forward(z, mu_p, var_p)
-    return lq - lp, KLTermCache(False, (cq, cp))
-
-
-def _kl_backward(dkl, cache: KLTermCache):
-    """Returns (dz or None, dmu_q, dvar_q, dmu_p, dvar_p)."""
-    if cache.analytic:
-        dmu_q, dvar_q, dmu_p, dvar_p = G.kl_normal_backward(_full(dkl, cache.caches[0].diff),
-                                                            cache.caches[0])
-        return None, dmu_q, dvar_q, dmu_p, dvar_p
-    cq, cp = cache.caches
-    g = _full(dkl, cq.inv)
-    dz_q, dmu_q, dvar_q = G.log_normal_backward(g, cq)
-    dz_p, dmu_p, dvar_p = G.log_normal_backward(-g, cp)
-    return dz_q + dz_p, dmu_q, dvar_q, dmu_p, dvar_p
-
-
-def _kl_top(z, mu_q, var_q, analytic):
-    """KL(q(z_L) || N(0, I)) per unit."""
-    if analytic:
-        kl, c = G.kl_standard_normal_forward(mu_q, var_q)
-        return kl, KLTermCache(True, (c,))
-    xp = namespace(z)
-    return _kl_between(z, mu_q, var_q, xp.zeros_like(z), xp.ones_like(z), False)
-
-
-def _kl_top_backward(dkl, cache: KLTermCache):
-    """Returns (dz or None, dmu_q, dvar_q)."""
-    if cache.analytic:
-        dmu, dvar = G.kl_standard_normal_backward(_full(dkl, cache.caches[0].mu), cache.caches[0])
-        return None, dmu, dvar
-    dz, dmu_q, dvar_q, _, _ = _kl_backward(dkl, cache)
-    return dz, dmu_q, dvar_q
-
-
-def _full(g, like):
-    """Broadcast a (rows, 1) gradient to the shape of ``like``."""
-    return namespace(g).broadcast_to(g, like.shape)
-
-
-def _mlp_caches(bottom_up, top_down: _TopDownCache):
+def _mlp_caches(bottom_up: BottomUpCache, per_sample):
     """(state prefix, MLPCache) for every MLP block run in a forward pass."""
-    found = [(f"up{i}", c[0]) for i, c in enumerate(bottom_up, start=1)]
-    for i, layer in top_down.layers.items():
-        if "q" in layer:  # VAE: q(z_i | z_{i-1})
-            found.append((f"up{i}", layer["q"][0]))
-        if "p" in layer:
-            found.append((f"down{i}", layer["p"][0]))
-    found.append(("down0", top_down.out[0]))
+    found = [(f"up{i}", c.mlp) for i, c in enumerate(bottom_up.steps, start=1)]
+    if isinstance(per_sample, VAEPassCache):
+        found += [(f"up{i}", c.posterior.mlp) for i, c in per_sample.up.items()]
+        found += [(f"down{i}", c.prior.mlp) for i, c in per_sample.kl.items()]
+    else:
+        found += [(f"down{i}", c.prior.mlp) for i, c in per_sample.ladder.items()]
+    found.append(("down0", per_sample.output.mlp))
     return found

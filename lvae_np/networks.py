@@ -7,6 +7,12 @@ gradient of each positional input, the parameters' as a dict with the same keys:
     h, cache = mlp_forward(x, p, state=s, batch_norm=True, training=True)
     dx, dp = mlp_backward(dh, cache)             # dp.keys() == p.keys()
 
+Where a fast form differs from the plain one, both are here and a test shows
+they agree: the Gaussian head as two dense layers (``gaussian_head_plain_*``)
+beside the one fused product (``gaussian_head_*``); an MLP block in
+evaluation mode beside the same block with batch norm folded into its dense
+layers (``fold_batch_norm``).
+
 The MLP block is the paper's deterministic block: two layers of
 Dense -> BatchNorm -> leaky ReLU. With batch norm the dense layers have no
 bias, since batch norm's beta plays that part (and a bias would get an exactly
@@ -23,8 +29,6 @@ from typing import Any, NamedTuple
 
 from . import layers as L
 from .backend import namespace
-
-Array = Any
 
 
 # ----------------------------------------------------------------------------
@@ -133,6 +137,46 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
 # ----------------------------------------------------------------------------
 # Gaussian head
 # ----------------------------------------------------------------------------
+class GaussianHeadPlainCache(NamedTuple):
+    mu: L.DenseCache        # mu = h W_mu + b_mu
+    var: L.DenseCache       # a_var = h W_var + b_var
+    softplus: L.XCache      # var = softplus(a_var)
+
+
+def gaussian_head_plain_forward(h, p):
+    """mu = h W_mu + b_mu, var = softplus(h W_var + b_var), as two dense layers.
+
+    The plain form of ``gaussian_head_forward`` (which runs both products as
+    one): read this one first; the model runs the fused one, and a test shows
+    the two agree.
+
+    Args:
+        h: array of shape (N, D).
+        p: ``W_mu``, ``W_var`` (D, M) and ``b_mu``, ``b_var`` (M,).
+
+    Returns:
+        out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
+        cache: GaussianHeadPlainCache.
+    """
+    mu, c_mu = L.dense_forward(h, p["W_mu"], p["b_mu"])
+    a, c_var = L.dense_forward(h, p["W_var"], p["b_var"])
+    var, c_sp = L.softplus_forward(a)
+    return (mu, var), GaussianHeadPlainCache(c_mu, c_var, c_sp)
+
+
+def gaussian_head_plain_backward(dout, cache: GaussianHeadPlainCache):
+    """With dout = (G_mu, G_var): returns (dh, dp).
+
+    G_a = G_var * softplus'(a_var) is the gradient reaching a_var, and h
+    feeds both layers, so dh = G_mu W_mu^T + G_a W_var^T.
+    """
+    g_mu, g_var = dout
+    (da,) = L.softplus_backward(g_var, cache.softplus)
+    dh_mu, dW_mu, db_mu = L.dense_backward(g_mu, cache.mu)
+    dh_var, dW_var, db_var = L.dense_backward(da, cache.var)
+    return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
+
+
 class GaussianHeadCache(NamedTuple):
     dense: L.DenseCache     # the one product for both halves, h [W_mu | W_var]
     softplus: L.XCache      # the var half's softplus
@@ -178,6 +222,76 @@ def gaussian_head_backward(dout, cache: GaussianHeadCache):
     dh, dW, db = L.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
     m = cache.m
     return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
+
+
+# ----------------------------------------------------------------------------
+# Gaussian block: an MLP block, then a Gaussian head (every q and p in the models)
+# ----------------------------------------------------------------------------
+class GaussianBlockCache(NamedTuple):
+    mlp: MLPCache               # the block; ``mlp.new_state`` holds its new running averages
+    head: GaussianHeadCache
+
+
+def gaussian_block_forward(h, block, head, *, state=None, batch_norm: bool,
+                           training: bool = True, momentum: float = L.BN_MOMENTUM,
+                           slope: float = L.LEAKY_RELU_SLOPE):
+    """A diagonal Gaussian from an MLP block and a head: (mu, var) = head(block(h)).
+
+    Every conditional Gaussian of the models is one: p(z_i | z_{i+1}) from
+    z_{i+1}, and the VAE's q(z_i | z_{i-1}) from z_{i-1}.
+
+    Args:
+        h: array of shape (N, D_in).
+        block: the MLP block's parameters (see the module docstring).
+        head: the Gaussian head's ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
+        state, batch_norm, training, momentum, slope: as for ``mlp_forward``.
+
+    Returns:
+        out: (mu, var), each of shape (N, M).
+        cache: GaussianBlockCache.
+    """
+    g, c_mlp = mlp_forward(h, block, state=state, batch_norm=batch_norm, training=training,
+                           momentum=momentum, slope=slope)
+    out, c_head = gaussian_head_forward(g, head)
+    return out, GaussianBlockCache(c_mlp, c_head)
+
+
+def gaussian_block_backward(dout, cache: GaussianBlockCache, *, input_grad: bool = True):
+    """With dout = (G_mu, G_var): returns (dh, dblock, dhead), through the head, then the block."""
+    dg, dhead = gaussian_head_backward(dout, cache.head)
+    dh, dblock = mlp_backward(dg, cache.mlp, input_grad=input_grad)
+    return dh, dblock, dhead
+
+
+# ----------------------------------------------------------------------------
+# Batch norm folded into the dense layers (evaluation mode only)
+# ----------------------------------------------------------------------------
+def fold_batch_norm(block, state, *, eps: float = L.BN_EPS) -> dict:
+    """An MLP block's parameters in evaluation mode with batch norm folded into its dense layers.
+
+    In evaluation mode batch norm is a fixed affine map of each unit,
+    BN(a) = gamma * (a - mean) / sqrt(var + eps) + beta = a * s + c with
+    s = gamma / sqrt(var + eps) and c = beta - mean * s, so
+    BN(h W) = h (W s) + c: one dense layer with every column of W scaled by s
+    and bias c. ``mlp_forward(x, fold_batch_norm(p, s), batch_norm=False)``
+    gives ``mlp_forward(x, p, state=s, batch_norm=True, training=False)``
+    (up to rounding) with no normalisation pass; the L_k estimate uses it.
+
+    Args:
+        block: parameters ``W{j}`` (D, M), ``gamma{j}``, ``beta{j}`` (M,).
+        state: running averages ``mean{j}``, ``var{j}`` (M,).
+        eps: batch norm's epsilon.
+
+    Returns:
+        a new dict ``W{j}`` (D, M), ``b{j}`` (M,): a block without batch norm.
+    """
+    folded = {}
+    for j in range(1, _layer_count(block) + 1):
+        xp = namespace(block[f"gamma{j}"])
+        scale = block[f"gamma{j}"] / xp.sqrt(state[f"var{j}"] + eps)
+        folded[f"W{j}"] = block[f"W{j}"] * scale
+        folded[f"b{j}"] = block[f"beta{j}"] - state[f"mean{j}"] * scale
+    return folded
 
 
 # ----------------------------------------------------------------------------

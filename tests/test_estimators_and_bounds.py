@@ -32,6 +32,7 @@ from lvae_np.backend import get_backend
 from lvae_np.bounds import logmeanexp_backward, logmeanexp_forward
 from lvae_np.gradcheck import assert_gradients
 from lvae_np.models import Model, ModelConfig
+from lvae_np.params import subtree
 
 FAMILY_ALPHA = 1e-6  # false-alarm rate of each statistical test (all its comparisons together)
 
@@ -91,23 +92,19 @@ def softplus_inverse(v):
 # parameter names documented in lvae_np.models (no batch norm: evaluation of a
 # model built with batch_norm=False). Tests that use them also check that they
 # reproduce the model's own forward pass.
-def _sub(params, prefix):
-    return {k[len(prefix) + 1:]: v for k, v in params.items() if k.startswith(prefix + ".")}
-
-
 def gaussian_block(model, params, block, head, h):
     """(mu, var) of the Gaussian head ``head`` on the MLP block ``block`` at the rows h."""
     assert not model.config.batch_norm
-    g, _ = N.mlp_forward(h, _sub(params, block), batch_norm=False, training=False,
+    g, _ = N.mlp_forward(h, subtree(params, block), batch_norm=False, training=False,
                          slope=model.config.slope)
-    (mu, var), _ = N.gaussian_head_forward(g, _sub(params, head))
+    (mu, var), _ = N.gaussian_head_forward(g, subtree(params, head))
     return mu, var
 
 
 def log_px_given_z1(model, params, z1, x):
     """log p(x | z_1) summed over the data dimensions (Bernoulli output), shape (rows,)."""
     assert not model.config.batch_norm and model.config.likelihood == "bernoulli"
-    h, _ = N.mlp_forward(z1, _sub(params, "down0"), batch_norm=False, training=False,
+    h, _ = N.mlp_forward(z1, subtree(params, "down0"), batch_norm=False, training=False,
                          slope=model.config.slope)
     logits, _ = L.dense_forward(h, params["p0.W"], params["p0.b"])
     ll, _ = LL.bernoulli_log_likelihood_forward(x, logits)
@@ -115,14 +112,14 @@ def log_px_given_z1(model, params, z1, x):
 
 
 def replay(model, params, state, x, noise, k):
-    """The samples and Gaussians of Model.top_down, op by op, for x tiled k times.
+    """The samples and Gaussians of the model's per-sample pass, op by op, for x tiled k times.
 
     Returns (z, q, p): dicts by layer i of z_i, of (mu, var) of q(z_i | .), and
     of (mu, var) of p(z_i | z_{i+1}) (the top layer's prior is N(0, I), omitted).
     """
     n_layers = model.config.n_layers
     xt = np.concatenate([x] * k, axis=0)
-    part, _ = model.bottom_up(params, state, xt, training=False)
+    part, _ = model.bottom_up_forward(params, state, xt, training=False)
     z, q, p = {}, {}, {}
     if model.config.kind == "lvae":
         q[n_layers] = (part.mu_hat[-1], part.var_hat[-1])
@@ -146,13 +143,13 @@ def assert_replay_matches(model, params, state, x, noise, k, terms):
     """replay and log_px_given_z1 reproduce the model's terms (kl="mc") to 1e-12."""
     z, q, p = replay(model, params, state, x, noise, k)
     xt = np.concatenate([x] * k, axis=0)
-    np.testing.assert_allclose(log_px_given_z1(model, params, z[1], xt), terms["rec"],
+    np.testing.assert_allclose(log_px_given_z1(model, params, z[1], xt), terms.rec,
                                rtol=1e-12, atol=1e-12)
     n_layers = model.config.n_layers
     for i in range(1, n_layers + 1):
         lq = log_normal(z[i], *q[i])
         lp = log_normal(z[i], *p[i]) if i < n_layers else log_normal(z[i], 0.0, 1.0)
-        np.testing.assert_allclose(lq - lp, terms["kl"][i - 1], rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(lq - lp, terms.kl[i - 1], rtol=1e-10, atol=1e-10)
     return z, q, p
 
 
@@ -171,23 +168,23 @@ def test_lvae_analytic_and_mc_kl_agree_in_expectation():
     x = binary_inputs(2, 8, seed=1)
     k = 10000
     noise = model.noise(k * x.shape[0])
-    _, mc, _, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=k)
-    _, an, _, _ = model.forward(params, state, x, noise, kl="analytic", training=False, k=k)
-    np.testing.assert_array_equal(mc["rec"], an["rec"])  # same samples z_1
+    mc, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=k)
+    an, _ = model.forward(params, state, x, noise, kl="analytic", training=False, k=k)
+    np.testing.assert_array_equal(mc.rec, an.rec)  # same samples z_1
 
-    n_layers, n = len(mc["kl"]), x.shape[0]
+    n_layers, n = len(mc.kl), x.shape[0]
     # Two-sided, 2 layers x 2 inputs = 4 comparisons, family false-alarm rate
     # 1e-6 (Bonferroni: 2.5e-7 each, |z| < 5.16).
     crit = z_critical(n_layers * n)
     for i in range(n_layers):
-        m_draws = mc["kl"][i].sum(axis=1).reshape(k, n)
-        a_draws = an["kl"][i].sum(axis=1).reshape(k, n)
+        m_draws = mc.kl[i].sum(axis=1).reshape(k, n)
+        a_draws = an.kl[i].sum(axis=1).reshape(k, n)
         z = paired_z(m_draws - a_draws)
         assert np.all(np.abs(z) < crit), (i + 1, z, crit)
         # The closed form is a conditional expectation of the MC term, so it has
         # less variance (Rao-Blackwell); the top layer's is constant per input.
         assert np.all(a_draws.var(axis=0) < 0.5 * m_draws.var(axis=0)), i + 1
-    top = an["kl"][-1].sum(axis=1).reshape(k, n)
+    top = an.kl[-1].sum(axis=1).reshape(k, n)
     np.testing.assert_allclose(top, np.broadcast_to(top[0], top.shape), rtol=0, atol=1e-12)
 
 
@@ -235,16 +232,16 @@ def test_vae_closed_form_given_sampled_upper_layer_is_biased_and_the_test_reject
     x = binary_inputs(2, 8, seed=2)
     n, k = x.shape[0], 10000
     noise = model.noise(k * n)
-    _, mc, _, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=k)
+    mc, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=k)
 
-    # The forward pass again, op by op as in Model.top_down (VAE branch); it
+    # The forward pass again, op by op as in the model's per-sample pass (VAE branch); it
     # reproduces the model's MC terms, so the same samples and Gaussians are used.
     z, q, p = assert_replay_matches(model, params, state, x, noise, k, mc)
     (mu1, var1), (mu_p, var_p) = q[1], p[1]
     np.testing.assert_allclose(q[2][0], z[1], rtol=1e-12, atol=1e-12)   # the copy channels
     np.testing.assert_allclose(mu_p, z[2], rtol=1e-12, atol=1e-12)
     biased, _ = G.kl_normal_forward(mu1, var1, mu_p, var_p)
-    d = (mc["kl"][0].sum(axis=1) - biased.sum(axis=1)).reshape(k, n)
+    d = (mc.kl[0].sum(axis=1) - biased.sum(axis=1)).reshape(k, n)
     z = paired_z(d)
     # The same test as for the LVAE (2 comparisons here, family rate 1e-6): it must reject.
     crit = z_critical(n)
@@ -275,7 +272,7 @@ def _vae_kl_reference(model, params, state, x, n_outer, n_inner, lim=8.0):
     h = 2.0 * lim / n_inner
     eps2 = -lim + h * (np.arange(n_inner) + 0.5)
     w2 = np.exp(-0.5 * eps2 ** 2) / math.sqrt(2.0 * np.pi) * h
-    part, _ = model.bottom_up(params, state, x[None, :], training=False)
+    part, _ = model.bottom_up_forward(params, state, x[None, :], training=False)
     mu1, var1 = part.mu_hat[0][0], part.var_hat[0][0]
     d1 = mu1.shape[0]
     grids = np.meshgrid(*([nodes] * d1), indexing="ij")
@@ -310,8 +307,8 @@ def test_vae_mc_kl_is_unbiased_against_a_quadrature_reference():
     noise = model.noise(k)
     zs = {}
     for kl in ("mc", "analytic"):
-        _, terms, _, _ = model.forward(params, state, x, noise, kl=kl, training=False, k=k)
-        total = sum(t.sum(axis=1) for t in terms["kl"])
+        terms, _ = model.forward(params, state, x, noise, kl=kl, training=False, k=k)
+        total = sum(t.sum(axis=1) for t in terms.kl)
         se = total.std(ddof=1) / math.sqrt(k)
         zs[kl] = (total.mean() - ref) / math.hypot(se, quad_err)
     # Two-sided, 2 comparisons, family false-alarm rate 1e-6 (|z| < 5.03);
@@ -381,8 +378,8 @@ def test_iw_bound_does_not_decrease_with_k():
     # lower-variance kl="analytic" on fresh noise. Two-sided, 4 inputs, family
     # false-alarm rate 1e-6 (|z| < 5.03).
     reps = 20000
-    f, _, _, _ = model.forward(params, state, x, model.noise(reps * x.shape[0]), beta=1.0,
-                               kl="analytic", training=False, k=reps)
+    f = model.forward(params, state, x, model.noise(reps * x.shape[0]), beta=1.0,
+                      kl="analytic", training=False, k=reps)[0].f
     f = f.reshape(reps, -1)
     z = (means[1] - f.mean(axis=0)) / np.hypot(ses[1], f.std(axis=0, ddof=1) / math.sqrt(reps))
     assert np.all(np.abs(z) < z_critical(x.shape[0])), z
@@ -450,7 +447,7 @@ def test_log_likelihood_matches_the_exact_value_of_a_tiny_model(kind, latent, hi
     model, params, state = make_model(kind, latent, hidden, x_dim=6, seed=seed, scale=0.3)
     x = binary_inputs(3, 6, seed=seed)
     noise = model.noise(7 * 3)
-    _, terms, _, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=7)
+    terms, _ = model.forward(params, state, x, noise, kl="mc", training=False, k=7)
     assert_replay_matches(model, params, state, x, noise, 7, terms)
     exact = _exact_log_likelihood(model, params, state, x, 600)
     coarse = _exact_log_likelihood(model, params, state, x, 400)
@@ -601,8 +598,8 @@ def test_log_likelihood_chunking_is_exact_given_the_same_noise_per_sample(kind):
     k, n = 24, x.shape[0]
     rng = np.random.default_rng(41)
     table = [rng.standard_normal((k, n, d)) for d in model.config.latent]
-    f, _, _, _ = model.forward(params, state, x, [t.reshape(k * n, -1) for t in table],
-                               beta=1.0, kl="mc", training=False, k=k)
+    f = model.forward(params, state, x, [t.reshape(k * n, -1) for t in table],
+                      beta=1.0, kl="mc", training=False, k=k)[0].f
     ref = logsumexp(f.reshape(k, n), axis=0) - math.log(k)
     for batch_size, max_rows in [(5, 10**6), (100, 10**6), (5, 10), (5, 3), (2, 10**6),
                                  (2, 7), (3, 9), (1, 1), (1, 5), (4, 17)]:

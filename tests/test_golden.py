@@ -27,6 +27,9 @@ def test_golden_values(case):
     fresh = model_values.compute_case(cfg, dtype, kl)
     stored = {k[len(case) + 1:]: STORED[k] for k in STORED.files if k.startswith(case + "/")}
     assert set(fresh) == set(stored), (sorted(set(fresh) ^ set(stored)))
+    # The gradient dict's order too: the global norm for clipping sums in that order.
+    assert [k for k in fresh if k.startswith("grad/")] == \
+        [k for k in stored if k.startswith("grad/")]
     worst = []
     for key, want in stored.items():
         got = fresh[key]
