@@ -39,7 +39,7 @@ def nan_in_synthetic(monkeypatch):
     """Call with "train" or "test": the synthetic data set then has a NaN in that split."""
     from lvae_np import data as D
 
-    real = D._LOADERS["synthetic"]
+    real = D.LOADERS["synthetic"]
 
     def poison(split: str):
         def poisoned(*args):
@@ -48,6 +48,6 @@ def nan_in_synthetic(monkeypatch):
             arrays[split][0, 0] = numpy.nan
             return arrays["train"], arrays["test"], variant
 
-        monkeypatch.setitem(D._LOADERS, "synthetic", poisoned)
+        monkeypatch.setitem(D.LOADERS, "synthetic", poisoned)
 
     return poison

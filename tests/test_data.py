@@ -9,7 +9,7 @@ import numpy
 import pytest
 
 from lvae_np import data
-from lvae_np.data import DataError
+from lvae_np.data import DataError, files, formats, omniglot
 
 REPO_MNIST = Path(__file__).resolve().parents[1] / "data" / "mnist"
 TRAIN, TEST = data.MNIST_FILES["train"], data.MNIST_FILES["test"]
@@ -34,7 +34,7 @@ def shared_data():
 
 @pytest.fixture
 def no_repo_data(monkeypatch):
-    monkeypatch.setattr(data, "_repo_data_dir", lambda: None)
+    monkeypatch.setattr(files, "repo_data_dir", lambda: None)
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_lookup_order(tmp_path, monkeypatch):
     assert find() == env / "mnist" / (TRAIN + ".gz")
     monkeypatch.delenv(data.ENV_VAR)
     assert find() == REPO_MNIST / (TRAIN + ".gz")
-    monkeypatch.setattr(data, "_repo_data_dir", lambda: None)
+    monkeypatch.setattr(files, "repo_data_dir", lambda: None)
     assert find() == cache / "mnist" / (TRAIN + ".gz")
 
 
@@ -278,7 +278,7 @@ class FailingResponse:
 
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"), None])
 def test_failed_download_leaves_no_partial_file(mirrors, monkeypatch, error):
-    monkeypatch.setattr(data, "_urlopen", lambda url: FailingResponse(error))
+    monkeypatch.setattr(files, "open_url", lambda url: FailingResponse(error))
     with pytest.raises(DataError, match="could not download") as exc:
         data.load_dataset("mnist", progress=False)
     assert ("reset by peer" if error else "incomplete download") in one_line(exc)
@@ -286,7 +286,7 @@ def test_failed_download_leaves_no_partial_file(mirrors, monkeypatch, error):
 
 
 def test_interrupted_download_leaves_no_partial_file(mirrors, monkeypatch):
-    monkeypatch.setattr(data, "_urlopen", lambda url: FailingResponse(KeyboardInterrupt()))
+    monkeypatch.setattr(files, "open_url", lambda url: FailingResponse(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         data.load_dataset("mnist", progress=False)
     assert cache_listing() == []
@@ -363,7 +363,7 @@ def test_norb_checksum_of_the_gz_file(tmp_path, monkeypatch):
 
 def test_norb_has_the_canonical_mirror(no_repo_data, monkeypatch):
     urls = []
-    monkeypatch.setattr(data, "_urlopen", lambda url: urls.append(url) or FailingResponse(None))
+    monkeypatch.setattr(files, "open_url", lambda url: urls.append(url) or FailingResponse(None))
     with pytest.raises(DataError):
         data.load_dataset("norb", progress=False)
     assert urls == ["https://cs.nyu.edu/~ylclab/data/norb-v1.0-small/" + NORB_TRAIN + ".gz"]
@@ -433,7 +433,7 @@ def test_omniglot_from_the_real_arrays(shared_data, monkeypatch):
     def no_rebuild(*args):
         raise AssertionError("the cached arrays were not reused")
 
-    monkeypatch.setattr(data, "_build_omniglot", no_rebuild)
+    monkeypatch.setattr(omniglot, "build_omniglot", no_rebuild)
     again = data.load_dataset("omniglot", progress=False)
     assert "cached in" in again.variant
     numpy.testing.assert_array_equal(again.train, ds.train)
@@ -489,7 +489,7 @@ def test_chardata_mat(tmp_path, monkeypatch, compress):
     assert "chardata.mat" in ds.variant and "not Burda" not in ds.variant
     numpy.testing.assert_allclose(ds.train, images[:4], rtol=1e-6)
     assert ds.test.shape == (3, 784)
-    assert data._parse_mat(content, "x")["target"].dtype == numpy.float64
+    assert formats.parse_mat(content, "x")["target"].dtype == numpy.float64
 
 
 def test_chardata_mat_checksum(tmp_path):
@@ -567,4 +567,4 @@ def test_repo_ships_mnist():
     for name in (TRAIN, TEST, "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
         path = REPO_MNIST / (name + ".gz")
         assert sha256(gzip.decompress(path.read_bytes())) == data.CHECKSUMS[name]
-    assert data._repo_data_dir() == REPO_MNIST.parent
+    assert files.repo_data_dir() == REPO_MNIST.parent
