@@ -106,8 +106,8 @@ import numpy as np  # noqa: E402
 import lvae_np.layers as layers_module  # noqa: E402
 from lvae_np import bounds  # noqa: E402
 from lvae_np.backend import get_backend  # noqa: E402
-from lvae_np.models import Model, ModelConfig, XPart  # noqa: E402
-from lvae_np.networks import tile_rows_forward  # noqa: E402
+from lvae_np.inference import tile_part  # noqa: E402
+from lvae_np.models import Model, ModelConfig  # noqa: E402
 from lvae_np.optim import AdamConfig, adam_init, adam_update_  # noqa: E402
 
 clock = time.perf_counter
@@ -284,10 +284,11 @@ class OursSplit(OursStep):
         n = x.shape[0]
         t0 = clock()
         noise = model.noise(n)
-        f, terms, new_state, cache = model.forward(self.params, self.state, x, noise, beta=BETA,
-                                                   kl="analytic")
+        outputs, cache = model.forward(self.params, self.state, x, noise, beta=BETA,
+                                       kl="analytic")
+        f = outputs.f
         _ = -xp.mean(f)
-        model.summarize(terms, f, "analytic", new_state)
+        model.summarize(outputs, "analytic")
         self.sync()
         t1 = clock()
         grads = model.backward(xp.full(f.shape, -1.0 / n, dtype=f.dtype), cache)
@@ -490,12 +491,11 @@ def equivalence_check(torch, tm_mod, kind, batch, test):
     # The IW log-weights of one test image, batch norm in evaluation mode, same noise.
     k = 16
     x1 = test[:1].astype(np.float64)
-    part, _ = model.bottom_up(params, state, x1, training=False)
-    tiled = XPart(tile_rows_forward(part.x, k=k)[0],
-                  [tile_rows_forward(a, k=k)[0] for a in part.mu_hat],
-                  [tile_rows_forward(a, k=k)[0] for a in part.var_hat])
+    part, _ = model.bottom_up_forward(params, state, x1, training=False)
+    tiled = tile_part(part, k)
     eps = model.noise(k)
-    f, _, _ = model.top_down(params, state, tiled, eps, beta=1.0, kl="mc", training=False)
+    f = model.per_sample_forward(params, state, tiled, eps, beta=1.0, kl="mc",
+                                 training=False)[0].f
     tm_mod.load_lvae_np(tmodel, params, state)  # the running averages, before the step above
     tmodel.eval()
     tf = tmodel.log_weights(torch.from_numpy(x1), k, chunk=5,
