@@ -64,13 +64,7 @@ def load(path) -> dict:
         raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
     if "meta" not in arrays:
         raise CheckpointError(f"{path} is not a lvae_np checkpoint (no meta record)")
-    try:
-        meta = json.loads(str(arrays.pop("meta")))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} has a corrupt meta record ({exc})") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format version {meta.get('format_version')}, "
-                              f"this lvae_np reads version {FORMAT_VERSION}")
+    meta = _parse_meta(path, arrays.pop("meta"))
     trees = {g: {} for g in GROUPS}
     for key, value in arrays.items():
         group, _, name = key.partition("/")
@@ -83,3 +77,34 @@ def load(path) -> dict:
     return {"params": trees["param"], "state": trees["state"], "extra": trees["extra"],
             "opt_state": {"t": meta["adam_t"], "m": trees["adam_m"], "v": trees["adam_v"]},
             "meta": meta}
+
+
+def load_meta(path) -> dict:
+    """Read only a checkpoint's meta record (config, epoch, batch, ...), not its arrays.
+
+    Raises CheckpointError as ``load`` does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            if "meta" not in archive.files:
+                raise CheckpointError(f"{path} is not a lvae_np checkpoint (no meta record)")
+            return _parse_meta(path, archive["meta"])
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
+
+
+def _parse_meta(path: Path, record) -> dict:
+    """The meta record's JSON as a dict, its format version checked."""
+    try:
+        meta = json.loads(str(record))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} has a corrupt meta record ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} has a corrupt meta record (not a JSON object)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format version {meta.get('format_version')}, "
+                              f"this lvae_np reads version {FORMAT_VERSION}")
+    return meta

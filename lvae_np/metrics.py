@@ -1,4 +1,4 @@
-"""What a run measures and records: running sums, test metrics, active units, CSV logs.
+"""What a run measures and records: running sums, the test summary, active units, CSV logs.
 
 Files in a run's folder, one row per epoch, rewritten atomically each epoch:
 
@@ -9,16 +9,22 @@ Files in a run's folder, one row per epoch, rewritten atomically each epoch:
   Figure 4 plots their log over epochs).
 
 Sums are kept on the backend's device and come to the host once per epoch.
+``summarize`` is the one test-set loop: the log's test columns
+(``test_metrics``) and ``lvae_np.evaluate``'s results are both views of it.
 """
 from __future__ import annotations
 
 import csv
 import io
 import math
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
+from . import bounds
 from .backend import namespace, to_numpy
 from .fileio import atomic_write
+from .runs import KL_UNITS, METRICS
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active if Cov_x(E_q[z_u | x]) > 0.01
 KL_ACTIVE_THRESHOLD = 0.01  # the KL-based count: unit u is active if E_x KL_u > 0.01 nats
@@ -86,33 +92,139 @@ def kl_active_units(kl_per_unit, threshold: float = KL_ACTIVE_THRESHOLD) -> int:
     return int(xp.sum(xp.astype(kl_per_unit > threshold, xp.int64)))
 
 
-def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000) -> dict:
-    """Test ELBO, its terms and active units, with batch norm's running averages.
+class Summary(NamedTuple):
+    """What a model does on a set of examples, batch norm in evaluation mode (per example)."""
 
-    One sample per input: the ELBO is an unbiased estimate; the posterior mean
-    of z_i below the top depends on the sampled z_{i+1}, so active units here
-    are a one-sample estimate (``evaluate`` averages more samples).
+    n: int                 # examples
+    elbo: float            # mean ELBO, log p(x | z_1) - sum_i KL_i
+    rec: float             # mean log p(x | z_1)
+    kl: list               # mean KL_i of each layer z_1 .. z_L
+    active_units: list     # A_u of each layer (posterior means vary, ``active_units``)
+    active_units_kl: list  # units of each layer whose mean KL > KL_ACTIVE_THRESHOLD
+    au_samples: int        # samples of z per example behind the above
+    iw_samples: int        # K of ``lk`` (0: not estimated)
+    lk: object = None      # (n,) host array: each example's L_K, or None
+
+
+def summarize(model, params, state, x, *, kl: str, batch_size: int, au_samples: int = 1,
+              iw_samples: int = 0, progress: bool = False) -> Summary:
+    """ELBO, its terms, KL and active units per layer, and L_K of the examples ``x``.
+
+    The one test-set loop of the package: the training log's test metrics
+    (``test_metrics``) and ``lvae_np.evaluate`` both come from here. Batch norm
+    runs in evaluation mode with ``state``'s statistics.
+
+    Args:
+        model, params, state: a ``Model`` and its arrays.
+        x: (N, x_dim) examples on the model's backend.
+        kl: the KL estimator, "analytic" or "mc".
+        batch_size: examples per forward pass.
+        au_samples: samples of z per example; ELBO, KL and rec are averaged over
+            them, and each posterior mean E_q[z_i | x] (for A_u) is their average.
+            With one sample, A_u of z_i below the top is a one-sample estimate,
+            since the posterior mean of z_i depends on the sampled z_{i+1}.
+        iw_samples: K of the importance-weighted estimate L_K of log p(x) (0: none).
+        progress: progress bars on stderr.
+
+    Returns:
+        A ``Summary``.
     """
-    n_layers = model.config.n_layers
-    total = {"elbo": 0.0, "rec": 0.0, **{f"kl_z{i}": 0.0 for i in range(1, n_layers + 1)}}
-    means, unit_kl = [[] for _ in range(n_layers)], [0.0] * n_layers
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:min(start + batch_size, x.shape[0]), ...]
-        f, terms, _, _ = model.forward(params, state, xb, model.noise(xb.shape[0]), beta=1.0,
-                                       kl=kl, training=False)
-        xp = namespace(f)
-        total["elbo"] += float(xp.sum(f))
-        total["rec"] += float(xp.sum(terms["rec"]))
-        for i, (k, mu) in enumerate(zip(terms["kl"], terms["mu_q"]), start=1):
-            total[f"kl_z{i}"] += float(xp.sum(k))
-            unit_kl[i - 1] = unit_kl[i - 1] + xp.sum(k, axis=0)
-            means[i - 1].append(mu)
-    n = x.shape[0]
-    row = {"test_" + k: v / n for k, v in total.items()}
-    for i, parts in enumerate(means, start=1):
-        row[f"au_z{i}"] = active_units(namespace(parts[0]).concat(parts, axis=0))
-        row[f"au_kl_z{i}"] = kl_active_units(unit_kl[i - 1] / n)
+    n_layers, n = model.config.n_layers, x.shape[0]
+    elbo = rec = 0.0
+    kls, unit_kl = [0.0] * n_layers, [0.0] * n_layers
+    means = [[] for _ in range(n_layers)]
+    for start in range(0, n, batch_size):
+        xb = x[start:min(start + batch_size, n), ...]
+        m = xb.shape[0]
+        out, _ = model.forward(params, state, xb, model.noise(au_samples * m), beta=1.0,
+                               kl=kl, training=False, k=au_samples)
+        xp = namespace(out.f)                              # f: (au_samples * m,)
+        elbo += float(xp.sum(out.f)) / au_samples
+        rec += float(xp.sum(out.rec)) / au_samples
+        for i, (k, mu) in enumerate(zip(out.kl, out.mu_q)):
+            kls[i] += float(xp.sum(k)) / au_samples        # k, mu: (au_samples * m, d_i)
+            unit_kl[i] = unit_kl[i] + xp.sum(k, axis=0) / au_samples
+            means[i].append(xp.mean(xp.reshape(mu, (au_samples, m, mu.shape[1])), axis=0))
+    lk = None
+    if iw_samples > 0:
+        bar = _bar(progress, n, f"L_{iw_samples}")
+        lk = to_numpy(bounds.log_likelihood(model, params, state, x, iw_samples,
+                                            progress=None if bar is None else bar.update))
+        if bar is not None:
+            bar.close()
+    return Summary(n=n, elbo=elbo / n, rec=rec / n, kl=[v / n for v in kls],
+                   active_units=[active_units(namespace(p[0]).concat(p, axis=0)) for p in means],
+                   active_units_kl=[kl_active_units(u / n) for u in unit_kl],
+                   au_samples=au_samples, iw_samples=iw_samples, lk=lk)
+
+
+def metrics_row(s: Summary) -> dict:
+    """The test columns of a ``metrics.csv`` row from a ``Summary``.
+
+    Returns:
+        test_elbo, test_rec, test_kl_z<i>, au_z<i> and au_kl_z<i> for each layer,
+        and test_lk and lk_samples when L_K was estimated.
+    """
+    row = {"test_elbo": s.elbo, "test_rec": s.rec}
+    row.update({f"test_kl_z{i}": v for i, v in enumerate(s.kl, start=1)})
+    for i, (au, au_kl) in enumerate(zip(s.active_units, s.active_units_kl), start=1):
+        row[f"au_z{i}"] = au
+        row[f"au_kl_z{i}"] = au_kl
+    if s.lk is not None:
+        row["test_lk"] = float(s.lk.mean())
+        row["lk_samples"] = s.iw_samples
     return row
+
+
+def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000,
+                 iw_samples: int = 0) -> dict:
+    """The training log's test metrics: ``metrics_row`` of ``summarize`` with one sample.
+
+    Test ELBO, its terms and active units with batch norm's running averages
+    (``state``), one sample of z per input, and L_K when ``iw_samples`` > 0.
+    See ``summarize`` for the arguments.
+    """
+    return metrics_row(summarize(model, params, state, x, kl=kl, batch_size=batch_size,
+                                 iw_samples=iw_samples))
+
+
+def recollect_bn_state(model, params, state, x, batch_size: int, progress: bool = False) -> dict:
+    """Batch-norm statistics averaged over all batches of x, network in training mode.
+
+    Batch t enters with weight 1/t (momentum 1/t), so after T batches every
+    layer's statistics are the plain mean of its T batch statistics: the
+    paper's re-collection over the training set before evaluation.
+
+    Args:
+        model, params, state: a ``Model`` and its arrays (``state``: running averages).
+        x: (N, x_dim) examples on the model's backend.
+        batch_size: examples per batch.
+        progress: a progress bar on stderr.
+
+    Returns:
+        The new state (``state`` itself when the model has no batch norm).
+    """
+    if not state:
+        return state
+    bar = _bar(progress, x.shape[0], "batch-norm statistics")
+    for t, start in enumerate(range(0, x.shape[0], batch_size), start=1):
+        xb = x[start:min(start + batch_size, x.shape[0]), ...]
+        state = model.forward(params, state, xb, model.noise(xb.shape[0]),
+                              training=True, bn_momentum=1.0 / t)[0].state
+        if bar is not None:
+            bar.update(xb.shape[0])
+    if bar is not None:
+        bar.close()
+    return state
+
+
+def _bar(progress: bool, total: int, desc: str):
+    """A tqdm bar on stderr counting examples, or None without ``progress``."""
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="x", file=sys.stderr, dynamic_ncols=True,
+                leave=False)
 
 
 def describe(row: dict) -> str:
@@ -137,8 +249,8 @@ class RunLog:
         self.columns = columns(len(latent))
         self.unit_columns = ["epoch"] + [f"z{i}_{u}" for i, d in enumerate(latent, start=1)
                                          for u in range(d)]
-        self.rows = self._read("metrics.csv")
-        self.unit_rows = self._read("kl_units.csv")
+        self.rows = self._read(METRICS)
+        self.unit_rows = self._read(KL_UNITS)
 
     def _read(self, name) -> list:
         path = self.run_dir / name
@@ -155,8 +267,8 @@ class RunLog:
     def append(self, row: dict, unit_row: list) -> None:
         self.rows.append({k: _fmt(row.get(k)) for k in self.columns})
         self.unit_rows.append(dict(zip(self.unit_columns, (_fmt(v) for v in unit_row))))
-        self._write("metrics.csv", self.columns, self.rows)
-        self._write("kl_units.csv", self.unit_columns, self.unit_rows)
+        self._write(METRICS, self.columns, self.rows)
+        self._write(KL_UNITS, self.unit_columns, self.unit_rows)
 
     def _write(self, name, cols, rows) -> None:
         buf = io.StringIO()

@@ -23,14 +23,12 @@ over the whole training set.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import itertools
 import math
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy
 from matplotlib import colormaps
@@ -39,15 +37,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from . import checkpoint, data as D
-from .backend import get_backend, to_numpy
+from . import data
+from .backend import to_numpy
 from .checkpoint import CheckpointError
+from .cli import Parser, UsageError, fail
 from .fileio import atomic_write
-from .evaluate import EVAL_BINARIZATION_SEED, recollect_bn_state
-from .models import Model
-from .cli import HelpFormatter
-from .train import CHECKPOINT, _config_from_meta
+from .metrics import recollect_bn_state
+from .runs import KL_UNITS, METRICS, LoadedRun, evaluation_train_set, load_run
 
+PROG = "lvae_np.plots"
 DPI = 120
 KL_FLOOR = 1e-4            # KL clipped here before its log in the heatmap
 RECOLLECT_EXAMPLES = 10000  # training examples for bn="recollect"
@@ -100,7 +98,7 @@ def read_csv(path) -> dict:
 
 def read_metrics(run_dir) -> tuple[dict, int]:
     """``metrics.csv`` of a run (see ``read_csv``) and its number of latent layers."""
-    path = Path(run_dir) / "metrics.csv"
+    path = Path(run_dir) / METRICS
     m = read_csv(path)
     n = 0
     while f"train_kl_z{n + 1}" in m:
@@ -192,7 +190,7 @@ def kl_unit_matrix(run_dir):
     the most active unit is at the top of its band. Returns
     (matrix, epochs, [(layer, units), ...]).
     """
-    k = read_csv(Path(run_dir) / "kl_units.csv")
+    k = read_csv(Path(run_dir) / KL_UNITS)
     layers, blocks = [], []
     for i in itertools.count(1):
         prefix = f"z{i}_"
@@ -204,7 +202,7 @@ def kl_unit_matrix(run_dir):
         blocks.append(block[numpy.argsort(final, kind="stable")])
         layers.append((i, len(cols)))
     if not blocks:
-        raise PlotError(f"{Path(run_dir) / 'kl_units.csv'} has no z<i>_<u> columns")
+        raise PlotError(f"{Path(run_dir) / KL_UNITS} has no z<i>_<u> columns")
     return numpy.concatenate(blocks), k["epoch"], layers
 
 
@@ -234,7 +232,7 @@ def plot_kl_heatmap(run_dir) -> Figure:
         label.set_color(layer_colour(i))
         label.set_fontweight("bold")
     xlabel = "epoch"
-    metrics = Path(run_dir) / "metrics.csv"
+    metrics = Path(run_dir) / METRICS
     m = read_csv(metrics) if metrics.is_file() else {}
     if _warmup_end(m) is not None:
         _mark_warmup(ax, m, colour="white")
@@ -289,54 +287,41 @@ def plot_kl_per_layer(run_dir) -> Figure:
 # ----------------------------------------------------------------------------
 # Figures from the checkpoint
 # ----------------------------------------------------------------------------
-class Loaded(NamedTuple):
-    """A run's model, parameters, batch-norm state (per ``bn``), data and epochs done."""
-
-    model: Model
-    params: dict
-    state: dict
-    dataset: D.Dataset
-    epoch: int
-    bn: str
+def _loaded(run, data_dir, bn) -> LoadedRun:
+    return run if isinstance(run, LoadedRun) else load_model(run, data_dir, bn=bn)
 
 
-def _loaded(run, data_dir, bn) -> Loaded:
-    return run if isinstance(run, Loaded) else load_model(run, data_dir, bn=bn)
-
-
-def _noise(run: Loaded, n: int, seed: int) -> list:
+def _noise(run: LoadedRun, n: int, seed: int) -> list:
     """eps_i for n rows from ``seed`` alone, so a seed gives the same z whatever ``bn`` is."""
     rng = numpy.random.default_rng([seed, 1])  # apart from the stream that picks test images
     return [run.model.backend.asarray(rng.standard_normal((n, d)))
             for d in run.model.config.latent]
 
 
-def load_model(run_dir, data_dir=None, *, bn: str = "running") -> Loaded:
+def load_model(run_dir, data_dir=None, *, bn: str = "running") -> LoadedRun:
     """A run's checkpoint as a model on the NumPy backend, with the run's data.
 
-    Built as ``lvae_np.evaluate`` builds it. ``bn``: "running" uses the running
-    averages saved in the checkpoint; "recollect" averages the batch statistics
-    over the first ``RECOLLECT_EXAMPLES`` training examples (binarised once).
+    Args:
+        run_dir: a folder written by ``lvae_np.train``.
+        data_dir: folder with the data files (None: the usual places).
+        bn: "running" uses the running averages saved in the checkpoint;
+            "recollect" averages the batch statistics over the first
+            ``RECOLLECT_EXAMPLES`` training examples (binarised once, as
+            ``lvae_np.evaluate`` does over the whole training set).
+
+    Returns:
+        ``runs.load_run``'s ``LoadedRun``, its ``state`` and ``bn`` as asked.
     """
     if bn not in BN_CHOICES:
         raise ValueError(f"bn must be one of {', '.join(BN_CHOICES)}, got {bn!r}")
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
+    if not Path(run_dir).is_dir():
         raise PlotError(f"no run folder at {run_dir}")
-    ckpt = checkpoint.load(run_dir / CHECKPOINT)
-    cfg = _config_from_meta(ckpt["meta"])
-    be = get_backend("numpy", dtype=cfg.dtype, seed=0)
-    ds = D.load_dataset(cfg.dataset, data_dir, validation=cfg.validation, seed=cfg.seed,
-                        progress=False)
-    model = Model(cfg.model_config(ds.train.shape[1], ds.likelihood), be)
-    params = {k: be.asarray(v) for k, v in ckpt["params"].items()}
-    state = {k: be.asarray(v) for k, v in ckpt["state"].items()}
+    run = load_run(run_dir, data_dir, backend="numpy", seed=0)
     if bn == "recollect":
-        x = ds.train[:RECOLLECT_EXAMPLES]
-        if ds.dynamic_binarization:
-            x = D.binarize(x, numpy.random.default_rng(EVAL_BINARIZATION_SEED))
-        state = recollect_bn_state(model, params, state, be.asarray(x), 500)
-    return Loaded(model, params, state, ds, int(ckpt["meta"]["epoch"]), bn)
+        x = run.model.backend.asarray(evaluation_train_set(run.dataset, RECOLLECT_EXAMPLES))
+        run = run._replace(state=recollect_bn_state(run.model, run.params, run.state, x, 500),
+                           bn=bn)
+    return run
 
 
 def _mosaic(images, shape, cols: int, gap: int = 1) -> numpy.ndarray:
@@ -435,24 +420,18 @@ def write_all(run_dir, out_dir=None, *, data_dir=None, samples: int = 100,
     return paths
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage dump
-        raise PlotError(f"{message} (see --help)")
-
-
 def main(argv=None) -> int:
     """The command line; returns the exit status (2 with a one-line error)."""
-    p = _Parser(prog="python -m lvae_np.plots",
-                description="Draw a run's figures: bounds per epoch, KL per unit (heatmap) "
-                            "and per layer, samples and reconstructions from its checkpoint. "
-                            "Writes bounds.png, kl_heatmap.png, kl_per_layer.png, samples.png "
-                            "and reconstructions.png to RUN_DIR/figures (or --out) and prints "
-                            "their paths.",
-                formatter_class=HelpFormatter)
+    p = Parser(prog="python -m lvae_np.plots",
+               description="Draw a run's figures: bounds per epoch, KL per unit (heatmap) "
+                           "and per layer, samples and reconstructions from its checkpoint. "
+                           "Writes bounds.png, kl_heatmap.png, kl_per_layer.png, samples.png "
+                           "and reconstructions.png to RUN_DIR/figures (or --out) and prints "
+                           "their paths.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by lvae_np.train")
     p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/figures)")
     p.add_argument("--data-dir", metavar="DIR",
-                   help=f"folder with the data files (also ${D.ENV_VAR})")
+                   help=f"folder with the data files (also ${data.ENV_VAR})")
     p.add_argument("--samples", type=int, default=100, metavar="N",
                    help="number of samples in samples.png")
     p.add_argument("--bn", choices=BN_CHOICES, default="running",
@@ -465,9 +444,10 @@ def main(argv=None) -> int:
             raise PlotError(f"--samples must be >= 1, got {args.samples}")
         paths = write_all(args.run_dir, args.out, data_dir=args.data_dir,
                           samples=args.samples, bn=args.bn)
-    except (PlotError, CheckpointError, D.DataError, ValueError, OSError) as exc:
-        print(f"lvae_np.plots: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    except UsageError as exc:
+        return fail(PROG, exc, hint=True)
+    except (PlotError, CheckpointError, data.DataError, ValueError, OSError) as exc:
+        return fail(PROG, exc)
     for path in paths:
         print(path)
     return 0

@@ -6,7 +6,9 @@ over 200 epochs, Adam (lr 0.002, eps 1e-4), batch 256, dynamic binarisation
 of the training set every epoch, up to 2000 epochs. Every epoch writes
 ``RUN_DIR/metrics.csv``, ``RUN_DIR/kl_units.csv`` and an atomic checkpoint;
 Ctrl-C writes a checkpoint where it stopped, and ``--resume`` continues the
-run exactly (bit for bit on NumPy).
+run exactly (bit for bit on NumPy). ``RUN_DIR/status.json`` says where the
+run stands: training, done, diverged or interrupted (see ``lvae_np.runs``).
+``command_line`` builds the command that trains a given ``TrainConfig``.
 
 Examples::
 
@@ -28,65 +30,29 @@ from pathlib import Path
 
 import numpy
 
-from . import bounds, checkpoint, data as D, metrics as M
+from . import bounds, checkpoint, data, metrics
 from .backend import BACKENDS, DTYPES, get_backend, to_numpy
 from .checkpoint import CheckpointError
-from .cli import HelpFormatter, Parser, UsageError, plain_warnings, positive_ints
-from .models import KL_ESTIMATORS, Model, ModelConfig
+from .cli import Parser, UsageError, fail, plain_warnings, positive_ints
+from .config import PRESETS, RESUMABLE, TrainConfig, config_as_dict, config_from_meta
+from .evaluate import evaluate_run
+from .fileio import atomic_write_text
+from .models import KL_ESTIMATORS, Model
 from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
+from .runs import CHECKPOINT, CONFIG, saved_meta, write_status
 
-CHECKPOINT = "checkpoint.npz"
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (saved in its checkpoint and config.json)."""
-
-    model: str = "lvae"                        # "lvae" or "vae"
-    dataset: str = "mnist"                     # one of data.DATASETS
-    latent: tuple = (64, 32, 16, 8, 4)         # z_1 .. z_L
-    hidden: tuple = (512, 256, 128, 64, 32)    # block width under each z_i
-    batch_norm: bool = True
-    warmup_epochs: int = 200                   # beta rises 0 -> 1 over these (0: none)
-    epochs: int = 2000                         # train until this many epochs are done
-    batch_size: int = 256
-    lr: float = 0.002
-    max_grad_norm: float = 0.0                 # clip the total gradient norm (0: no clipping)
-    iw_samples: int = 1                        # > 1 trains on the importance-weighted bound
-    kl: str = "analytic"                       # "analytic" (where exact) or "mc"
-    eval_every: int = 1                        # test ELBO and active units every N epochs
-    eval_iw_samples: int = 0                   # also test L_k at evaluations (0: no)
-    final_iw_samples: int = 0                  # L_k on the test set when training ends
-    validation: int = 0                        # hold out this many training examples
-    dtype: str = "float32"
-    seed: int = 0
-    data_variant: str = ""                     # filled in: which data was actually used
-
-    def model_config(self, x_dim: int, likelihood: str) -> ModelConfig:
-        return ModelConfig(kind=self.model, x_dim=x_dim, latent=tuple(self.latent),
-                           hidden=tuple(self.hidden), batch_norm=self.batch_norm,
-                           likelihood=likelihood)
-
-
-PRESETS = {
-    "paper-mnist": dict(model="lvae", dataset="mnist", latent=(64, 32, 16, 8, 4),
-                        hidden=(512, 256, 128, 64, 32), batch_norm=True, warmup_epochs=200,
-                        epochs=2000, batch_size=256, lr=0.002, kl="analytic", iw_samples=1,
-                        eval_every=10, final_iw_samples=5000),
-}
-# Options --resume may change; everything else comes from the run's checkpoint.
-RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples")
+PROG = "lvae_np.train"
 
 
 # ----------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
+    """The command line of ``python -m lvae_np.train``: one option per ``TrainConfig`` field."""
     d = TrainConfig()
     p = Parser(prog="python -m lvae_np.train",
-                description="Train a Ladder VAE (or the bottom-up hierarchical VAE) with "
-                            "hand-written gradients. Defaults follow the paper's MNIST protocol.",
-                formatter_class=HelpFormatter)
+               description="Train a Ladder VAE (or the bottom-up hierarchical VAE) with "
+                           "hand-written gradients. Defaults follow the paper's MNIST protocol.")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="a named protocol; options given explicitly override it. paper-mnist: "
                         "2000 epochs, warm-up 200, batch norm, test L_5000 at the end")
@@ -94,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
     p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
                    help="lvae: top-down inference; vae: bottom-up inference")
-    p.add_argument("--dataset", choices=D.DATASETS, default=d.dataset,
+    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset,
                    help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
                         "synthetic: tiny, for smoke tests")
-    p.add_argument("--data-dir", help=f"folder with the data files (also ${D.ENV_VAR}; "
+    p.add_argument("--data-dir", help=f"folder with the data files (also ${data.ENV_VAR}; "
                                       "default: the repository's data/, then the cache)")
     p.add_argument("--latent", type=positive_ints, default=d.latent, metavar="D1,D2,...",
                    help="sizes of z_1 .. z_L")
@@ -168,11 +134,56 @@ def parse_args(argv=None):
     return cfg, args
 
 
+def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str = "auto",
+                 data_dir=None, progress: bool = False) -> list[str]:
+    """The command that trains ``cfg`` into ``out``, or continues that run to ``cfg.epochs``.
+
+    A fresh run's command spells out every field of ``cfg`` (each has the
+    option of the same name, see ``build_parser``; ``data_variant`` is filled
+    in by training), so ``parse_args(command_line(cfg, out)[3:])`` gives back
+    ``cfg``. A resumed run takes its settings from its checkpoint:
+    ``--out OUT --epochs N --resume``.
+
+    Args:
+        cfg: the run's config.
+        out: the run folder (``--out``).
+        resume: continue the run in ``out`` instead of starting it.
+        backend: ``--backend``.
+        data_dir: ``--data-dir`` (None: not given).
+        progress: progress bars (else ``--no-progress``).
+
+    Returns:
+        ``[sys.executable, "-m", "lvae_np.train", ...]``, ready for ``subprocess``.
+    """
+    cmd = [sys.executable, "-m", "lvae_np.train", "--out", str(out)]
+    if resume:
+        cmd += ["--epochs", str(cfg.epochs), "--resume"]
+    else:
+        for f in fields(TrainConfig):
+            if f.name == "data_variant":
+                continue
+            value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+            if isinstance(value, bool):
+                cmd.append(flag if value else "--no-" + flag[2:])
+            elif isinstance(value, (tuple, list)):
+                cmd += [flag, ",".join(map(str, value))]
+            else:
+                cmd += [flag, str(value)]
+    cmd += ["--backend", backend]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    return cmd if progress else cmd + ["--no-progress"]
+
+
 # ----------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------
 class NonFiniteLoss(Exception):
-    pass
+    """The training loss became NaN or infinite in epoch ``epoch`` (1-based)."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
 
 
 @dataclass
@@ -188,7 +199,7 @@ class Position:
 class Trainer:
     """One run: model, data, optimizer and the files in its folder."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, backend, dataset: D.Dataset,
+    def __init__(self, cfg: TrainConfig, run_dir: Path, backend, dataset: data.Dataset,
                  progress: bool):
         self.cfg, self.run_dir, self.be, self.ds = cfg, run_dir, backend, dataset
         self.progress = progress
@@ -196,16 +207,18 @@ class Trainer:
         self.adam = AdamConfig(lr=cfg.lr)
         self.train_x = backend.asarray(dataset.train)   # on the device for CuPy
         self.test_x = backend.asarray(dataset.test)
-        self.log = M.RunLog(run_dir, cfg.latent)
+        self.log = metrics.RunLog(run_dir, cfg.latent)
         self.stop_requested = False  # set by Ctrl-C; honoured between batches
 
     # -- state ---------------------------------------------------------------
     def fresh(self):
+        """Start from new parameters, a new optimizer and epoch 0."""
         self.params, self.state = self.model.init()
         self.opt = adam_init(self.params)
         self.pos = Position()
 
     def restore(self, ckpt: dict):
+        """Continue from a checkpoint (``checkpoint.load``'s dict), mid-epoch if it was."""
         asarray = self.be.asarray
         self.params = {k: asarray(v) for k, v in ckpt["params"].items()}
         self.state = {k: asarray(v) for k, v in ckpt["state"].items()}
@@ -221,7 +234,8 @@ class Trainer:
         self.log.truncate(self.pos.epoch)
 
     def save(self):
-        meta = {"config": _jsonable(asdict(self.cfg)), "epoch": self.pos.epoch,
+        """Write the checkpoint: parameters, optimizer, random state, position in the epoch."""
+        meta = {"config": config_as_dict(self.cfg), "epoch": self.pos.epoch,
                 "batch": self.pos.batch, "epoch_seconds": self.pos.seconds,
                 "rng_state": self.be.random.get_state()}
         checkpoint.save(self.run_dir / CHECKPOINT, params=self.params, state=self.state,
@@ -236,6 +250,7 @@ class Trainer:
         return [perm[i:i + bs] for i in range(0, n, bs)]
 
     def batch_data(self, idx, epoch: int, b: int):
+        """The examples ``idx`` (batch ``b`` of ``epoch``), binarised afresh if the data wants."""
         xp = self.be.xp
         x = xp.take(self.train_x, self.be.asarray(idx, dtype=xp.int64), axis=0)
         if not self.ds.dynamic_binarization:
@@ -244,6 +259,7 @@ class Trainer:
         return self.be.xp.astype(self.be.asarray(u) < x, self.be.dtype)
 
     def step(self, x, beta: float):
+        """One Adam step on the batch x (N, x_dim); returns the loss and the batch statistics."""
         cfg = self.cfg
         if cfg.iw_samples > 1:
             loss, grads, st = bounds.iwae_loss_and_grads(self.model, self.params, self.state, x,
@@ -270,29 +286,26 @@ class Trainer:
                 raise KeyboardInterrupt
             x = self.batch_data(order[b], epoch, b)
             loss, st = self.step(x, beta)
-            M.accumulate(self.pos.sums, st, loss, x.shape[0])
+            metrics.accumulate(self.pos.sums, st, loss, x.shape[0])
             self.pos.batch = b + 1
             self.pos.seconds = time.perf_counter() - start
             if (b + 1) % check_every == 0 or b + 1 == len(order):
                 value = float(self.pos.sums["loss"])
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"the loss became {value} in epoch {epoch + 1}, "
-                                        f"by batch {b + 1} of {len(order)}")
+                                        f"by batch {b + 1} of {len(order)}", epoch + 1)
             if bar is not None:
                 bar.update(1)
         return beta
 
     def evaluate(self, epoch: int) -> dict:
         """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""
-        out = M.test_metrics(self.model, self.params, self.state, self.test_x, self.cfg.kl)
-        if self.cfg.eval_iw_samples > 0:
-            out["test_lk"] = float(self.model.backend.xp.mean(bounds.log_likelihood(
-                self.model, self.params, self.state, self.test_x, self.cfg.eval_iw_samples)))
-            out["lk_samples"] = self.cfg.eval_iw_samples
-        return out
+        return metrics.test_metrics(self.model, self.params, self.state, self.test_x,
+                                    self.cfg.kl, iw_samples=self.cfg.eval_iw_samples)
 
     # -- the loop --------------------------------------------------------------
     def run(self):
+        """Train until ``cfg.epochs`` are done: log, evaluate and checkpoint every epoch."""
         cfg = self.cfg
         batches = len(self.batch_order(0))
         epochs_bar = batch_bar = None
@@ -306,21 +319,22 @@ class Trainer:
             while self.pos.epoch < cfg.epochs:
                 beta = self.train_epoch(batch_bar)
                 epoch = self.pos.epoch + 1
-                row = M.epoch_row(epoch, beta, self.pos.sums, self.pos.seconds,
-                                  len(cfg.latent))
+                row = metrics.epoch_row(epoch, beta, self.pos.sums, self.pos.seconds,
+                                        len(cfg.latent))
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
                     t0 = time.perf_counter()
                     row.update(self.evaluate(epoch))
                     row["eval_seconds"] = time.perf_counter() - t0
-                self.log.append(row, M.kl_unit_row(epoch, self.pos.sums, len(cfg.latent)))
+                self.log.append(row, metrics.kl_unit_row(epoch, self.pos.sums, len(cfg.latent)))
                 self.pos = Position(epoch)
                 self.save()
                 if self.stop_requested:
                     raise KeyboardInterrupt
-                line = M.describe(row)
+                line = metrics.describe(row)
                 if epochs_bar is not None:
                     epochs_bar.update(1)
-                    epochs_bar.set_postfix_str(f"test ELBO {row.get('test_elbo', float('nan')):.2f}")
+                    test_elbo = row.get("test_elbo", float("nan"))
+                    epochs_bar.set_postfix_str(f"test ELBO {test_elbo:.2f}")
                     batch_bar.reset()
                     epochs_bar.write(line)
                 else:
@@ -331,30 +345,19 @@ class Trainer:
                     bar.close()
 
 
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
-
-
-def _config_from_meta(meta: dict) -> TrainConfig:
-    saved = dict(meta["config"])
-    for key in ("latent", "hidden"):
-        saved[key] = tuple(saved[key])
-    known = {f.name for f in fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in saved.items() if k in known})
-
-
 def _explicit(argv, name: str) -> bool:
+    """Whether the command line ``argv`` gives the option of field ``name`` itself."""
     flag = "--" + name.replace("_", "-")
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 def main(argv=None) -> int:
+    """The command line; returns the exit status (0 done, 1 diverged, 2 bad input, 130 stopped)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cfg, args = parse_args(argv)
     except UsageError as exc:
-        print(f"lvae_np.train: error: {exc} (see --help)", file=sys.stderr)
-        return 2
+        return fail(PROG, exc, hint=True)
     plain_warnings()
     run_dir = Path(args.out) if args.out else Path("runs") / \
         f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -362,7 +365,7 @@ def main(argv=None) -> int:
     try:
         if args.resume:
             ckpt = checkpoint.load(run_dir / CHECKPOINT)
-            saved = _config_from_meta(ckpt["meta"])
+            saved = config_from_meta(ckpt["meta"])
             ignored = [n for n in fields(TrainConfig) if n.name not in RESUMABLE
                        and _explicit(argv, n.name)]
             if ignored:
@@ -374,18 +377,17 @@ def main(argv=None) -> int:
             raise UsageError(f"{run_dir} already holds a run: add --resume to continue it, "
                              "or choose another --out")
         backend = get_backend(args.backend, dtype=cfg.dtype, seed=cfg.seed)
-        ds = D.load_dataset(cfg.dataset, args.data_dir, validation=cfg.validation,
-                            seed=cfg.seed, progress=not args.no_progress)
-    except (UsageError, CheckpointError, D.DataError, ValueError) as exc:
-        print(f"lvae_np.train: error: {exc}", file=sys.stderr)
-        return 2
+        ds = data.load_dataset(cfg.dataset, args.data_dir, validation=cfg.validation,
+                               seed=cfg.seed, progress=not args.no_progress)
+    except (UsageError, CheckpointError, data.DataError, ValueError) as exc:
+        return fail(PROG, exc)
     cfg.data_variant = ds.variant
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, backend, ds,
                       progress=sys.stdout.isatty() and not args.no_progress)
     if ckpt is None:
         trainer.fresh()
-        (run_dir / "config.json").write_text(json.dumps(_jsonable(asdict(cfg)), indent=2) + "\n")
+        atomic_write_text(run_dir / CONFIG, json.dumps(config_as_dict(cfg), indent=2) + "\n")
     else:
         trainer.restore(ckpt)
     print(f"lvae_np.train: {cfg.model.upper()} on {ds.variant}; backend {backend.name} "
@@ -399,24 +401,26 @@ def main(argv=None) -> int:
         trainer.stop_requested = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    write_status(run_dir, "training", trainer.pos.epoch)
     try:
         trainer.run()
     except KeyboardInterrupt:
         trainer.save()
+        write_status(run_dir, "interrupted", trainer.pos.epoch, batch=trainer.pos.batch)
         print(f"\nlvae_np.train: interrupted in epoch {trainer.pos.epoch + 1} after batch "
               f"{trainer.pos.batch}; checkpoint written. Continue with:\n"
               f"  python -m lvae_np.train --out {run_dir} --resume", file=sys.stderr)
         return 130
     except NonFiniteLoss as exc:
-        print(f"lvae_np.train: error: {exc}. The last good checkpoint "
-              f"({run_dir / CHECKPOINT}, end of epoch {_saved_epoch(run_dir)}) is "
-              "intact; try a smaller --lr or --max-grad-norm.", file=sys.stderr)
-        return 1
+        write_status(run_dir, "diverged", exc.epoch)
+        return fail(PROG, f"{exc}. The last good checkpoint ({run_dir / CHECKPOINT}, end of "
+                          f"epoch {_saved_epoch(run_dir)}) is intact; try a smaller --lr or "
+                          "--max-grad-norm.", status=1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    write_status(run_dir, "done", trainer.pos.epoch)
     if cfg.final_iw_samples > 0:
-        from .evaluate import evaluate_run
         result = evaluate_run(run_dir, iw_samples=cfg.final_iw_samples, backend=args.backend,
                               data_dir=args.data_dir, progress=trainer.progress)
         print(f"lvae_np.train: test L_{cfg.final_iw_samples} = {result['lk']:.3f}", flush=True)
@@ -424,10 +428,9 @@ def main(argv=None) -> int:
 
 
 def _saved_epoch(run_dir: Path) -> str:
-    try:
-        return str(checkpoint.load(run_dir / CHECKPOINT)["meta"]["epoch"])
-    except CheckpointError:
-        return "none yet"
+    """The epoch of the run's checkpoint, for messages ("none yet" without one)."""
+    meta = saved_meta(run_dir)
+    return "none yet" if meta is None else str(meta["epoch"])
 
 
 if __name__ == "__main__":

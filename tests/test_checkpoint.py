@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lvae_np import checkpoint
+from lvae_np import checkpoint, fileio
 from lvae_np.checkpoint import CheckpointError
 
 rng = np.random.default_rng(0)
@@ -53,7 +53,7 @@ def test_a_failed_write_leaves_the_old_checkpoint_intact(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        checkpoint.atomic_write(path, explode)
+        fileio.atomic_write(path, explode)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["ck.npz"]  # no temporary file left
 
@@ -68,16 +68,41 @@ def test_bad_files_give_one_line_errors(tmp_path, damage, match):
     path = tmp_path / "ck.npz"
     checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta)
     damage(path)
-    with pytest.raises(CheckpointError, match=match) as err:
-        checkpoint.load(path)
-    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    for load in (checkpoint.load, checkpoint.load_meta):
+        with pytest.raises(CheckpointError, match=match) as err:
+            load(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
 def test_a_foreign_npz_is_rejected(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, weights=np.ones(3))
-    with pytest.raises(CheckpointError, match="not a lvae_np checkpoint"):
-        checkpoint.load(path)
+    for load in (checkpoint.load, checkpoint.load_meta):
+        with pytest.raises(CheckpointError, match="not a lvae_np checkpoint"):
+            load(path)
+
+
+def test_load_meta_reads_the_meta_record_alone(tmp_path):
+    params, state, opt, meta = _contents()
+    path = tmp_path / "ck.npz"
+    checkpoint.save(path, params=params, state=state, opt_state=opt, meta=meta)
+    got = checkpoint.load_meta(path)
+    assert got == checkpoint.load(path)["meta"]
+    assert got["epoch"] == 3 and got["adam_t"] == 7 and got["config"] == {"latent": [4, 2]}
+
+
+@pytest.mark.parametrize("record,match", [
+    ("{not json", "corrupt meta record"),
+    ("[1, 2]", "not a JSON object"),
+    ('{"format_version": 99}', "format version 99"),
+])
+def test_a_bad_meta_record_is_one_line(tmp_path, record, match):
+    path = tmp_path / "ck.npz"
+    np.savez(path, meta=np.array(record), **{"param/w": np.ones(2)})
+    for load in (checkpoint.load, checkpoint.load_meta):
+        with pytest.raises(CheckpointError, match=match) as err:
+            load(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
 
 
 def test_files_get_ordinary_permissions(tmp_path):
@@ -85,7 +110,7 @@ def test_files_get_ordinary_permissions(tmp_path):
     import stat
 
     path = tmp_path / "note.txt"
-    checkpoint.atomic_write(path, lambda f: f.write(b"hello"))
+    fileio.atomic_write(path, lambda f: f.write(b"hello"))
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

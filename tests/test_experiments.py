@@ -1,4 +1,11 @@
-"""The experiment runner: canonical run ids, resume and skip, clear errors, the results table."""
+"""The experiment runner: canonical run ids, resume and skip, clear errors, the results table.
+
+Each of these bugs makes a test here fail: runs that restart instead of
+resuming, table values taken from another file than the run's evaluation, an
+evaluation cache that ignores the epoch, signals not forwarded to the
+trainings, and failures counted as divergence (also from a status file left
+by an earlier training).
+"""
 import csv
 import json
 import os
@@ -13,6 +20,9 @@ from pathlib import Path
 import pytest
 
 from lvae_np import experiments as E
+from lvae_np.experiments import runner
+from lvae_np.experiments.__main__ import main
+from lvae_np.runs import STATUS, read_status
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = dict(warmup_epochs=2, iw_samples=10, batch_size=50, progress=False)
@@ -185,13 +195,13 @@ def test_a_limited_evaluation_is_kept_apart(tmp_path):
 
 def test_failed_and_diverged_runs_are_reported_and_the_others_finish(tmp_path, monkeypatch):
     ok, bad, diverging = tiny("lvae", 1), tiny("vae", 1), tiny("lvae", 2)
-    real = E.train_command
+    real = runner.train_command
 
     def command(spec, run_dir, settings, resume):
         extra = {bad: ["--lr", "-1"], diverging: ["--lr", "1e30"]}.get(spec, [])
         return real(spec, run_dir, settings, resume) + extra
 
-    monkeypatch.setattr(E, "train_command", command)
+    monkeypatch.setattr(runner, "train_command", command)
     report = run([ok, bad, diverging], tmp_path, epochs=1)
     recs = {r.spec: r for r in report.records}
     assert recs[ok].status == "done" and recs[ok].eval is not None
@@ -206,11 +216,29 @@ def test_failed_and_diverged_runs_are_reported_and_the_others_finish(tmp_path, m
                    if line.startswith(f"| {diverging.run_id()} "))
     assert "diverged at epoch 1" in md_line and "| - |" in md_line
 
-    # a divergence alone exits 0; collecting again still says what happened
-    monkeypatch.setattr(E, "train_command", real)
+    # a divergence alone exits 0; collecting again still says what happened (the
+    # status file lvae_np.train left)
+    assert read_status(recs[diverging].run_dir) == {"state": "diverged", "epoch": 1}
+    monkeypatch.setattr(runner, "train_command", real)
     again = run([ok, diverging], tmp_path, epochs=1, train=False)
     assert again.exit_status == 0
     assert by_id(again)[diverging.run_id()].status == "diverged at epoch 1"
+    assert by_id(again)[ok.run_id()].status == "done"
+
+    # a training that fails before it writes a status is a failure, whatever the
+    # status file left by the training before says
+    monkeypatch.setattr(runner, "train_command", lambda spec, run_dir, settings, resume:
+                        real(spec, run_dir, settings, resume) + ["--lr", "-1"])
+    failed = run([diverging], tmp_path, epochs=1)
+    assert read_status(recs[diverging].run_dir)["state"] == "diverged"   # untouched
+    assert failed.records[0].status == f"failed, see {E.LOG}" and failed.exit_status == 1
+
+    # run folders from before the status file: judged from their checkpoints alone
+    for spec in (ok, diverging):
+        (recs[spec].run_dir / STATUS).unlink()
+    old = by_id(run([ok, diverging], tmp_path, epochs=1, train=False))
+    assert old[ok.run_id()].status == "done" and old[ok.run_id()].eval is not None
+    assert old[diverging.run_id()].status == "not started"   # it never finished an epoch
 
 
 def test_jobs_2_gives_the_table_of_jobs_1(tmp_path, monkeypatch):
@@ -259,6 +287,8 @@ def test_sigterm_stops_the_trainings_with_their_checkpoints(tmp_path, capsys):
     assert report.exit_status == 130 and report.interrupted
     meta = E.saved_meta(run_dir)
     assert 1 <= meta["epoch"] < 500     # stopped early, checkpoint written
+    assert read_status(run_dir)["state"] == "interrupted"
+    assert report.records[0].status.startswith("interrupted in epoch ")
     assert "Continue with:\n  THE COMMAND" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is handler
     assert not (tmp_path / "out" / "results.csv").exists()
@@ -290,16 +320,16 @@ def test_cli_lists_states_and_gives_one_line_errors(tmp_path, monkeypatch, capsy
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (run_dir / E.LOCK).write_text(f"{gone.pid} {socket.gethostname()}\n")  # a stale lock
-    assert E.main(common + ["--epochs", "1", "--out", str(tmp_path / "out")]) == 0
+    assert main(common + ["--epochs", "1", "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "results.md").exists() and not (run_dir / E.LOCK).exists()
     capsys.readouterr()
-    assert E.main(common + ["--epochs", "3", "--list"]) == 0
+    assert main(common + ["--epochs", "3", "--list"]) == 0
     out = capsys.readouterr().out
     assert "synthetic-lvae-L1-bn-wu-z4-h16" in out and "1/3 epochs, evaluated" in out
     assert E.saved_meta(run_dir)["epoch"] == 1
 
     (run_dir / E.LOCK).write_text(f"{os.getpid()} {socket.gethostname()}\n")  # a live one
-    assert E.main(common + ["--epochs", "2"]) == 2
+    assert main(common + ["--epochs", "2"]) == 2
     assert f"in use by another lvae_np.experiments (process {os.getpid()}" in \
         capsys.readouterr().err
     assert E.saved_meta(run_dir)["epoch"] == 1
@@ -310,7 +340,7 @@ def test_cli_lists_states_and_gives_one_line_errors(tmp_path, monkeypatch, capsy
                         ([], "name an experiment"),
                         (common + ["--jobs", "0"], "--jobs must be >= 1"),
                         (common + ["--eval-limit", "0"], "--eval-limit must be >= 1")]:
-        assert E.main(argv) == 2
+        assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("lvae_np.experiments: error:") and match in err, err
         assert "\n" not in err

@@ -1,7 +1,10 @@
-"""Active-unit counts and the run log."""
+"""Active-unit counts, the test-set summary, batch-norm re-collection and the run log."""
 import numpy as np
+import pytest
 
 from lvae_np import metrics as M
+from lvae_np.backend import get_backend
+from lvae_np.models import Model, ModelConfig
 
 
 def test_active_units_counts_units_whose_mean_varies_over_inputs():
@@ -30,3 +33,76 @@ def test_run_log_round_trip_and_truncate(tmp_path):
     final = M.RunLog(tmp_path, (2, 1))
     assert [r["beta"] for r in final.rows] == ["0.5", "0.5", "1.0"]
     assert list(final.unit_rows[0]) == ["epoch", "z1_0", "z1_1", "z2_0"]
+
+
+# ----------------------------------------------------------------------------
+# The one test-set summary (training log and lvae_np.evaluate)
+# ----------------------------------------------------------------------------
+def _tiny(kind="lvae", seed=0):
+    """A small float64 model with trained-looking (random, non-zero) parameters and inputs."""
+    model = Model(ModelConfig(kind=kind, x_dim=12, latent=(3, 2), hidden=(8, 6)),
+                  get_backend("numpy", dtype="float64", seed=seed))
+    params, state = model.init()
+    rng = np.random.default_rng(seed)
+    params = {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in params.items()}
+    x = (rng.random((37, 12)) < 0.4).astype(np.float64)
+    return model, params, state, x
+
+
+@pytest.mark.parametrize("kind", ["vae", "lvae"])
+def test_summary_terms_add_up_and_counts_are_in_range(kind):
+    model, params, state, x = _tiny(kind)
+    s = M.summarize(model, params, state, x, kl="analytic", batch_size=10, au_samples=3,
+                    iw_samples=20)
+    assert s.n == 37 and len(s.kl) == 2 and (s.au_samples, s.iw_samples) == (3, 20)
+    # ELBO = E[log p(x|z_1)] - sum_i KL_i, each averaged over examples and samples
+    assert s.elbo == pytest.approx(s.rec - sum(s.kl), rel=1e-12)
+    assert all(k > 0 for k in s.kl)
+    assert [0 <= a <= d for a, d in zip(s.active_units + s.active_units_kl, [3, 2, 3, 2])] \
+        == [True] * 4
+    assert s.lk.shape == (37,) and np.isfinite(s.lk).all()
+    assert s.lk.mean() > s.elbo  # L_20 is a tighter bound than the ELBO (by far, untrained)
+
+
+def test_summary_batches_see_every_example_once():
+    """Batch size changes only which noise goes with which example, not the examples.
+
+    The top layer's posterior mean does not depend on the noise (it comes from x
+    alone), so its active units are the same for every batching and sample count.
+    """
+    model, params, state, x = _tiny("lvae")
+    counts = set()
+    for batch_size, au in ((37, 1), (5, 1), (8, 4)):
+        s = M.summarize(model, params, state, x, kl="analytic", batch_size=batch_size,
+                        au_samples=au)
+        means = model.forward(params, state, x, model.noise(37), training=False)[0].mu_q[1]
+        counts.add((s.active_units[1], M.active_units(means)))
+        assert s.n == 37 and s.lk is None
+    assert len(counts) == 1 and len({c for pair in counts for c in pair}) == 1
+
+
+def test_metrics_row_names_columns_of_metrics_csv():
+    model, params, state, x = _tiny("vae")
+    row = M.test_metrics(model, params, state, x, "mc", batch_size=16)
+    assert set(row) == {"test_elbo", "test_rec", "test_kl_z1", "test_kl_z2", "au_z1", "au_z2",
+                        "au_kl_z1", "au_kl_z2"}
+    assert set(row) < set(M.columns(2))
+    with_lk = M.test_metrics(model, params, state, x, "mc", iw_samples=5)
+    assert set(with_lk) - set(row) == {"test_lk", "lk_samples"} and with_lk["lk_samples"] == 5
+    assert set(with_lk) < set(M.columns(2))
+
+
+def test_recollected_batch_norm_statistics_are_the_mean_of_the_batch_statistics():
+    model, params, state, x = _tiny("lvae")
+    rng_state = model.backend.random.get_state()  # the same noise for both computations
+    got = M.recollect_bn_state(model, params, state, x, batch_size=10)
+    model.backend.random.set_state(rng_state)
+    batches = [x[i:i + 10] for i in range(0, 37, 10)]
+    per_batch = [model.forward(params, state, b, model.noise(len(b)), training=True,
+                               bn_momentum=1.0)[0].state for b in batches]
+    assert set(got) == set(state)
+    for name in state:
+        np.testing.assert_allclose(got[name], np.mean([s[name] for s in per_batch], axis=0),
+                                   rtol=1e-12, err_msg=name)
+    no_bn = Model(ModelConfig(kind="vae", x_dim=12, latent=(3,), hidden=(8,), batch_norm=False))
+    assert M.recollect_bn_state(no_bn, no_bn.init()[0], {}, x, 10) == {}

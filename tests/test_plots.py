@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from lvae_np import plots, train
+from lvae_np import plots, runs, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -207,13 +207,13 @@ def test_cli_errors_are_one_line_with_status_2(run_dir, tmp_path, capsys):
     assert "--samples" in one_line_error(capsys, [run, "--samples", "0", "--out", out])
     assert "unrecognized" in one_line_error(capsys, [run, "--bogus"])
 
-    (run / train.CHECKPOINT).write_bytes(b"not a zip file")
+    (run / runs.CHECKPOINT).write_bytes(b"not a zip file")
     assert "checkpoint" in one_line_error(capsys, [run, "--out", out])
-    (run / train.CHECKPOINT).unlink()
+    (run / runs.CHECKPOINT).unlink()
     assert "no checkpoint" in one_line_error(capsys, [run, "--out", out])
     assert not out.exists()                         # nothing is written when a figure fails
 
-    shutil.copy(run_dir / train.CHECKPOINT, run / train.CHECKPOINT)
+    shutil.copy(run_dir / runs.CHECKPOINT, run / runs.CHECKPOINT)
     header = (run / "kl_units.csv").read_text().splitlines()[0]
     (run / "kl_units.csv").write_text(header + "\n")
     assert "no epochs yet" in one_line_error(capsys, [run, "--out", out])

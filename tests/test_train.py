@@ -4,12 +4,15 @@ import shutil
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lvae_np import backend, checkpoint, data as D, evaluate, train
+from lvae_np import backend, checkpoint, data as D, evaluate, runs, train
+from lvae_np.config import TrainConfig, config_from_meta
+from lvae_np.data import files as data_files
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--latent", "4,2", "--hidden", "16,8", "--batch-size", "50", "--no-progress"]
@@ -25,7 +28,7 @@ def rows(run_dir, name="metrics.csv"):
 
 
 def ckpt(run_dir):
-    return checkpoint.load(Path(run_dir) / train.CHECKPOINT)
+    return checkpoint.load(Path(run_dir) / runs.CHECKPOINT)
 
 
 def assert_same_run(a, b):
@@ -72,6 +75,7 @@ def test_synthetic_run_writes_everything(tmp_path):
     assert len(units) == 2 and len(units[0]) == 1 + 4 + 2
     assert (out / "config.json").exists()
     assert ckpt(out)["meta"]["epoch"] == 2
+    assert runs.read_status(out) == {"state": "done", "epoch": 2}
 
 
 # ----------------------------------------------------------------------------
@@ -89,11 +93,13 @@ def test_an_interrupted_epoch_resumes_exactly(tmp_path, monkeypatch):
     common = ["--dataset", "synthetic", "--warmup-epochs", 3, "--epochs", 2] + SMALL
     assert run(common + ["--out", tmp_path / "straight"]) == 0
 
-    calls = {"n": 0}
+    calls = {"n": 0, "status": []}
     real_step = train.Trainer.step
 
     def step_then_ctrl_c(self, x, beta):
         calls["n"] += 1
+        if calls["n"] in (1, 21):  # what the status file says while training
+            calls["status"].append(runs.read_status(self.run_dir))
         if calls["n"] == 27:  # in the second epoch (20 batches per epoch)
             self.stop_requested = True  # what the Ctrl-C handler does
         return real_step(self, x, beta)
@@ -102,9 +108,38 @@ def test_an_interrupted_epoch_resumes_exactly(tmp_path, monkeypatch):
     assert run(common + ["--out", tmp_path / "split"]) == 130
     meta = ckpt(tmp_path / "split")["meta"]
     assert (meta["epoch"], meta["batch"]) == (1, 7)
-    monkeypatch.setattr(train.Trainer, "step", real_step)
+    assert calls["status"] == [{"state": "training", "epoch": 0}] * 2  # written once, at start
+    assert runs.read_status(tmp_path / "split") == {"state": "interrupted", "epoch": 1,
+                                                     "batch": 7}
+    seen = []
+    monkeypatch.setattr(train.Trainer, "step", _recording_status(real_step, seen))
     assert run(["--out", tmp_path / "split", "--resume", "--no-progress"]) == 0
+    assert seen[0] == {"state": "training", "epoch": 1}
+    assert runs.read_status(tmp_path / "split") == {"state": "done", "epoch": 2}
     assert_same_run(tmp_path / "straight", tmp_path / "split")
+
+
+def _recording_status(real_step, seen: list):
+    """Trainer.step that also records the run's status file before each batch."""
+    def step(self, x, beta):
+        seen.append(runs.read_status(self.run_dir))
+        return real_step(self, x, beta)
+    return step
+
+
+def test_a_stop_request_between_epochs_is_an_interruption_too(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_run_epoch = train.Trainer.train_epoch
+
+    def epoch_then_ctrl_c(self, bar=None):
+        beta = real_run_epoch(self, bar)
+        self.stop_requested = True  # after the epoch's last batch: the loop stops after saving
+        return beta
+
+    monkeypatch.setattr(train.Trainer, "train_epoch", epoch_then_ctrl_c)
+    assert run(["--dataset", "synthetic", "--epochs", 3, "--out", out] + SMALL) == 130
+    assert runs.read_status(out) == {"state": "interrupted", "epoch": 1, "batch": 0}
+    assert ckpt(out)["meta"]["epoch"] == 1
 
 
 # ----------------------------------------------------------------------------
@@ -133,13 +168,13 @@ def test_bad_arguments(capsys, argv, match):
 def test_missing_data(capsys, tmp_path, monkeypatch):
     empty = tmp_path / "empty"
     empty.mkdir()
-    monkeypatch.setattr(D, "cache_dir", lambda: tmp_path / "cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setenv(D.ENV_VAR, str(empty))
-    monkeypatch.setattr(D, "_urlopen", _no_network)
+    monkeypatch.setattr(data_files, "open_url", _no_network)
     err = _one_line_error(capsys, ["--dataset", "omniglot", "--data-dir", empty,
                                    "--out", tmp_path / "r", "--no-progress"])
     assert "images_background" in err or "chardata" in err
-    assert not (tmp_path / "r" / train.CHECKPOINT).exists()
+    assert not (tmp_path / "r" / runs.CHECKPOINT).exists()
 
 
 def _no_network(*args, **kwargs):
@@ -162,18 +197,18 @@ def test_corrupt_idx_file(capsys, tmp_path):
 def test_corrupt_checkpoint(capsys, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / train.CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
+    (out / runs.CHECKPOINT).write_bytes(b"PK\x03\x04 truncated")
     err = _one_line_error(capsys, ["--out", out, "--resume", "--no-progress"])
-    assert str(out / train.CHECKPOINT) in err
+    assert str(out / runs.CHECKPOINT) in err
 
 
 def test_an_existing_run_is_not_overwritten(capsys, tmp_path):
     out = tmp_path / "run"
     assert run(["--dataset", "synthetic", "--epochs", 1, "--out", out] + SMALL) == 0
-    before = (out / train.CHECKPOINT).read_bytes()
+    before = (out / runs.CHECKPOINT).read_bytes()
     assert "already holds a run" in _one_line_error(
         capsys, ["--dataset", "synthetic", "--epochs", 1, "--out", out] + SMALL)
-    assert (out / train.CHECKPOINT).read_bytes() == before
+    assert (out / runs.CHECKPOINT).read_bytes() == before
 
 
 def test_nan_in_the_data(capsys, tmp_path, nan_in_synthetic):
@@ -188,7 +223,7 @@ def test_a_nan_loss_stops_with_the_epoch_and_batch_and_keeps_the_checkpoint(
     out = tmp_path / "run"
     common = ["--dataset", "synthetic", "--out", out] + SMALL
     assert run(common + ["--epochs", 1]) == 0
-    good = (out / train.CHECKPOINT).read_bytes()
+    good = (out / runs.CHECKPOINT).read_bytes()
     calls = {"n": 0}
     real_step = train.Trainer.step
 
@@ -198,10 +233,13 @@ def test_a_nan_loss_stops_with_the_epoch_and_batch_and_keeps_the_checkpoint(
         return (loss * np.nan if calls["n"] == 4 else loss), st
 
     monkeypatch.setattr(train.Trainer, "step", step_nan)
+    assert runs.read_status(out) == {"state": "done", "epoch": 1}
     err = _one_line_error(capsys, ["--out", out, "--resume", "--epochs", 2, "--no-progress"],
                           code=1)
     assert "epoch 2, by batch 4 of 20" in err and "intact" in err
-    assert (out / train.CHECKPOINT).read_bytes() == good
+    assert (out / runs.CHECKPOINT).read_bytes() == good
+    # the epoch that diverged (1-based), as the message says; one epoch is done
+    assert runs.read_status(out) == {"state": "diverged", "epoch": 2}
 
 
 def test_cli_runs_as_a_module_and_has_help():
@@ -211,6 +249,52 @@ def test_cli_runs_as_a_module_and_has_help():
     proc = subprocess.run([sys.executable, "-m", "lvae_np.train", "--latent", "1,2",
                            "--hidden", "3"], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+# ----------------------------------------------------------------------------
+# The command line that recreates a config
+# ----------------------------------------------------------------------------
+CONFIGS = [
+    TrainConfig(),
+    TrainConfig(model="vae", dataset="synthetic", latent=(4, 2), hidden=(16, 8),
+                batch_norm=False, warmup_epochs=0, epochs=3, batch_size=50, seed=7),
+    TrainConfig(model="lvae", dataset="omniglot", latent=(8,), hidden=(32,), lr=1e-3,
+                max_grad_norm=2.5, iw_samples=5, kl="mc", eval_every=4, eval_iw_samples=10,
+                final_iw_samples=100, validation=500, dtype="float64", seed=123),
+    TrainConfig(dataset="norb", latent=(6, 5, 4), hidden=(20, 10, 5), warmup_epochs=17,
+                epochs=1, batch_size=1, lr=0.00012345678901234567, seed=0),
+]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=range(len(CONFIGS)))
+def test_command_line_recreates_the_config(cfg, tmp_path):
+    cmd = train.command_line(cfg, tmp_path / "r")
+    assert cmd[:3] == [sys.executable, "-m", "lvae_np.train"]
+    got, args = train.parse_args(cmd[3:])
+    assert got == cfg and got is not cfg
+    assert (args.out, args.backend, args.data_dir, args.no_progress, args.resume) == \
+        (str(tmp_path / "r"), "auto", None, True, False)
+
+
+def test_command_line_of_a_resumed_run_gives_only_the_epochs():
+    cfg = CONFIGS[1]
+    cmd = train.command_line(cfg, "runs/x", resume=True, backend="cupy", data_dir="/d",
+                             progress=True)
+    assert cmd[3:] == ["--out", "runs/x", "--epochs", "3", "--resume", "--backend", "cupy",
+                       "--data-dir", "/d"]
+    got, args = train.parse_args(cmd[3:])
+    assert args.resume and not args.no_progress and got.epochs == 3
+
+
+def test_command_line_trains_that_config(tmp_path, capsys):
+    cfg = CONFIGS[1]
+    out = tmp_path / "r"
+    assert run(train.command_line(cfg, out)[3:]) == 0
+    saved = config_from_meta(ckpt(out)["meta"])
+    assert saved.data_variant and saved == replace(cfg, data_variant=saved.data_variant)
+    assert "backend numpy" in capsys.readouterr().out
+    assert run(train.command_line(replace(cfg, epochs=4), out, resume=True)[3:]) == 0
+    assert ckpt(out)["meta"]["epoch"] == 4
 
 
 # ----------------------------------------------------------------------------
@@ -306,3 +390,38 @@ def test_evaluate_errors(capsys, tmp_path):
     assert evaluate.main([str(tmp_path / "nowhere"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lvae_np.evaluate: error: no checkpoint") and "\n" not in err
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--iw-samples", "-1"], "--iw-samples must be >= 0, got -1 (see --help)"),
+    (["--au-samples", "0"], "--au-samples must be >= 1, got 0"),
+    (["--limit", "0"], "--limit must be >= 1, got 0"),
+    (["--split", "dev"], "invalid choice: 'dev'"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    ([], None),  # RUN_DIR missing
+])
+def test_evaluate_usage_errors_are_one_line(capsys, tmp_path, argv, match):
+    argv = argv if match is None else [str(tmp_path)] + argv
+    assert evaluate.main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("lvae_np.evaluate: error: ") and "\n" not in err, err
+    assert "usage:" not in err and captured.out == ""
+    assert match is None or match in err
+
+
+def test_evaluate_reports_a_checkpoint_without_a_config_in_one_line(capsys, tmp_path):
+    out = tmp_path / "run"
+    checkpoint.save(out / runs.CHECKPOINT, params={"w": np.ones(2)}, state={},
+                    opt_state={"t": 0, "m": {"w": np.ones(2)}, "v": {"w": np.ones(2)}},
+                    meta={"epoch": 0})
+    assert evaluate.main([str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "has no run config" in err and str(out / runs.CHECKPOINT) in err and "\n" not in err
+
+
+def test_cli_modules_import_one_way():
+    """train uses evaluate; evaluate, plots and the run contract never import train."""
+    code = ("import sys; import lvae_np.evaluate, lvae_np.plots, lvae_np.runs, lvae_np.config; "
+            "assert 'lvae_np.train' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,116 @@
+"""The command line of the experiments: ``python -m lvae_np.experiments [NAME] [options]``.
+
+Bad input gives one line on stderr and exit status 2; otherwise the exit
+status is ``run_experiment``'s: 0 (all done, or diverged), 1 (a run failed)
+or 130 (interrupted).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import textwrap
+from dataclasses import asdict
+from pathlib import Path
+
+from ..backend import BACKENDS
+from ..cli import Parser, RawHelpFormatter, UsageError, fail
+from ..data import ENV_VAR
+from .report import describe_runs
+from .runner import THREAD_VARS, run_experiment
+from .specs import DEFAULT_OUT_DIR, EXPERIMENTS, ExperimentError, Settings
+
+PROG = "lvae_np.experiments"
+DESCRIPTION = """\
+Run the paper's comparisons. Each run of the experiment NAME is trained with
+lvae_np.train (resuming what exists, up to --epochs), evaluated with
+lvae_np.evaluate (test ELBO, L_K, KL and active units per layer), and the
+results go to OUT/results.md, OUT/results.csv and figures (test_elbo.png,
+depth.png, active_units.png). Runs live in RUNS_DIR/<run id>/, e.g.
+mnist-lvae-L5-bn-wu, shared by the experiments that contain them; each keeps
+the output of its trainings and evaluations in train.log. A run that diverges
+(non-finite loss) is reported and the others go on. Ctrl-C stops the
+trainings at a batch boundary with their checkpoints written; the same
+command continues."""
+
+
+def build_parser() -> Parser:
+    """The parser of ``python -m lvae_np.experiments``; its errors raise UsageError."""
+    d = Settings()
+    epilog = "experiments:\n" + "\n".join(
+        textwrap.fill(f"{e.description} ({len(e.specs)} runs)", 78,
+                      initial_indent=f"  {e.name:<16}", subsequent_indent=" " * 18)
+        for e in EXPERIMENTS.values())
+    p = Parser(prog="python -m lvae_np.experiments", description=DESCRIPTION,
+               epilog=epilog, formatter_class=RawHelpFormatter)
+    p.add_argument("name", nargs="?", choices=list(EXPERIMENTS), metavar="NAME",
+                   help="the experiment: " + ", ".join(EXPERIMENTS))
+    p.add_argument("--list", action="store_true",
+                   help="list the experiments (or NAME's) with their run ids and states "
+                        "(epochs done / target, evaluated or not); runs nothing")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="target epochs of every run (the paper's: 2000); existing runs "
+                        "resume up to it")
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                   help="warm-up length of the runs with warm-up (the paper's: 200); runs "
+                        "without warm-up get 0. Cannot change for an existing run")
+    p.add_argument("--jobs", type=int, default=d.jobs,
+                   help="trainings at once; each gets cpu_count // JOBS BLAS threads "
+                        f"({', '.join(THREAD_VARS)}) unless set already")
+    p.add_argument("--runs-dir", default=str(d.runs_dir), metavar="DIR",
+                   help="folder of the run folders, shared by all experiments")
+    p.add_argument("--out", metavar="DIR",
+                   help=f"where results and figures go (default: {DEFAULT_OUT_DIR}/NAME)")
+    p.add_argument("--iw-samples", type=int, default=d.iw_samples, metavar="K",
+                   help="importance samples of the test L_K (0: ELBO only)")
+    p.add_argument("--eval-limit", type=int, metavar="M",
+                   help="evaluate on the first M test examples (default: all)")
+    p.add_argument("--no-eval", action="store_true",
+                   help="skip evaluations (stored ones of the same epoch still show)")
+    p.add_argument("--no-train", action="store_true",
+                   help="train nothing: evaluate and tabulate the runs as they are")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="training batch size (cannot change for an existing run)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of every run; other than 0 it is part of the run ids")
+    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                   help="passed to lvae_np.train and lvae_np.evaluate")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help=f"folder with the data files (also ${ENV_VAR})")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (the line per finished run still shows)")
+    return p
+
+
+def main(argv=None) -> int:
+    """The command line; returns the exit status (2 with a one-line error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return fail(PROG, exc, hint=True)
+    try:
+        settings = Settings(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                            jobs=args.jobs, runs_dir=Path(args.runs_dir),
+                            iw_samples=args.iw_samples, eval_limit=args.eval_limit,
+                            train=not args.no_train, evaluate=not args.no_eval,
+                            batch_size=args.batch_size, seed=args.seed, backend=args.backend,
+                            data_dir=args.data_dir, progress=not args.no_progress)
+        settings.check()
+        if args.list:
+            print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings))
+            return 0
+        if args.name is None:
+            raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
+                                  + "), or use --list (see --help)")
+        out = Path(args.out) if args.out else DEFAULT_OUT_DIR / args.name
+        report = run_experiment(
+            EXPERIMENTS[args.name].specs, **asdict(settings),
+            out=out, name=args.name,
+            command=shlex.join(["python", "-m", "lvae_np.experiments"] + argv))
+    except ExperimentError as exc:
+        return fail(PROG, exc)
+    return report.exit_status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

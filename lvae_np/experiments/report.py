@@ -1,0 +1,230 @@
+"""The experiment's results in words and numbers: tables, paired differences, run listing.
+
+``write_results`` writes ``results.csv`` (every value in full precision),
+the figures and ``results.md`` (how the results were made, the budget, the
+table, and the LVAE's paired difference from the VAE in L_K). The values
+come from each run's stored evaluation, unchanged. ``describe_runs`` is the
+``--list`` listing of where each run stands.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy
+
+from ..fileio import atomic_write_text
+from .figures import draw_figures
+from .specs import EXPERIMENTS, ExperimentError, Settings
+from .state import config_mismatches, format_number, read_eval, saved_meta
+
+
+def table_rows(records: list, settings: Settings) -> tuple[list, list]:
+    """The results table as (columns, rows of dicts); missing values are None.
+
+    Values come from each run's stored evaluation (``eval_path``), unchanged.
+    """
+    n_layers = max(r.spec.layers for r in records) if records else 0
+    z = range(1, n_layers + 1)
+    cols = (["run_id", "dataset", "model", "layers", "latent", "batch_norm", "warmup",
+             "warmup_epochs", "epochs_done", "target_epochs", "status", "eval_epoch",
+             "test_elbo", "lk", "lk_stderr", "iw_samples", "n"]
+            + [f"kl_z{i}" for i in z] + [f"au_z{i}" for i in z] + [f"au_kl_z{i}" for i in z])
+    rows = []
+    for rec in records:
+        spec, ev = rec.spec, rec.eval or {}
+        row = dict.fromkeys(cols)
+        row.update(run_id=rec.run_id, dataset=spec.dataset, model=spec.model,
+                   layers=spec.layers, latent="/".join(map(str, spec.latent)),
+                   batch_norm=spec.batch_norm, warmup=spec.warmup,
+                   warmup_epochs=settings.warmup_epochs if spec.warmup else 0,
+                   epochs_done=rec.epoch, target_epochs=rec.target, status=rec.status)
+        if ev:
+            row.update(eval_epoch=ev.get("epoch"), test_elbo=ev.get("elbo"), lk=ev.get("lk"),
+                       lk_stderr=ev.get("lk_stderr"), iw_samples=ev.get("iw_samples"),
+                       n=ev.get("n"))
+            for key, prefix in (("kl", "kl_z"), ("active_units", "au_z"),
+                                ("active_units_kl", "au_kl_z")):
+                for i, v in enumerate(ev.get(key) or [], start=1):
+                    row[f"{prefix}{i}"] = v
+        rows.append(row)
+    return cols, rows
+
+
+def paired_differences(records: list) -> list:
+    """L_K of the LVAE minus the VAE's, example by example, for runs that differ only in model.
+
+    For each (dataset, sizes, BN, WU) with an evaluated VAE and LVAE whose
+    per-example values cover the same test examples, a dict with both means,
+    the mean difference and its standard error. The per-example difference
+    removes the variation between images, which dominates each model's own
+    standard error.
+    """
+    by_key = {}
+    for rec in records:
+        s = rec.spec
+        by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup),
+                          {})[s.model] = rec
+    out = []
+    for (dataset, latent, _, bn, wu), pair in by_key.items():
+        vae, lvae = pair.get("vae"), pair.get("lvae")
+        ev = [r.eval if r is not None else None for r in (vae, lvae)]
+        if any(e is None or "lk_per_example" not in e for e in ev) or \
+                len(ev[0]["lk_per_example"]) != len(ev[1]["lk_per_example"]) or \
+                ev[0].get("limit") != ev[1].get("limit"):
+            continue
+        d = numpy.asarray(ev[1]["lk_per_example"]) - numpy.asarray(ev[0]["lk_per_example"])
+        out.append(dict(dataset=dataset, layers=len(latent), batch_norm=bn, warmup=wu,
+                        epochs=(ev[0].get("epoch"), ev[1].get("epoch")), n=len(d),
+                        vae=ev[0]["lk"], lvae=ev[1]["lk"], diff=float(d.mean()),
+                        diff_stderr=float(d.std(ddof=1) / math.sqrt(len(d)))
+                        if len(d) > 1 else 0.0))
+    return out
+
+
+def _csv_value(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def _per_layer(row: dict, prefix: str, layers: int, fmt) -> str:
+    values = [row.get(f"{prefix}{i}") for i in range(1, layers + 1)]
+    if all(v is None for v in values):
+        return "-"
+    return " / ".join("-" if v is None else fmt(v) for v in values)
+
+
+def format_csv(cols: list, rows: list) -> str:
+    """results.csv: one row per run; missing values are empty cells; floats in full."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    for row in rows:
+        writer.writerow([_csv_value(row[c]) for c in cols])
+    return buf.getvalue()
+
+
+def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
+                    seconds: float, figures: list, notes: list, paired: list = ()) -> str:
+    """results.md: how it was made, the budget, the table (missing values: "-"), figures."""
+    k = settings.iw_samples
+    test = "the whole test set" if settings.eval_limit is None else \
+        f"the first {settings.eval_limit} test examples"
+    lines = [
+        f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} "
+        f"({seconds:.0f} s this time).",
+        "",
+        f"Experiment `{name}`: {len(rows)} runs in `{settings.runs_dir}`. Budget: "
+        f"{settings.epochs} epochs per run, warm-up over {settings.warmup_epochs} epochs where "
+        f"WU is on (else none), batch {settings.batch_size}, seed {settings.seed}; "
+        + (f"evaluated by `lvae_np.evaluate` with L_{k} on {test} "
+           f"(batch-norm statistics re-collected over the training set)."
+           if k else f"evaluated by `lvae_np.evaluate` (ELBO only) on {test}."),
+        "",
+        f"| run | model | layers | BN | WU | epochs | status | test ELBO | L_{k} (s.e., n) "
+        "| KL per layer, z1/.../zL (nats) | active units A_u | units with KL > 0.01 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lk = "-" if r["lk"] is None else \
+            f"{r['lk']:.2f} ({format_number(r['lk_stderr'])}, {r['n']})"
+        epochs = f"{'-' if r['epochs_done'] is None else r['epochs_done']}/{r['target_epochs']}"
+        L = r["layers"]
+        lines.append(" | ".join([
+            f"| {r['run_id']}", "VAE = LVAE" if L == 1 else r["model"].upper(),
+            f"{L} ({r['latent']})",
+            "on" if r["batch_norm"] else "off", "on" if r["warmup"] else "off", epochs,
+            r["status"], format_number(r["test_elbo"]), lk,
+            _per_layer(r, "kl_z", L, lambda v: f"{v:.2f}"),
+            _per_layer(r, "au_z", L, str), _per_layer(r, "au_kl_z", L, str)]) + " |")
+    lines += ["", "Columns: `epochs` is epochs done / target; test ELBO, L_K, KL and active "
+              "units come from each run's evaluation at the epoch it had then (its JSON file "
+              "in the run folder). A_u counts units whose posterior mean varies over the test "
+              "inputs with variance above 0.01 (Burda et al.); the last column counts units "
+              "whose KL averages above 0.01 nats. \"-\": no value (not evaluated, or the run "
+              "has fewer layers). `results.csv` holds the same values in full precision."]
+    if paired:
+        lines += ["", f"LVAE minus VAE in L_{k}, example by example on the same test "
+                  "examples (positive: the LVAE is better); the standard error is that of the "
+                  "paired difference:", "",
+                  f"| dataset | layers | BN | WU | epochs (VAE, LVAE) | n | VAE L_{k} "
+                  f"| LVAE L_{k} | LVAE - VAE (s.e.) |", "|---|---|---|---|---|---|---|---|---|"]
+        for q in paired:
+            lines.append(f"| {q['dataset']} | {q['layers']} | {'on' if q['batch_norm'] else 'off'}"
+                         f" | {'on' if q['warmup'] else 'off'} | {q['epochs'][0]}, "
+                         f"{q['epochs'][1]} | {q['n']} | {q['vae']:.2f} | {q['lvae']:.2f} | "
+                         f"{q['diff']:+.2f} ({q['diff_stderr']:.2f}) |")
+    if figures:
+        lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in figures]
+    if notes:
+        lines += [""] + [f"Note: {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(records: list, out: Path, *, settings: Settings, name: str, command: str,
+                  seconds: float = 0.0) -> tuple[list, list]:
+    """Write results.csv, the figures and results.md to ``out``.
+
+    Args:
+        records: the runs (``RunRecord``), in table order.
+        out: the results folder.
+        settings: the invocation's options (budget and evaluation, for results.md).
+        name: the experiment's name.
+        command: the command that produced the results.
+        seconds: how long this invocation took.
+
+    Returns:
+        (paths written, notes on the figures skipped).
+    """
+    cols, rows = table_rows(records, settings)
+    figures, notes = draw_figures(records, out)
+    md = format_markdown(rows, settings, name=name, command=command, seconds=seconds,
+                         figures=figures, notes=notes, paired=paired_differences(records))
+    written = []
+    for file_name, text in (("results.csv", format_csv(cols, rows)), ("results.md", md)):
+        atomic_write_text(out / file_name, text)
+        written.append(out / file_name)
+    return written + figures, notes
+
+
+def describe_runs(names: list, settings: Settings) -> str:
+    """The experiments and their runs, each with epochs done / target and evaluation state."""
+    lines = []
+    for name in names:
+        exp = EXPERIMENTS[name]
+        lines.append(f"{name}: {exp.description} ({len(exp.specs)} runs)")
+        for spec in exp.specs:
+            run_id = spec.run_id(settings.seed)
+            run_dir = Path(settings.runs_dir) / run_id
+            try:
+                meta = saved_meta(run_dir)
+            except ExperimentError as exc:
+                lines.append(f"  {run_id:<26} unreadable checkpoint: {exc}")
+                continue
+            if meta is None:
+                lines.append(f"  {run_id:<26} not started")
+                continue
+            epoch, batch = int(meta["epoch"]), int(meta.get("batch", 0))
+            state = f"{epoch}/{settings.epochs} epochs"
+            if batch:
+                state += f" (+{batch} batches)"
+            stored = read_eval(run_dir, settings.iw_samples, settings.eval_limit)
+            if stored is None:
+                state += ", not evaluated"
+            elif stored.get("epoch") == epoch:
+                state += f", evaluated (L_{settings.iw_samples} "\
+                         f"{format_number(stored.get('lk'))})"
+            else:
+                state += f", evaluated at epoch {stored.get('epoch')} (out of date)"
+            bad = config_mismatches(settings.config(spec), meta)
+            if bad:
+                state += "; other settings: " + ", ".join(
+                    f"{n} {h!r} (here {w!r})" for n, h, w in bad)
+            lines.append(f"  {run_id:<26} {state}")
+    return "\n".join(lines)

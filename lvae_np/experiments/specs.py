@@ -1,0 +1,166 @@
+"""What an experiment runs: run settings, run ids, the named experiments, one invocation's options.
+
+A :class:`RunSpec` is one run's model and training switches; its
+:meth:`RunSpec.run_id` names the run's folder, so experiments that contain the
+same run share it. :data:`EXPERIMENTS` holds the paper's comparisons by name,
+and :class:`Settings` the options of one invocation, shared by all its runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import TrainConfig
+from ..data import DATASETS
+from ..models import PAPER_HIDDEN, PAPER_LATENT
+
+MODELS = ("vae", "lvae")
+LOG = "train.log"     # in a run folder: the output of its trainings and evaluations
+DEFAULT_RUNS_DIR = Path("runs") / "experiments"
+DEFAULT_OUT_DIR = Path("results") / "experiments"
+
+
+class ExperimentError(Exception):
+    """Bad input or a run folder that disagrees with the experiment (one-line message)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """The settings that make one run of an experiment.
+
+    Attributes:
+        dataset: one of ``lvae_np.data.DATASETS``.
+        model: "vae" (bottom-up inference) or "lvae" (top-down).
+        latent: sizes of z_1 .. z_L.
+        hidden: widths of the deterministic blocks under z_1 .. z_L.
+        batch_norm: Dense -> BatchNorm -> leaky ReLU blocks.
+        warmup: beta rises over the experiment's ``warmup_epochs`` (else 0: none).
+    """
+
+    dataset: str = "mnist"
+    model: str = "lvae"
+    latent: tuple = PAPER_LATENT
+    hidden: tuple = PAPER_HIDDEN
+    batch_norm: bool = True
+    warmup: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "latent", tuple(int(v) for v in self.latent))
+        object.__setattr__(self, "hidden", tuple(int(v) for v in self.hidden))
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}: choose one of "
+                             f"{', '.join(DATASETS)}")
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose vae or lvae")
+        if not self.latent or len(self.latent) != len(self.hidden):
+            raise ValueError(f"latent {self.latent} and hidden {self.hidden} must give one "
+                             "size per stochastic layer, at least one layer")
+        if min(self.latent + self.hidden) < 1:
+            raise ValueError(f"sizes must be positive: latent {self.latent}, "
+                             f"hidden {self.hidden}")
+
+    @classmethod
+    def paper(cls, dataset: str, model: str, layers: int, *, batch_norm: bool = True,
+              warmup: bool = True) -> "RunSpec":
+        """The paper's model with ``layers`` stochastic layers (the first L paper sizes)."""
+        if not 1 <= layers <= len(PAPER_LATENT):
+            raise ValueError(f"layers must be between 1 and {len(PAPER_LATENT)}, got {layers}")
+        return cls(dataset, model, PAPER_LATENT[:layers], PAPER_HIDDEN[:layers],
+                   batch_norm, warmup)
+
+    @property
+    def layers(self) -> int:
+        """The number of stochastic layers, L."""
+        return len(self.latent)
+
+    def run_id(self, seed: int = 0) -> str:
+        """The canonical folder name, e.g. ``mnist-lvae-L5-bn-wu``.
+
+        Sizes other than the paper's (the first L of ``PAPER_LATENT`` and
+        ``PAPER_HIDDEN``) are spelled out (``-z4.2-h16.8``); a seed other than
+        0 is appended (``-seed1``), so repeats with other seeds get their own
+        folders.
+        """
+        parts = [self.dataset, self.model, f"L{self.layers}",
+                 "bn" if self.batch_norm else "nobn", "wu" if self.warmup else "nowu"]
+        if (self.latent, self.hidden) != (PAPER_LATENT[:self.layers],
+                                          PAPER_HIDDEN[:self.layers]):
+            parts += ["z" + ".".join(map(str, self.latent)),
+                      "h" + ".".join(map(str, self.hidden))]
+        if seed:
+            parts.append(f"seed{seed}")
+        return "-".join(parts)
+
+    def train_config(self, *, epochs: int, warmup_epochs: int, batch_size: int,
+                     seed: int) -> TrainConfig:
+        """The TrainConfig this run is trained with (lvae_np.train's defaults elsewhere)."""
+        return TrainConfig(model=self.model, dataset=self.dataset, latent=self.latent,
+                           hidden=self.hidden, batch_norm=self.batch_norm,
+                           warmup_epochs=warmup_epochs if self.warmup else 0, epochs=epochs,
+                           batch_size=batch_size, seed=seed)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named list of runs and what it compares."""
+
+    name: str
+    description: str
+    specs: tuple
+
+
+def _build_experiments() -> dict:
+    # one layer: the VAE and the LVAE are the same model (the LVAE's top layer has
+    # nothing to merge with), and the same seed gives the same numbers: one run, the VAE's
+    depth = (RunSpec.paper("mnist", "vae", 1),) + tuple(
+        RunSpec.paper("mnist", m, n) for n in range(2, 6) for m in MODELS)
+    ablation = tuple(RunSpec.paper("mnist", m, 5, batch_norm=bn, warmup=wu)
+                     for bn, wu in ((False, False), (True, False), (False, True), (True, True))
+                     for m in MODELS)
+    omniglot = tuple(RunSpec.paper("omniglot", m, 5) for m in MODELS)
+    union = tuple(dict.fromkeys(depth + ablation + omniglot))
+    return {e.name: e for e in (
+        Experiment("mnist-depth", "VAE and LVAE on MNIST with 1 to 5 stochastic layers, "
+                                  "batch norm and warm-up on", depth),
+        Experiment("mnist-ablation", "the 5-layer VAE and LVAE on MNIST without and with "
+                                     "batch norm (BN) and warm-up (WU)", ablation),
+        Experiment("omniglot", "the 5-layer VAE and LVAE on OMNIGLOT, BN and WU on", omniglot),
+        Experiment("all", "every run above, each once", union),
+    )}
+
+
+EXPERIMENTS = _build_experiments()
+
+
+@dataclass
+class Settings:
+    """The options of one invocation, shared by all its runs."""
+
+    epochs: int = 2000
+    warmup_epochs: int = 200
+    jobs: int = 1
+    runs_dir: Path = DEFAULT_RUNS_DIR
+    iw_samples: int = 5000
+    eval_limit: int | None = None
+    train: bool = True
+    evaluate: bool = True
+    batch_size: int = 256
+    seed: int = 0
+    backend: str = "auto"
+    data_dir: str | None = None
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise ExperimentError for a value out of range."""
+        for name, low in (("epochs", 1), ("warmup_epochs", 0), ("jobs", 1), ("iw_samples", 0),
+                          ("batch_size", 1), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ExperimentError(f"--{name.replace('_', '-')} must be >= {low}, "
+                                      f"got {getattr(self, name)}")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ExperimentError(f"--eval-limit must be >= 1, got {self.eval_limit}")
+
+    def config(self, spec: RunSpec) -> TrainConfig:
+        """The TrainConfig of ``spec`` under these options."""
+        return spec.train_config(epochs=self.epochs, warmup_epochs=self.warmup_epochs,
+                                 batch_size=self.batch_size, seed=self.seed)

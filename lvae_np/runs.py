@@ -1,0 +1,179 @@
+"""The run folder's contract: its file names, its status file, and loading a run back.
+
+``python -m lvae_np.train --out RUN_DIR`` writes, and every other part of the
+package reads, these files of a run folder::
+
+    checkpoint.npz   CHECKPOINT  everything needed to continue (see lvae_np.checkpoint)
+    config.json      CONFIG      the run's TrainConfig (see lvae_np.config)
+    metrics.csv      METRICS     one row per epoch (see lvae_np.metrics)
+    kl_units.csv     KL_UNITS    the training KL of every latent unit, one row per epoch
+    status.json      STATUS      where training stands (write_status, read_status)
+    eval-*.json                  lvae_np.evaluate's results (eval_file_name)
+
+The status file is a small JSON object ``{"state": ..., "epoch": ...}``, with
+``state`` one of ``STATES``:
+
+* ``"training"``: written when training starts or resumes; ``epoch`` is the
+  number of epochs done. It stays so if the process dies without a word.
+* ``"done"``: the run reached its target; ``epoch`` epochs are done.
+* ``"diverged"``: the loss became NaN or infinite in epoch ``epoch``
+  (1-based); the checkpoint holds the end of the epoch before.
+* ``"interrupted"``: stopped by Ctrl-C or SIGTERM after writing its checkpoint;
+  ``epoch`` epochs and ``batch`` batches of the next one are done.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy
+
+from . import checkpoint, data
+from .backend import get_backend
+from .checkpoint import CheckpointError
+from .config import TrainConfig, config_from_meta
+from .fileio import atomic_write_text
+from .models import Model
+
+CHECKPOINT = "checkpoint.npz"
+CONFIG = "config.json"
+METRICS = "metrics.csv"
+KL_UNITS = "kl_units.csv"
+STATUS = "status.json"
+
+STATES = ("training", "done", "diverged", "interrupted")
+EVAL_BINARIZATION_SEED = 1234  # binarises the training and validation sets once, for evaluation
+
+
+def eval_file_name(split: str, iw_samples: int, limit: int | None = None) -> str:
+    """The name of the file ``lvae_np.evaluate`` writes into the run folder.
+
+    Args:
+        split: "test", "train" or "valid".
+        iw_samples: K of the L_K estimate (0: ELBO only).
+        limit: the number of leading examples evaluated (None: all).
+
+    Returns:
+        ``eval-<split>-k<K>.json``, or ``eval-<split>-k<K>-first<limit>.json``.
+    """
+    return f"eval-{split}-k{iw_samples}" + (f"-first{limit}" if limit else "") + ".json"
+
+
+# ----------------------------------------------------------------------------
+# The status file
+# ----------------------------------------------------------------------------
+def write_status(run_dir, state: str, epoch: int, **extra) -> None:
+    """Write ``RUN_DIR/status.json`` atomically: ``{"state": state, "epoch": epoch, **extra}``.
+
+    Args:
+        run_dir: the run folder.
+        state: one of ``STATES`` (see the module docstring for what each means).
+        epoch: epochs done, or for "diverged" the epoch (1-based) that diverged.
+        **extra: further JSON-ready entries, e.g. ``batch`` for "interrupted".
+
+    Raises:
+        ValueError: ``state`` is not one of ``STATES``.
+    """
+    if state not in STATES:
+        raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+    record = {"state": state, "epoch": int(epoch), **extra}
+    atomic_write_text(Path(run_dir) / STATUS, json.dumps(record) + "\n")
+
+
+def read_status(run_dir) -> dict | None:
+    """The run's status record, or None when the file is missing or unreadable.
+
+    A record counts as readable when it is a JSON object whose ``state`` is one
+    of ``STATES`` and whose ``epoch`` is an integer.
+    """
+    try:
+        record = json.loads((Path(run_dir) / STATUS).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("state") not in STATES \
+            or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
+        return None
+    return record
+
+
+def saved_meta(run_dir) -> dict | None:
+    """The meta record of the run's checkpoint (config, epoch, batch, ...), or None.
+
+    Reads only that record, not the arrays. None when there is no checkpoint or
+    it cannot be read (``checkpoint.load_meta`` says why).
+    """
+    try:
+        return checkpoint.load_meta(Path(run_dir) / CHECKPOINT)
+    except CheckpointError:
+        return None
+
+
+# ----------------------------------------------------------------------------
+# Loading a run
+# ----------------------------------------------------------------------------
+class LoadedRun(NamedTuple):
+    """A run's checkpoint as a model with its parameters, on a backend, and the run's data."""
+
+    model: Model           # built from the run's config, on the chosen backend
+    params: dict           # name -> array on that backend
+    state: dict            # batch-norm statistics, name -> array (see ``bn``)
+    dataset: data.Dataset  # the data the run was trained on (same validation split)
+    config: TrainConfig
+    meta: dict             # the checkpoint's meta record
+    bn: str = "running"    # "running": the checkpoint's averages; "recollect": re-collected
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done when the checkpoint was written."""
+        return int(self.meta["epoch"])
+
+
+def load_run(run_dir, data_dir=None, *, backend: str = "auto", seed: int = 0,
+             progress: bool = False) -> LoadedRun:
+    """Load a run's checkpoint, its config and its data set.
+
+    Args:
+        run_dir: a folder written by ``lvae_np.train``.
+        data_dir: folder with the data files (None: the usual places, see lvae_np.data).
+        backend: "auto", "numpy" or "cupy" (falls back to NumPy with a warning).
+        seed: seed of the backend's random numbers (the model's noise).
+        progress: show progress bars while data is fetched.
+
+    Returns:
+        A ``LoadedRun`` with the checkpoint's batch-norm running averages.
+
+    Raises:
+        CheckpointError: no readable checkpoint, or it holds no run config.
+        data.DataError: the run's data cannot be found or read.
+    """
+    path = Path(run_dir) / CHECKPOINT
+    ckpt = checkpoint.load(path)
+    try:
+        cfg = config_from_meta(ckpt["meta"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    be = get_backend(backend, dtype=cfg.dtype, seed=seed)
+    ds = data.load_dataset(cfg.dataset, data_dir, validation=cfg.validation, seed=cfg.seed,
+                           progress=progress)
+    model = Model(cfg.model_config(ds.train.shape[1], ds.likelihood), be)
+    params = {k: be.asarray(v) for k, v in ckpt["params"].items()}
+    state = {k: be.asarray(v) for k, v in ckpt["state"].items()}
+    return LoadedRun(model, params, state, ds, cfg, ckpt["meta"])
+
+
+def evaluation_train_set(dataset: data.Dataset, limit: int | None = None) -> numpy.ndarray:
+    """The training set as evaluations see it: binarised once, with ``EVAL_BINARIZATION_SEED``.
+
+    Args:
+        dataset: a run's data.
+        limit: keep only the first ``limit`` examples (None: all).
+
+    Returns:
+        (N, x_dim) host array; the grey levels themselves when the data set is not
+        binarised dynamically.
+    """
+    x = dataset.train[:limit] if limit else dataset.train
+    if not dataset.dynamic_binarization:
+        return x
+    return data.binarize(x, numpy.random.default_rng(EVAL_BINARIZATION_SEED))
