@@ -7,14 +7,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from lvae_np import gaussian as G
 from lvae_np.gaussian import (
     VAR_FLOOR,
     kl_normal_backward,
     kl_normal_forward,
-    kl_standard_normal_backward,
     kl_standard_normal_forward,
-    log_normal_backward,
     log_normal_forward,
     merge_backward,
     merge_forward,
@@ -22,35 +19,15 @@ from lvae_np.gaussian import (
     reparameterize_forward,
 )
 from lvae_np.gradcheck import assert_gradients
+from lvae_np.gradcheck.cases import CASES, find_case
 
 SHAPE = (6, 5)
+OPS = [c for c in CASES if c.module == "gaussian"]  # the registered cases of gaussian.py
+IDS = [c.name for c in OPS]
 
 
 def _normal(rng, shape=SHAPE):
     return rng.normal(size=shape)
-
-
-def _var(rng, shape=SHAPE):
-    return rng.uniform(0.5, 2.0, size=shape)
-
-
-# op name -> (forward, backward, rng -> inputs)
-OPS = {
-    "reparameterize": (reparameterize_forward, reparameterize_backward,
-                       lambda rng: [_normal(rng), _var(rng), _normal(rng)]),
-    "merge": (merge_forward, merge_backward,
-              lambda rng: [_normal(rng), _var(rng), _normal(rng), _var(rng)]),
-    "kl_normal": (kl_normal_forward, kl_normal_backward,
-                  lambda rng: [_normal(rng), _var(rng), _normal(rng), _var(rng)]),
-    "kl_standard_normal": (kl_standard_normal_forward, kl_standard_normal_backward,
-                           lambda rng: [_normal(rng), _var(rng)]),
-    "log_normal": (log_normal_forward, log_normal_backward,
-                   lambda rng: [_normal(rng), _normal(rng), _var(rng)]),
-}
-
-
-def _inputs(name, seed=0):
-    return OPS[name][2](np.random.default_rng(seed))
 
 
 def _upstream(out, seed=1):
@@ -64,14 +41,19 @@ def _as_tuple(a):
     return a if isinstance(a, tuple) else (a,)
 
 
+def test_every_op_of_the_module_is_registered():
+    assert {c.name for c in OPS} >= {"reparameterize", "merge", "kl-normal",
+                                      "kl-standard-normal", "log-normal"}
+
+
 # ----------------------------------------------------------------------------
 # Gradient checks (float64)
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(OPS))
+@pytest.mark.parametrize("case", OPS, ids=IDS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_gradients(name, seed):
-    forward, backward, _ = OPS[name]
-    assert_gradients(forward, backward, _inputs(name, seed), seed=seed)
+def test_gradients(case, seed):
+    report = case.check(seed=seed)
+    assert report.passed, str(report)
 
 
 def test_gradients_with_wide_range_of_variances():
@@ -86,12 +68,12 @@ def test_gradients_with_wide_range_of_variances():
 # ----------------------------------------------------------------------------
 # The variance floor
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(OPS))
-def test_floor_gives_finite_values_and_zero_variance_gradients(name):
-    forward, backward, _ = OPS[name]
-    inputs = [a.astype(np.float32) for a in _inputs(name)]
-    var_positions = {"reparameterize": [1], "merge": [1, 3], "kl_normal": [1, 3],
-                     "kl_standard_normal": [1], "log_normal": [2]}[name]
+@pytest.mark.parametrize("case", OPS, ids=IDS)
+def test_floor_gives_finite_values_and_zero_variance_gradients(case):
+    forward, backward = case.forward, case.backward
+    inputs = [a.astype(np.float32) for a in case.inputs()]
+    var_positions = [i for i, name in enumerate(case.input_names()) if name.startswith("var")]
+    assert var_positions, case.input_names()
     for i in var_positions:
         inputs[i] = inputs[i].copy()
         inputs[i][0, :] = 0.0       # a float32 softplus that underflowed
@@ -205,7 +187,7 @@ def test_kl_normal_agrees_with_monte_carlo_estimate():
 
 
 def test_reparameterize_mean_gradient_is_a_copy():
-    inputs = _inputs("reparameterize")
+    inputs = find_case("reparameterize").inputs()
     out, cache = reparameterize_forward(*inputs)
     dout = _upstream(out)
     dmu, _, _ = reparameterize_backward(dout, cache)
@@ -220,6 +202,7 @@ def test_reparameterize_mean_gradient_is_a_copy():
 # Oracle: PyTorch autograd, with the formulas written independently
 # ----------------------------------------------------------------------------
 def _torch_oracle(name, inputs):
+    """The op's outputs from torch, written from the textbook formulas; one branch per case."""
     torch = pytest.importorskip("torch", reason="PyTorch is an optional oracle")
     Normal, kl_divergence = torch.distributions.Normal, torch.distributions.kl_divergence
     t = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
@@ -230,26 +213,30 @@ def _torch_oracle(name, inputs):
         mu_hat, var_hat, mu_p, var_p = t
         var_q = 1.0 / (1.0 / var_hat + 1.0 / var_p)
         out = ((mu_hat / var_hat + mu_p / var_p) * var_q, var_q)
-    elif name == "kl_normal":
+    elif name == "kl-normal":
         mu_q, var_q, mu_p, var_p = t
         out = kl_divergence(Normal(mu_q, var_q.sqrt()), Normal(mu_p, var_p.sqrt()))
-    elif name == "kl_standard_normal":
+    elif name == "kl-standard-normal":
         mu, var = t
         out = kl_divergence(Normal(mu, var.sqrt()), Normal(torch.zeros_like(mu), torch.ones_like(var)))
-    elif name == "log_normal":
+    elif name == "log-normal":
         z, mu, var = t
         out = Normal(mu, var.sqrt()).log_prob(z)
+    elif name == "kl-sample":
+        z, mu_q, var_q, mu_p, var_p = t
+        out = Normal(mu_q, var_q.sqrt()).log_prob(z) - Normal(mu_p, var_p.sqrt()).log_prob(z)
+    else:
+        raise AssertionError(f"no torch oracle for the registered case {name!r}: write one here")
     return torch, t, out
 
 
-@pytest.mark.parametrize("name", list(OPS))
-def test_torch_oracle(name):
-    forward, backward, _ = OPS[name]
-    inputs = _inputs(name, seed=5)
-    torch, t, t_out = _torch_oracle(name, inputs)
-    out, cache = forward(*inputs)
+@pytest.mark.parametrize("case", OPS, ids=IDS)
+def test_torch_oracle(case):
+    inputs = case.inputs(seed=5)
+    torch, t, t_out = _torch_oracle(case.name, inputs)
+    out, cache = case.forward(*inputs)
     dout = _upstream(out)
-    grads = backward(dout, cache)
+    grads = case.backward(dout, cache)
     loss = sum((o * torch.from_numpy(d)).sum() for o, d in zip(_as_tuple(t_out), _as_tuple(dout)))
     t_grads = torch.autograd.grad(loss, t)
     for ours, theirs in zip(_as_tuple(out), _as_tuple(t_out)):

@@ -1,4 +1,5 @@
-"""The gradient checker: every registered op passes, and planted bugs are caught."""
+"""The gradient checker and its registry: every registered case passes, planted bugs are caught."""
+import importlib
 import subprocess
 import sys
 
@@ -6,17 +7,22 @@ import numpy as np
 import pytest
 
 from lvae_np import gradcheck, layers as L
-from lvae_np.checks import CASES
-from lvae_np.gradcheck import GradientError, assert_gradients, check_gradients
+from lvae_np.gradcheck import GradientError, assert_gradients, cases, check_gradients
+from lvae_np.gradcheck.__main__ import main
+from lvae_np.gradcheck.cases import CASES, KINDS, NAME, Case, find_case
 
 rng = np.random.default_rng(42)
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_every_registered_op_passes_on_every_namespace(case, xp):
-    """All ops, forward and backward, on NumPy, array_api_strict (and CuPy where present)."""
+def ids(selected):
+    return [c.name for c in selected]
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids(CASES))
+def test_every_registered_case_passes_on_every_namespace(case, xp):
+    """All cases, forward and backward, on NumPy, array_api_strict (and CuPy where present)."""
     # Whole models are slow on array_api_strict: a sample of each parameter array will do.
-    sample = 3 if xp is not np and len(case.names) > 6 else None
+    sample = 3 if xp is not np and case.kind == "model" else None
     report = case.check(seed=3, xp=xp, max_elements=sample)
     assert report.passed, str(report)
     assert all(a.max_rel_error <= 1e-6 for a in report.arguments)
@@ -150,34 +156,135 @@ def test_max_elements_checks_a_sample():
 
 
 # ----------------------------------------------------------------------------
+# The registry
+# ----------------------------------------------------------------------------
+def test_names_are_unique_one_word_and_tagged():
+    names = [c.name for c in CASES]
+    assert len(set(names)) == len(names)
+    for case in CASES:
+        assert NAME.fullmatch(case.name) and case.name == case.name.strip(), case.name
+        assert case.kind in KINDS and case.title, case.name
+        importlib.import_module(f"lvae_np.{case.module}")  # the module tag names a real module
+    assert {c.kind for c in CASES} == set(KINDS)
+
+
+# Every forward/backward pair these modules define has a registered case.
+OP_MODULES = ("layers", "gaussian", "likelihoods", "networks", "bounds")
+
+
+def _checked_backwards():
+    found = set()
+    for case in CASES:
+        backward = case.backward
+        while hasattr(backward, "__wrapped__"):  # with_positional_params keeps the original
+            backward = backward.__wrapped__
+        found.add(backward)
+    return found
+
+
+@pytest.mark.parametrize("module", OP_MODULES)
+def test_every_op_pair_of_the_op_modules_is_registered(module):
+    mod = importlib.import_module(f"lvae_np.{module}")
+    pairs = [getattr(mod, n) for n in dir(mod) if n.endswith("_backward") and not n.startswith("_")
+             and getattr(mod, n).__module__ == mod.__name__]
+    assert pairs
+    missing = [f.__name__ for f in pairs if f not in _checked_backwards()]
+    assert not missing, f"no case checks {missing}: register one in lvae_np/gradcheck/cases.py"
+
+
+def test_find_case_by_short_name():
+    assert find_case("batchnorm").title.startswith("batch norm, training")
+    assert find_case("kl_normal") is find_case("kl-normal")  # underscores read as hyphens
+    with pytest.raises(cases.UnknownCaseError, match=r"unknown op 'batchnom' \(close: batchnorm"):
+        find_case("batchnom")
+    with pytest.raises(cases.UnknownCaseError, match="no registered name is close"):
+        find_case("nosuch")
+
+
+def test_register_appends_and_refuses_bad_or_taken_names(monkeypatch):
+    monkeypatch.setattr(cases, "CASES", list(CASES))
+    new = Case("softplus-copy", L.softplus_forward, L.softplus_backward,
+               lambda rng: [rng.normal(size=(3, 2))], module="layers")
+    cases.register(new)
+    assert cases.CASES[-1] is new and find_case("softplus-copy") is new
+    for name, kind in (("softplus-copy", "op"), ("two words", "op"), ("-dash", "op"),
+                       ("fine-name", "block")):
+        with pytest.raises(ValueError):
+            cases.register(Case(name, L.softplus_forward, L.softplus_backward,
+                                lambda rng: [], module="layers", kind=kind))
+    assert len(cases.CASES) == len(CASES) + 1
+
+
+def test_positional_params_refuse_a_gradient_dict_with_other_keys():
+    from lvae_np.networks import gaussian_head_forward, init_gaussian_head
+
+    params = init_gaussian_head(rng, 3, 2, xp=np, dtype=np.float64)
+    keys = sorted(params)
+
+    def forgets_b_var(dout, cache):
+        return dout[0] @ params["W_mu"].T, {k: params[k] for k in keys if k != "b_var"}
+
+    fwd, bwd = gradcheck.with_positional_params(gaussian_head_forward, forgets_b_var, keys)
+    out, cache = fwd(rng.normal(size=(4, 3)), *[params[k] for k in keys])
+    with pytest.raises(ValueError, match="backward returned gradients for"):
+        bwd(out, cache)
+
+
+# ----------------------------------------------------------------------------
 # The command line
 # ----------------------------------------------------------------------------
 def test_cli_prints_a_table_and_exits_zero(capsys):
-    assert gradcheck.main([]) == 0
+    assert main([]) == 0
     out = capsys.readouterr().out
-    assert "max rel error" in out and "batchnorm (training)" in out
+    assert "max rel error" in out
+    for name in ("batchnorm", "mlp", "gaussian-head", "tile-rows", "logmeanexp",
+                 "lvae-L3-bn-mc-beta0.5"):
+        assert f"\n{name} " in out
     assert f"{len(CASES)} of {len(CASES)} ops passed" in out
 
 
-def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
-    from lvae_np import checks
+def test_cli_checks_cases_by_short_name(capsys):
+    assert main(["batchnorm", "merge"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[2:-2]]
+    assert rows == ["batchnorm"] * 3 + ["merge"] * 4
+    assert "2 of 2 ops passed" in out
 
+
+def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
     def wrong_backward(dout, cache):  # softplus' written as sigmoid(-x)
         return (dout * L.sigmoid(-cache.x),)
 
-    broken = checks.Case("broken softplus", L.softplus_forward, wrong_backward,
-                         lambda rng: [rng.normal(size=(3, 2))])
-    monkeypatch.setattr(checks, "CASES", CASES + [broken])
-    assert gradcheck.main(["dense", "broken softplus"]) == 1
+    broken = Case("broken-softplus", L.softplus_forward, wrong_backward,
+                  lambda rng: [rng.normal(size=(3, 2))], module="layers")
+    monkeypatch.setattr(cases, "CASES", list(CASES))
+    cases.register(broken)
+    assert main(["dense", "broken-softplus"]) == 1
     out = capsys.readouterr().out
-    assert "broken softplus" in out and "FAIL" in out
+    assert "broken-softplus" in out and "FAIL" in out
     assert "1 of 2 ops passed" in out
 
 
-def test_cli_rejects_an_unknown_op():
-    with pytest.raises(SystemExit) as exc:
-        gradcheck.main(["no_such_op"])
-    assert exc.value.code == 2
+def test_cli_rejects_an_unknown_op_in_one_line_with_close_names(capsys):
+    assert main(["dense", "batchnom"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing checked
+    err = captured.err
+    assert err.startswith("lvae_np.gradcheck: error: unknown op 'batchnom' (close: batchnorm")
+    assert err.count("\n") == 1
+    assert main(["nosuch", "--seed", "1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main(["--seed", "one"]) == 2
+    assert capsys.readouterr().err.startswith("lvae_np.gradcheck: error: argument --seed")
+
+
+def test_cli_lists_the_names(capsys):
+    assert main(["--list"]) == 0
+    assert capsys.readouterr().out.split("\n")[:-1] == [c.name for c in CASES]
+    assert main(["--list", "-v"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(CASES)
+    assert all(line.split()[0] == c.name and line.endswith(c.title) for line, c in zip(lines, CASES))
 
 
 def test_cli_as_a_module():
@@ -185,6 +292,19 @@ def test_cli_as_a_module():
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "2 of 2 ops passed" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "lvae_np.gradcheck", "nosuch"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_engine_imports_nothing_of_lvae_np_but_backend():
+    code = ("import sys, lvae_np.backend\n"
+            "before = set(sys.modules)\n"
+            "import lvae_np.gradcheck\n"
+            "print(sorted(m for m in set(sys.modules) - before if m.startswith('lvae_np')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(["lvae_np.gradcheck", "lvae_np.gradcheck.engine"])
 
 
 # ----------------------------------------------------------------------------
@@ -236,9 +356,9 @@ def test_a_small_relative_error_is_still_caught():
 
 
 # ----------------------------------------------------------------------------
-# Every registered op: dtype kept, and array_api_strict gives NumPy's numbers
+# Every registered op and composite: dtype kept, and array_api_strict gives NumPy's numbers
 # ----------------------------------------------------------------------------
-OPS = [c for c in CASES if len(c.names) <= 6]  # the ops, not the whole models
+OPS = [c for c in CASES if c.kind != "model"]
 
 
 def _pass(case, xp, dtype):
@@ -251,13 +371,13 @@ def _pass(case, xp, dtype):
     return outs + tuple(grads)
 
 
-@pytest.mark.parametrize("case", OPS, ids=[c.name for c in OPS])
+@pytest.mark.parametrize("case", OPS, ids=ids(OPS))
 def test_float32_stays_float32(case):
     for a in _pass(case, np, np.float32):
         assert a.dtype == np.float32
 
 
-@pytest.mark.parametrize("case", OPS, ids=[c.name for c in OPS])
+@pytest.mark.parametrize("case", OPS, ids=ids(OPS))
 def test_array_api_strict_gives_numpys_numbers(case):
     xs = pytest.importorskip("array_api_strict")
     ours = _pass(case, np, np.float64)

@@ -7,32 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lvae_np.gaussian import log_normal_forward
-from lvae_np.gradcheck import assert_gradients
+from lvae_np.gradcheck.cases import CASES, find_case
 from lvae_np.likelihoods import (
     bernoulli_log_likelihood_backward,
     bernoulli_log_likelihood_forward,
-    gaussian_log_likelihood_backward,
     gaussian_log_likelihood_forward,
 )
 
-SHAPE = (6, 5)
-
-# op name -> (forward, backward, rng -> inputs)
-OPS = {
-    "bernoulli (binary x)": (
-        bernoulli_log_likelihood_forward, bernoulli_log_likelihood_backward,
-        lambda rng: [rng.integers(0, 2, SHAPE).astype(np.float64), rng.normal(0.0, 3.0, SHAPE)]),
-    "bernoulli (real x)": (
-        bernoulli_log_likelihood_forward, bernoulli_log_likelihood_backward,
-        lambda rng: [rng.uniform(0.0, 1.0, SHAPE), rng.normal(0.0, 3.0, SHAPE)]),
-    "gaussian": (
-        gaussian_log_likelihood_forward, gaussian_log_likelihood_backward,
-        lambda rng: [rng.normal(size=SHAPE), rng.normal(size=SHAPE), rng.uniform(0.5, 2.0, SHAPE)]),
-}
-
-
-def _inputs(name, seed=0):
-    return OPS[name][2](np.random.default_rng(seed))
+OPS = [c for c in CASES if c.module == "likelihoods"]  # the registered cases of likelihoods.py
+IDS = [c.name for c in OPS]
 
 
 def _upstream(out, seed=1):
@@ -47,11 +30,16 @@ def _log_sigmoid(l):
 # ----------------------------------------------------------------------------
 # Gradient checks (float64)
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(OPS))
+def test_every_op_of_the_module_is_registered():
+    assert {c.name for c in OPS} >= {"bernoulli-ll", "bernoulli-ll-real", "gaussian-ll"}
+    assert set(np.unique(find_case("bernoulli-ll").inputs()[0])) == {0.0, 1.0}  # binary x
+
+
+@pytest.mark.parametrize("case", OPS, ids=IDS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_gradients(name, seed):
-    forward, backward, _ = OPS[name]
-    assert_gradients(forward, backward, _inputs(name, seed), seed=seed)
+def test_gradients(case, seed):
+    report = case.check(seed=seed)
+    assert report.passed, str(report)
 
 
 # ----------------------------------------------------------------------------
@@ -106,7 +94,7 @@ def test_gaussian_is_the_log_of_the_explicit_density(x, mu, var):
 
 
 def test_gaussian_is_log_normal():
-    inputs = _inputs("gaussian")
+    inputs = find_case("gaussian-ll").inputs()
     np.testing.assert_array_equal(gaussian_log_likelihood_forward(*inputs)[0],
                                   log_normal_forward(*inputs)[0])
 
@@ -114,22 +102,23 @@ def test_gaussian_is_log_normal():
 # ----------------------------------------------------------------------------
 # Oracle: PyTorch autograd, with the formulas written independently
 # ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(OPS))
-def test_torch_oracle(name):
+@pytest.mark.parametrize("case", OPS, ids=IDS)
+def test_torch_oracle(case):
     torch = pytest.importorskip("torch", reason="PyTorch is an optional oracle")
-    forward, backward, _ = OPS[name]
-    inputs = _inputs(name, seed=5)
+    inputs = case.inputs(seed=5)
     t = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in inputs]
-    if name.startswith("bernoulli"):
+    if case.name in ("bernoulli-ll", "bernoulli-ll-real"):
         x, logits = t
         logsig = torch.nn.functional.logsigmoid
         t_out = x * logsig(logits) + (1 - x) * logsig(-logits)
-    else:
+    elif case.name == "gaussian-ll":
         x, mu, var = t
         t_out = torch.distributions.Normal(mu, var.sqrt()).log_prob(x)
-    out, cache = forward(*inputs)
+    else:
+        raise AssertionError(f"no torch oracle for the registered case {case.name!r}: write one")
+    out, cache = case.forward(*inputs)
     dout = _upstream(out)
-    grads = backward(dout, cache)
+    grads = case.backward(dout, cache)
     t_grads = torch.autograd.grad((t_out * torch.from_numpy(dout)).sum(), t)
     np.testing.assert_allclose(out, t_out.detach().numpy(), rtol=1e-10, atol=1e-12)
     for ours, theirs in zip(grads, t_grads):

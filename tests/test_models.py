@@ -6,8 +6,9 @@ import pytest
 
 from lvae_np import networks
 from lvae_np.backend import get_backend
-from lvae_np.checks import model_case
+from lvae_np.gradcheck.cases import model_case
 from lvae_np.models import Model, ModelConfig
+from lvae_np.params import subtree
 
 KINDS = ("vae", "lvae")
 
@@ -153,10 +154,10 @@ def test_batch_norm_state_is_returned_and_evaluation_uses_it():
         assert not np.array_equal(new[k], before[k])        # but updated
     # Evaluation mode: each example's objective depends on it (and its noise) alone.
     noise = model.noise(16)
-    f_all = model.forward(params, new, x, noise, training=False)[0]
-    f_one = model.forward(params, new, x[3:4], [e[3:4] for e in noise], training=False)[0]
+    f_all = model.forward(params, new, x, noise, training=False)[0].f
+    f_one = model.forward(params, new, x[3:4], [e[3:4] for e in noise], training=False)[0].f
     assert f_one[0] == pytest.approx(f_all[3], rel=1e-12)
-    assert model.forward(params, new, x, noise, training=False)[2] is not None
+    assert model.forward(params, new, x, noise, training=False)[0].state is not None
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -204,8 +205,9 @@ def test_generate_follows_the_prior_chain():
     model, params, state, _ = _small("lvae", bn=False)
     noise = model.noise(5)
     _, zs = model.generate(params, state, 5, noise=noise)
-    mu, var, _ = model._block_and_head(zs[1], params, state, "down1", "p1",
-                                       {"training": False, "momentum": 0.1})
+    (mu, var), _ = networks.gaussian_block_forward(
+        zs[1], subtree(params, "down1"), subtree(params, "p1"), state=subtree(state, "down1"),
+        **model.mode(training=False))
     np.testing.assert_allclose(zs[0], mu + np.sqrt(var) * noise[0], rtol=1e-12)
     assert G.VAR_FLOOR < var.min()
 
@@ -220,7 +222,7 @@ def test_folding_batch_norm_gives_the_same_evaluation(kind):
     folded_model, folded = model.fold_batch_norm(params, state)
     assert not folded_model.config.batch_norm and not any("gamma" in k for k in folded)
     noise = model.noise(x.shape[0])
-    f = model.forward(params, state, x, noise, training=False)[0]
-    g = folded_model.forward(folded, {}, x, noise, training=False)[0]
+    f = model.forward(params, state, x, noise, training=False)[0].f
+    g = folded_model.forward(folded, {}, x, noise, training=False)[0].f
     np.testing.assert_allclose(g, f, rtol=1e-12)
     assert folded_model.fold_batch_norm(folded, {})[1] is folded  # nothing left to fold

@@ -3,40 +3,23 @@ import numpy as np
 import pytest
 
 from lvae_np import networks as N
-from lvae_np.gradcheck import assert_gradients
+from lvae_np.gradcheck.cases import CASES, find_case
 
 rng = np.random.default_rng(11)
+BLOCKS = [c for c in CASES if c.module == "networks"]  # the registered cases of networks.py
 
 
-def positional(forward, backward, keys):
-    """Adapt a block taking (x, params dict) to the checker's positional inputs."""
-    def fwd(x, *arrays):
-        return forward(x, dict(zip(keys, arrays)))
-
-    def bwd(dout, cache):
-        dx, dp = backward(dout, cache)
-        assert set(dp) == set(keys)  # the gradient dict has the parameters' keys
-        return (dx,) + tuple(dp[k] for k in keys)
-
-    return fwd, bwd
+def test_every_block_is_registered():
+    # With and without batch norm, in training and evaluation mode, the head and the tiling.
+    assert {c.name for c in BLOCKS} >= {"mlp", "mlp-eval", "mlp-nobn", "gaussian-head",
+                                        "tile-rows", "tile-rows-k1"}
 
 
-def _perturbed(params):
-    return {k: v + 0.2 * rng.normal(size=v.shape) for k, v in params.items()}
-
-
-@pytest.mark.parametrize("batch_norm", [True, False])
-@pytest.mark.parametrize("training", [True, False])
-def test_mlp_block_gradients(batch_norm, training):
-    params, state = N.init_mlp(rng, (5, 4, 3), batch_norm=batch_norm, xp=np, dtype=np.float64)
-    params = _perturbed(params)
-    state = {k: v + 0.1 * rng.uniform(size=v.shape) for k, v in state.items()}
-    keys = sorted(params)
-    fwd, bwd = positional(
-        lambda x, p: N.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training),
-        N.mlp_backward, keys)
-    assert_gradients(fwd, bwd, [rng.normal(size=(6, 5))] + [params[k] for k in keys],
-                     names=["x"] + keys)
+@pytest.mark.parametrize("case", BLOCKS, ids=[c.name for c in BLOCKS])
+def test_block_gradients(case):
+    # The gradient dicts have the parameters' keys (the adapter raises otherwise).
+    report = case.check(seed=11)
+    assert report.passed, str(report)
 
 
 def test_mlp_block_returns_new_running_averages():
@@ -47,20 +30,12 @@ def test_mlp_block_returns_new_running_averages():
     assert cache.new_state == {}
 
 
-def test_gaussian_head_gradients_and_positive_variance():
-    params = _perturbed(N.init_gaussian_head(rng, 5, 3, xp=np, dtype=np.float64))
-    keys = sorted(params)
-    fwd, bwd = positional(N.gaussian_head_forward, N.gaussian_head_backward, keys)
-    h = rng.normal(size=(7, 5))
-    assert_gradients(fwd, bwd, [h] + [params[k] for k in keys], names=["h"] + keys)
-    (mu, var), _ = N.gaussian_head_forward(h, params)
+def test_gaussian_head_gives_positive_variances():
+    case = find_case("gaussian-head")
+    h, *params = case.inputs()
+    p = dict(zip(case.names[1:], params))
+    (mu, var), _ = N.gaussian_head_forward(h, p)
     assert mu.shape == var.shape == (7, 3) and np.all(var > 0)
-
-
-@pytest.mark.parametrize("k", [1, 3])
-def test_tile_rows_gradients(k):
-    assert_gradients(lambda a: N.tile_rows_forward(a, k=k), N.tile_rows_backward,
-                     [rng.normal(size=(4, 3))])
 
 
 def test_glorot_uniform_bound():

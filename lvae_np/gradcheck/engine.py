@@ -1,4 +1,4 @@
-"""Numerical gradient checks for any op that follows the forward/backward contract.
+"""The gradient checker: numerical gradients and a report for any forward/backward pair.
 
 For a course: copy an op, blank its backward, and let students fill it in;
 then::
@@ -8,7 +8,9 @@ then::
 
 passes silently when every gradient is right, and otherwise raises
 ``GradientError`` naming the wrong argument, its largest relative error, the
-index where it occurs and both values there.
+index where it occurs and both values there. A composite whose parameters come
+as a dict (``mlp_forward(x, p, ...)``) is checked through
+``with_positional_params``, which gives each parameter its own argument.
 
 How a check works (``check_gradients``):
 
@@ -32,26 +34,25 @@ How a check works (``check_gradients``):
    upstream gradient gives exactly zero gradients; backward run twice gives
    identical results; neither pass changes its inputs, ``dout`` or the cache.
 
-``python -m lvae_np.gradcheck`` runs every registered op (see ``lvae_np.checks``)
-and prints a table; it exits 1 if any check fails.
+This module needs nothing of lvae_np but its array helpers, so it can be
+handed to students on its own. The registered cases of lvae_np are in
+``lvae_np.gradcheck.cases``; ``python -m lvae_np.gradcheck`` checks them and
+prints a table.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence
 
 import numpy
 
-from .backend import namespace, to_numpy
+from ..backend import namespace, to_numpy
 
 DEFAULT_TOL = 1e-6   # largest acceptable relative error, in float64
 DEFAULT_ORDER = 4    # accuracy order of the central differences (see STENCILS)
 DEFAULT_STEP = 1e-4  # finite-difference step h (order 4 keeps its truncation error ~h^4)
-SUMMARY_ABOVE = 6    # the table shows only the worst argument of ops with more
 FLOOR = 1e-6         # relative errors are taken against at least FLOOR * max|numerical|
 # Rounding in one forward pass, relative to the size of its outputs (machine
 # epsilon is 2.2e-16; a forward pass of many operations rounds a few times over).
@@ -384,62 +385,49 @@ def assert_gradients(forward: Callable, backward: Callable, inputs: Sequence, **
     return report
 
 
-# ----------------------------------------------------------------------------
-# Command line: check every registered op
-# ----------------------------------------------------------------------------
-def main(argv=None) -> int:
-    from .checks import CASES
+def with_positional_params(forward: Callable, backward: Callable, *keys: Sequence[str],
+                           arrays: int = 1):
+    """Adapt an op whose parameters come as dicts to the checker's positional inputs.
 
-    parser = argparse.ArgumentParser(
-        prog="python -m lvae_np.gradcheck",
-        description="Gradient-check every registered op of lvae_np in float64 against "
-                    "central differences, with a random upstream gradient, and print a "
-                    "table. Exits 1 if any check fails.")
-    parser.add_argument("ops", nargs="*", help="names of ops to check (default: all); "
-                        "see --list")
-    parser.add_argument("--list", action="store_true", help="list the registered ops and exit")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="one row per argument even for whole models")
-    parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
-                        help=f"largest acceptable relative error (default {DEFAULT_TOL:g})")
-    args = parser.parse_args(argv)
-    cases = {c.name: c for c in CASES}
-    if args.list:
-        print("\n".join(cases))
-        return 0
-    unknown = [o for o in args.ops if o not in cases]
-    if unknown:
-        parser.error(f"unknown op(s): {', '.join(unknown)}; registered: {', '.join(cases)}")
-    selected = [cases[o] for o in args.ops] if args.ops else list(cases.values())
+    A composite such as ``mlp_forward(x, p)`` takes ``arrays`` plain arrays,
+    then one dict of parameters per block. The checker perturbs positional
+    inputs, so the adapted pair takes the arrays, then each dict's values in
+    the order of its keys, and returns one gradient per positional input::
 
-    width = max(len(c.name) for c in selected)
-    header = f"{'op':<{width}}  {'argument':<26} {'max rel error':>14}  verdict"
-    print(header)
-    print("-" * len(header))
-    failed = 0
-    for case in selected:
-        report = case.check(seed=args.seed, tol=args.tol)
-        rows = report.arguments
-        if len(rows) > SUMMARY_ABOVE and not args.verbose:
-            # A whole model: its worst parameter stands for all, failures always shown.
-            worst = max(rows, key=lambda a: (not a.passed, a.max_rel_error))
-            rows = [a for a in rows if not a.passed] or [worst]
-            rows = [ArgumentReport(f"{a.name} (worst of {len(report.arguments)})", a.max_rel_error,
-                                   problems=a.problems, tol=a.tol) if a is worst else a
-                    for a in rows]
-        for a in rows:
-            err = "n/a" if a.problems else f"{a.max_rel_error:.2e}"
-            print(f"{case.name:<{width}}  {a.name:<26} {err:>14}  {'ok' if a.passed else 'FAIL'}")
-            for p in a.problems:
-                print(f"{'':<{width}}  {'':<26} {'':>14}  {p}")
-        for p in report.problems:
-            print(f"{case.name:<{width}}  {'(contract)':<26} {'':>14}  FAIL: {p}")
-        failed += not report.passed
-    print("-" * len(header))
-    print(f"{len(selected) - failed} of {len(selected)} ops passed (tolerance {args.tol:g}, float64)")
-    return 1 if failed else 0
+        fwd, bwd = with_positional_params(gaussian_head_forward, gaussian_head_backward, keys)
+        assert_gradients(fwd, bwd, [h] + [p[k] for k in keys], names=["h"] + keys)
 
+    Args:
+        forward: ``forward(*arrays, *dicts) -> (out, cache)``.
+        backward: ``backward(dout, cache) -> (*array_grads, *dict_grads)``, each
+            gradient dict keyed like its parameters.
+        *keys: for each dict, its keys in the order of the positional inputs.
+        arrays: how many plain arrays come before the dicts.
 
-if __name__ == "__main__":
-    sys.exit(main())
+    Returns:
+        ``(forward, backward)`` over positional inputs. The adapted backward
+        raises ValueError when a gradient dict has other keys than its parameters.
+    """
+    groups = [tuple(k) for k in keys]
+
+    def positional_forward(*inputs):
+        args, rest = list(inputs[:arrays]), inputs[arrays:]
+        for group in groups:
+            args.append(dict(zip(group, rest[:len(group)])))
+            rest = rest[len(group):]
+        return forward(*args)
+
+    def positional_backward(dout, cache):
+        grads = backward(dout, cache)
+        flat = list(grads[:arrays])
+        for group, d in zip(groups, grads[arrays:]):
+            if set(d) != set(group):
+                raise ValueError(f"backward returned gradients for {sorted(d)}, but the "
+                                 f"parameters are {sorted(group)}")
+            flat += [d[k] for k in group]
+        return tuple(flat)
+
+    # Says which backward is checked (on the backward only: a forward's
+    # __wrapped__ would make inspect.signature show the wrapped parameters).
+    positional_backward.__wrapped__ = backward
+    return positional_forward, positional_backward

@@ -1,0 +1,447 @@
+"""The registry of gradient-check cases: each op, composite and whole model, by short name.
+
+``python -m lvae_np.gradcheck [NAME...]`` checks them, and the test suite runs
+the same cases on NumPy and on array_api_strict arrays (selecting them by
+``case.module`` or ``case.kind``). A case builds well-conditioned inputs
+with NumPy in float64 from a seed and moves them to the namespace asked for.
+
+Well-conditioned means: away from the kinks of piecewise functions (leaky
+ReLU at 0) and with batch statistics whose variance is not tiny against eps.
+
+Names are typed on the command line, so they are one word, lower-case but
+for a model's L, with hyphens: the op's name without ``_forward``
+(``kl-normal``, ``gaussian-head``), a suffix for a variant
+(``batchnorm-eval``, ``leaky-relu-0.3``, ``mlp-nobn``), ``-ll`` for the
+log-likelihoods (``bernoulli-ll``). A whole model is
+``{vae|lvae}-L{layers}-{bn|nobn}-`` and its objective: the KL estimator and
+beta (``lvae-L3-bn-mc-beta0.5``), or ``iw{k}`` for the importance-weighted
+bound (``vae-L2-nobn-iw3``). The longer ``title`` says the same in words.
+Composites whose parameters come as dicts are built with ``composite_case``.
+
+To add a case, build it and register it; the command line and the tests then
+check it::
+
+    register(Case("my-op", my_op_forward, my_op_backward,
+                  lambda rng: [rng.normal(size=(5, 4))], module="mymodule"))
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import KW_ONLY, dataclass
+from functools import partial
+from typing import Callable
+
+import numpy
+
+from .. import gaussian, likelihoods, networks
+from .. import layers as layer_ops  # "layers" is a count in model_case
+from ..backend import get_backend, namespace
+from ..bounds import logmeanexp_backward, logmeanexp_forward
+from ..models import Model, ModelConfig
+from .engine import (
+    DEFAULT_STEP,
+    DEFAULT_TOL,
+    GradcheckReport,
+    argument_names,
+    check_gradients,
+    with_positional_params,
+)
+
+KINDS = ("op", "composite", "model")
+NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]*")  # one word on a command line
+
+
+@dataclass(frozen=True)
+class Case:
+    """One forward/backward pair to check, with the inputs to check it at.
+
+    Attributes:
+        name: short and unique, typed on the command line (``batchnorm-eval``).
+        forward: ``forward(*inputs) -> (out, cache)``, its settings bound.
+        backward: ``backward(dout, cache) -> grads``, one per input, same order.
+        make_inputs: ``rng -> list`` of float64 NumPy arrays, the inputs.
+        module: the lvae_np module the pair comes from (``"layers"``).
+        kind: ``"op"``, ``"composite"`` (built from ops, such as the blocks of
+            networks.py; parameters as dicts) or ``"model"`` (a whole VAE or LVAE).
+        title: what is checked, in words (shown by ``--list -v``).
+        names: argument names shown in reports (default: forward's parameter names).
+        step: finite-difference step.
+    """
+
+    name: str
+    forward: Callable
+    backward: Callable
+    make_inputs: Callable
+    _: KW_ONLY
+    module: str
+    kind: str = "op"
+    title: str = ""
+    names: tuple = ()
+    step: float = DEFAULT_STEP
+
+    def inputs(self, seed: int = 0, xp=numpy) -> list:
+        """The inputs for ``seed``, as float64 arrays of namespace ``xp``."""
+        rng = numpy.random.default_rng(seed)
+        return [xp.asarray(a, dtype=xp.float64) for a in self.make_inputs(rng)]
+
+    def input_names(self) -> list:
+        """The name of each input, as the reports show them."""
+        return list(self.names) or argument_names(self.forward, len(self.inputs()))
+
+    def check(self, seed: int = 0, tol: float = DEFAULT_TOL, xp=numpy,
+              max_elements: int | None = None) -> GradcheckReport:
+        """Gradient-check the case at ``self.inputs(seed, xp)``.
+
+        Args:
+            seed: seed of the inputs and of the upstream gradient.
+            tol: largest acceptable relative error.
+            xp: the array namespace to check on (NumPy, CuPy, array_api_strict).
+            max_elements: check at most this many elements of each input.
+
+        Returns:
+            the GradcheckReport (see ``check_gradients``).
+        """
+        return check_gradients(self.forward, self.backward, self.inputs(seed, xp),
+                               names=self.names or None, op=self.name, tol=tol, seed=seed,
+                               h=self.step, max_elements=max_elements)
+
+
+# ----------------------------------------------------------------------------
+# The registry
+# ----------------------------------------------------------------------------
+CASES: list = []  # every registered Case, in the order the command line checks them
+
+
+class UnknownCaseError(LookupError):
+    """No case has the name asked for; the message names the close ones."""
+
+
+def register(*cases: Case) -> None:
+    """Add ``cases`` to the registry, after those already there.
+
+    Raises:
+        ValueError: a name is taken or is not one word of letters, digits,
+            dots and hyphens, or a kind is not one of KINDS.
+    """
+    for case in cases:
+        if not NAME.fullmatch(case.name):
+            raise ValueError(f"case name {case.name!r} must be one word of letters, digits, "
+                             "'.' and '-'")
+        if case.kind not in KINDS:
+            raise ValueError(f"case {case.name!r}: kind {case.kind!r} is not one of {KINDS}")
+        if any(c.name == case.name for c in CASES):
+            raise ValueError(f"a case named {case.name!r} is already registered")
+        CASES.append(case)
+
+
+def find_case(name: str) -> Case:
+    """The registered case called ``name`` (underscores read as hyphens: ``kl_normal``).
+
+    Raises:
+        UnknownCaseError: none is; its one-line message lists the names that
+            contain ``name`` or are spelled like it.
+    """
+    known = [c.name for c in CASES]
+    for wanted in (name, name.replace("_", "-")):
+        if wanted in known:
+            return CASES[known.index(wanted)]
+    close = [k for k in known if name.lower() in k.lower()]
+    close += [k for k in difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+              if k not in close]
+    if close:
+        raise UnknownCaseError(f"unknown op {name!r} (close: {', '.join(close[:6])})")
+    raise UnknownCaseError(f"unknown op {name!r}: no registered name is close")
+
+
+# ----------------------------------------------------------------------------
+# Input builders
+# ----------------------------------------------------------------------------
+def _x(shape):
+    """rng -> [x], one standard-normal input of ``shape``."""
+    return lambda rng: [rng.normal(size=shape)]
+
+
+def _away_from_zero(rng, shape, low=0.1, high=2.0):
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, size=shape)
+
+
+def _var(rng, shape=(5, 4)):
+    # Variances well above gaussian.VAR_FLOOR, so the floor is never near.
+    return rng.uniform(0.5, 2.0, size=shape)
+
+
+def _gaussians(rng, count, shape=(5, 4)):
+    # count (mean, variance) pairs, flattened: [mu_1, var_1, mu_2, var_2, ...]
+    return [a for _ in range(count) for a in (rng.normal(size=shape), _var(rng, shape))]
+
+
+def _running_averages(dims) -> list:
+    """A fixed, seeded batch-norm state per layer width: (mean, var) NumPy pairs."""
+    rng = numpy.random.default_rng(1234)
+    return [(rng.normal(size=d), rng.uniform(0.5, 2.0, d)) for d in dims]
+
+
+def _batchnorm_with_fixed_state(x, gamma, beta):
+    # Evaluation mode normalises with these statistics.
+    xp = namespace(x)
+    ((mean, var),) = _running_averages([x.shape[1]])
+    state = layer_ops.BNState(xp.asarray(mean, dtype=x.dtype), xp.asarray(var, dtype=x.dtype))
+    return layer_ops.batchnorm_forward(x, gamma, beta, state=state, training=False)
+
+
+# ----------------------------------------------------------------------------
+# The ops
+# ----------------------------------------------------------------------------
+def _binary_x_and_logits(rng):
+    return [rng.integers(0, 2, size=(5, 4)).astype(float), rng.normal(0.0, 3.0, (5, 4))]
+
+
+def _real_x_and_logits(rng):
+    return [rng.uniform(0.0, 1.0, (5, 4)), rng.normal(0.0, 3.0, (5, 4))]
+
+
+register(
+    Case("dense", layer_ops.dense_forward, layer_ops.dense_backward,
+         lambda rng: [rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)],
+         module="layers", title="dense layer, out = x W + b"),
+    Case("batchnorm", partial(layer_ops.batchnorm_forward, training=True),
+         layer_ops.batchnorm_backward,
+         lambda rng: [rng.normal(1.0, 2.0, size=(8, 4)), rng.uniform(0.5, 2.0, 4),
+                      rng.normal(size=4)],
+         module="layers", title="batch norm, training mode (batch statistics)",
+         names=("x", "gamma", "beta")),
+    Case("batchnorm-eval", _batchnorm_with_fixed_state, layer_ops.batchnorm_backward,
+         lambda rng: [rng.normal(size=(6, 4)), rng.uniform(0.5, 2.0, 4), rng.normal(size=4)],
+         module="layers", title="batch norm, evaluation mode (running averages)"),
+    Case("leaky-relu", layer_ops.leaky_relu_forward, layer_ops.leaky_relu_backward,
+         lambda rng: [_away_from_zero(rng, (5, 4))],
+         module="layers", title=f"leaky ReLU, slope {layer_ops.LEAKY_RELU_SLOPE:g}"),
+    Case("leaky-relu-0.3", partial(layer_ops.leaky_relu_forward, slope=0.3),
+         layer_ops.leaky_relu_backward, lambda rng: [_away_from_zero(rng, (5, 4))],
+         module="layers", title="leaky ReLU, slope 0.3", names=("x",)),
+    Case("softplus", layer_ops.softplus_forward, layer_ops.softplus_backward,
+         lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))],
+         module="layers", title="softplus, log(1 + e^x)"),
+    Case("sigmoid", layer_ops.sigmoid_forward, layer_ops.sigmoid_backward,
+         lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))],
+         module="layers", title="sigmoid, 1 / (1 + e^-x)"),
+    Case("log-sigmoid", layer_ops.log_sigmoid_forward, layer_ops.log_sigmoid_backward,
+         lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))],
+         module="layers", title="log-sigmoid, -log(1 + e^-x)"),
+    Case("reparameterize", gaussian.reparameterize_forward, gaussian.reparameterize_backward,
+         lambda rng: [rng.normal(size=(5, 4)), _var(rng), rng.normal(size=(5, 4))],
+         module="gaussian", title="z = mu + sqrt(var) eps"),
+    Case("merge", gaussian.merge_forward, gaussian.merge_backward,
+         lambda rng: _gaussians(rng, 2),
+         module="gaussian", title="precision-weighted merge of two Gaussians"),
+    Case("kl-normal", gaussian.kl_normal_forward, gaussian.kl_normal_backward,
+         lambda rng: _gaussians(rng, 2),
+         module="gaussian", title="KL(N(mu_q, var_q) || N(mu_p, var_p)), diagonal"),
+    Case("kl-standard-normal", gaussian.kl_standard_normal_forward,
+         gaussian.kl_standard_normal_backward, lambda rng: _gaussians(rng, 1),
+         module="gaussian", title="KL(N(mu, var) || N(0, I))"),
+    Case("log-normal", gaussian.log_normal_forward, gaussian.log_normal_backward,
+         lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1),
+         module="gaussian", title="log N(z; mu, var)"),
+    Case("kl-sample", gaussian.kl_sample_forward, gaussian.kl_sample_backward,
+         lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 2),
+         module="gaussian", title="single-sample KL estimate, log q(z) - log p(z)"),
+    Case("bernoulli-ll", likelihoods.bernoulli_log_likelihood_forward,
+         likelihoods.bernoulli_log_likelihood_backward, _binary_x_and_logits,
+         module="likelihoods", title="Bernoulli log-likelihood from logits, binary x",
+         names=("x", "logits")),
+    Case("bernoulli-ll-real", likelihoods.bernoulli_log_likelihood_forward,
+         likelihoods.bernoulli_log_likelihood_backward, _real_x_and_logits,
+         module="likelihoods", title="Bernoulli log-likelihood from logits, x in [0, 1]",
+         names=("x", "logits")),
+    Case("gaussian-ll", likelihoods.gaussian_log_likelihood_forward,
+         likelihoods.gaussian_log_likelihood_backward,
+         lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1),
+         module="likelihoods", title="Gaussian log-likelihood, log N(x; mu, var)"),
+    Case("logmeanexp", logmeanexp_forward, logmeanexp_backward,
+         lambda rng: [rng.normal(0.0, 2.0, size=(4, 5))],
+         module="bounds", title="log-mean-exp over k = 4 samples (the importance-weighted bound)"),
+)
+
+
+# ----------------------------------------------------------------------------
+# The composites of networks.py
+# ----------------------------------------------------------------------------
+MLP_SIZES = (5, 4, 3)  # the MLP block's widths (in, h1, h2)
+
+
+def composite_case(name: str, forward: Callable, backward: Callable, make_arrays: Callable,
+                   params: dict, *, names: tuple, module: str = "networks",
+                   title: str = "") -> Case:
+    """An op taking arrays, then dicts of parameters (a block, a head, a step), as a case.
+
+    Args:
+        name: as in Case.
+        forward: ``forward(*arrays, *dicts) -> (out, cache)``, its settings bound.
+        backward: ``backward(dout, cache) -> (*array_grads, *dict_grads)``.
+        make_arrays: ``rng -> list`` of the plain arrays (NumPy float64).
+        params: for each dict in order, its argument's name -> ``init(rng)``,
+            the dict at initialisation (NumPy float64 arrays).
+        names: the plain arrays' names.
+        module: as in Case.
+        title: as in Case.
+
+    Returns:
+        a Case whose inputs are the arrays, then each dict's parameters in
+        sorted key order, moved off their initial values by N(0, 0.2^2) noise
+        (biases and beta start at zero, gamma at one: too special a point to
+        check at). A parameter's name in reports is its key, with its dict's
+        name in front (``head.W_mu``) when there are several dicts.
+    """
+    inits = list(params.values())
+    groups = [sorted(init(numpy.random.default_rng(0))) for init in inits]
+    fwd, bwd = with_positional_params(forward, backward, *groups, arrays=len(names))
+
+    def make_inputs(rng):
+        inputs = list(make_arrays(rng))
+        for init, keys in zip(inits, groups):
+            p = init(rng)
+            inputs += [p[k] + 0.2 * rng.normal(size=p[k].shape) for k in keys]
+        return inputs
+
+    param_names = [f"{arg}.{k}" if len(groups) > 1 else k
+                   for arg, keys in zip(params, groups) for k in keys]
+    return Case(name, fwd, bwd, make_inputs, module=module, kind="composite", title=title,
+                names=tuple(names) + tuple(param_names))
+
+
+def _mlp_state(like, widths=MLP_SIZES[1:]) -> dict:
+    """A fixed, seeded MLP-block state (``mean{j}``, ``var{j}``), in ``like``'s namespace, dtype."""
+    xp = namespace(like)
+    state = {}
+    for j, (mean, var) in enumerate(_running_averages(widths), start=1):
+        state[f"mean{j}"] = xp.asarray(mean, dtype=like.dtype)
+        state[f"var{j}"] = xp.asarray(var, dtype=like.dtype)
+    return state
+
+
+def _mlp_forward(batch_norm: bool, training: bool):
+    """mlp_forward with its settings bound and, with batch norm, a fixed state."""
+    def forward(x, p):
+        state = _mlp_state(x) if batch_norm else None
+        return networks.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training)
+
+    return forward
+
+
+def _gaussian_block_forward(h, block, head):
+    return networks.gaussian_block_forward(h, block, head, state=_mlp_state(h), batch_norm=True,
+                                           training=True)
+
+
+def _init_mlp(batch_norm: bool):
+    return lambda rng: networks.init_mlp(rng, MLP_SIZES, batch_norm=batch_norm, xp=numpy,
+                                         dtype=numpy.float64)[0]
+
+
+def _init_head(d_in: int, d_out: int):
+    return lambda rng: networks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
+                                                   dtype=numpy.float64)
+
+
+register(
+    composite_case("mlp", _mlp_forward(True, True), networks.mlp_backward, _x((6, 5)),
+                   {"p": _init_mlp(True)}, names=("x",),
+                   title="MLP block, Dense -> BatchNorm -> leaky ReLU twice, training mode"),
+    composite_case("mlp-eval", _mlp_forward(True, False), networks.mlp_backward, _x((6, 5)),
+                   {"p": _init_mlp(True)}, names=("x",),
+                   title="MLP block with batch norm, evaluation mode (running averages)"),
+    composite_case("mlp-nobn", _mlp_forward(False, True), networks.mlp_backward, _x((6, 5)),
+                   {"p": _init_mlp(False)}, names=("x",),
+                   title="MLP block without batch norm, Dense (with bias) -> leaky ReLU twice"),
+    composite_case("gaussian-head", networks.gaussian_head_forward,
+                   networks.gaussian_head_backward, _x((7, 5)), {"p": _init_head(5, 3)},
+                   names=("h",),
+                   title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)"),
+    composite_case("gaussian-head-plain", networks.gaussian_head_plain_forward,
+                   networks.gaussian_head_plain_backward, _x((7, 5)), {"p": _init_head(5, 3)},
+                   names=("h",), title="the Gaussian head's plain form, two dense layers"),
+    composite_case("gaussian-block", _gaussian_block_forward, networks.gaussian_block_backward,
+                   _x((6, 5)), {"block": _init_mlp(True), "head": _init_head(MLP_SIZES[-1], 2)},
+                   names=("h",), title="Gaussian block, an MLP block then a Gaussian head"),
+    Case("tile-rows", partial(networks.tile_rows_forward, k=3), networks.tile_rows_backward,
+         _x((4, 3)), module="networks", kind="composite",
+         title="row tiling, k = 3 copies of each row"),
+    Case("tile-rows-k1", partial(networks.tile_rows_forward, k=1), networks.tile_rows_backward,
+         _x((4, 3)), module="networks", kind="composite",
+         title="row tiling, k = 1 (the input itself)"),
+)
+
+
+# ----------------------------------------------------------------------------
+# Whole models, end to end
+# ----------------------------------------------------------------------------
+def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
+               iw: int = 1) -> Case:
+    """A whole VAE or LVAE as one op: parameters in, per-example objective out.
+
+    The inputs are the parameter arrays (sorted by key), perturbed off the
+    initialisation; x, the state and the noise are fixed. With ``iw`` > 1 the
+    output is the importance-weighted bound L_iw per example (MC KL, the
+    log-mean-exp of iw samples each). The step is 1e-5: with a batch of four,
+    batch norm's higher derivatives are large enough that h = 1e-4 shows the
+    h^4 truncation error.
+
+    Args:
+        kind: ``"vae"`` or ``"lvae"``.
+        layers: number of stochastic layers, 1 to 3.
+        batch_norm: whether the blocks have batch norm.
+        kl: the KL estimator, ``"mc"`` or ``"analytic"`` (with ``iw`` = 1).
+        beta: the KL's weight (with ``iw`` = 1).
+        iw: importance samples per example.
+
+    Returns:
+        a Case named like ``lvae-L3-bn-mc-beta0.5`` or ``vae-L2-nobn-iw3``.
+    """
+    cfg = ModelConfig(kind=kind, x_dim=6, latent=(3, 2, 2)[:layers],
+                      hidden=(5, 4, 3)[:layers], batch_norm=batch_norm)
+    model = Model(cfg, get_backend("numpy", dtype="float64", seed=layers))
+    params, state = model.init()
+    keys = sorted(params)
+    rng = numpy.random.default_rng(100 + layers)
+    n = 4
+    x = rng.uniform(size=(n, cfg.x_dim))
+    noise = [rng.normal(size=(iw * n, d)) for d in cfg.latent]
+    start = [params[k] + 0.1 * rng.normal(size=params[k].shape) for k in keys]
+
+    def forward(*arrays):
+        xp = namespace(arrays[0])
+        p = dict(zip(keys, arrays))
+        outputs, cache = model.forward(p, {k: xp.asarray(v) for k, v in state.items()},
+                                       xp.asarray(x), [xp.asarray(e) for e in noise],
+                                       beta=beta, kl=kl, k=iw)
+        f = outputs.f
+        if iw == 1:
+            return f, (cache, None)
+        bound, c_lme = logmeanexp_forward(xp.reshape(f, (iw, n)))
+        return bound, (cache, c_lme)
+
+    def backward(dout, caches):
+        cache, c_lme = caches
+        if c_lme is not None:
+            xp = namespace(dout)
+            (dlw,) = logmeanexp_backward(dout, c_lme)
+            dout = xp.reshape(dlw, (iw * n,))
+        grads = model.backward(dout, cache)
+        return tuple(grads[k] for k in keys)
+
+    bn = "bn" if batch_norm else "nobn"
+    objective = f"iw{iw}" if iw > 1 else f"{kl}-beta{beta:g}"
+    title = (f"{kind.upper()}, {layers} stochastic layer{'s' if layers > 1 else ''}, "
+             f"{'batch norm' if batch_norm else 'no batch norm'}, "
+             + (f"IWAE bound k = {iw}" if iw > 1 else f"KL {kl}, beta = {beta:g}"))
+    return Case(f"{kind}-L{layers}-{bn}-{objective}", forward, backward,
+                lambda rng: [a.copy() for a in start], module="models", kind="model",
+                title=title, names=tuple(keys), step=1e-5)
+
+
+register(*[model_case(kind, 3, True, kl, 0.5) for kind in ("vae", "lvae")
+            for kl in ("mc", "analytic")])
+register(*[model_case(kind, 2, bn, "mc", 1.0, iw=3) for kind in ("vae", "lvae")
+            for bn in (True, False)])
