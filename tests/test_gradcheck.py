@@ -169,7 +169,12 @@ def test_names_are_unique_one_word_and_tagged():
 
 
 # Every forward/backward pair these modules define has a registered case.
-OP_MODULES = ("layers", "gaussian", "likelihoods", "networks", "bounds")
+OP_MODULES = ("layers", "gaussian", "likelihoods", "networks", "bounds", "steps")
+# Pairs checked only through the cases built on them: steps.kl_term picks the KL
+# estimator, and its closed-form branch returns None for the z-gradient (the
+# closed form does not depend on z), which no finite difference compares with.
+# ladder-step, top-step and vae-kl-step check both of its branches.
+THROUGH_OTHERS = {"kl_term_backward"}
 
 
 def _checked_backwards():
@@ -186,10 +191,10 @@ def _checked_backwards():
 def test_every_op_pair_of_the_op_modules_is_registered(module):
     mod = importlib.import_module(f"lvae_np.{module}")
     pairs = [getattr(mod, n) for n in dir(mod) if n.endswith("_backward") and not n.startswith("_")
-             and getattr(mod, n).__module__ == mod.__name__]
+             and getattr(mod, n).__module__ == mod.__name__ and n not in THROUGH_OTHERS]
     assert pairs
     missing = [f.__name__ for f in pairs if f not in _checked_backwards()]
-    assert not missing, f"no case checks {missing}: register one in lvae_np/gradcheck/cases.py"
+    assert not missing, f"no case checks {missing}: register one in lvae_np/gradcheck/"
 
 
 def test_find_case_by_short_name():

@@ -27,10 +27,7 @@ check it::
 from __future__ import annotations
 
 import difflib
-import re
-from dataclasses import KW_ONLY, dataclass
 from functools import partial
-from typing import Callable
 
 import numpy
 
@@ -39,73 +36,20 @@ from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
 from ..bounds import logmeanexp_backward, logmeanexp_forward
 from ..models import Model, ModelConfig
-from .engine import (
-    DEFAULT_STEP,
-    DEFAULT_TOL,
-    GradcheckReport,
-    argument_names,
-    check_gradients,
-    with_positional_params,
+from .case import (  # noqa: F401  (KINDS, NAME and Case are part of the registry's interface)
+    KINDS,
+    MLP_SIZES,
+    NAME,
+    Case,
+    composite_case,
+    init_head_params,
+    init_mlp_params,
+    mlp_state,
+    normal_input,
+    running_averages,
+    variances,
 )
-
-KINDS = ("op", "composite", "model")
-NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]*")  # one word on a command line
-
-
-@dataclass(frozen=True)
-class Case:
-    """One forward/backward pair to check, with the inputs to check it at.
-
-    Attributes:
-        name: short and unique, typed on the command line (``batchnorm-eval``).
-        forward: ``forward(*inputs) -> (out, cache)``, its settings bound.
-        backward: ``backward(dout, cache) -> grads``, one per input, same order.
-        make_inputs: ``rng -> list`` of float64 NumPy arrays, the inputs.
-        module: the lvae_np module the pair comes from (``"layers"``).
-        kind: ``"op"``, ``"composite"`` (built from ops, such as the blocks of
-            networks.py; parameters as dicts) or ``"model"`` (a whole VAE or LVAE).
-        title: what is checked, in words (shown by ``--list -v``).
-        names: argument names shown in reports (default: forward's parameter names).
-        step: finite-difference step.
-    """
-
-    name: str
-    forward: Callable
-    backward: Callable
-    make_inputs: Callable
-    _: KW_ONLY
-    module: str
-    kind: str = "op"
-    title: str = ""
-    names: tuple = ()
-    step: float = DEFAULT_STEP
-
-    def inputs(self, seed: int = 0, xp=numpy) -> list:
-        """The inputs for ``seed``, as float64 arrays of namespace ``xp``."""
-        rng = numpy.random.default_rng(seed)
-        return [xp.asarray(a, dtype=xp.float64) for a in self.make_inputs(rng)]
-
-    def input_names(self) -> list:
-        """The name of each input, as the reports show them."""
-        return list(self.names) or argument_names(self.forward, len(self.inputs()))
-
-    def check(self, seed: int = 0, tol: float = DEFAULT_TOL, xp=numpy,
-              max_elements: int | None = None) -> GradcheckReport:
-        """Gradient-check the case at ``self.inputs(seed, xp)``.
-
-        Args:
-            seed: seed of the inputs and of the upstream gradient.
-            tol: largest acceptable relative error.
-            xp: the array namespace to check on (NumPy, CuPy, array_api_strict).
-            max_elements: check at most this many elements of each input.
-
-        Returns:
-            the GradcheckReport (see ``check_gradients``).
-        """
-        return check_gradients(self.forward, self.backward, self.inputs(seed, xp),
-                               names=self.names or None, op=self.name, tol=tol, seed=seed,
-                               h=self.step, max_elements=max_elements)
-
+from .step_cases import STEP_CASES
 
 # ----------------------------------------------------------------------------
 # The registry
@@ -157,35 +101,19 @@ def find_case(name: str) -> Case:
 # ----------------------------------------------------------------------------
 # Input builders
 # ----------------------------------------------------------------------------
-def _x(shape):
-    """rng -> [x], one standard-normal input of ``shape``."""
-    return lambda rng: [rng.normal(size=shape)]
-
-
 def _away_from_zero(rng, shape, low=0.1, high=2.0):
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(low, high, size=shape)
 
 
-def _var(rng, shape=(5, 4)):
-    # Variances well above gaussian.VAR_FLOOR, so the floor is never near.
-    return rng.uniform(0.5, 2.0, size=shape)
-
-
 def _gaussians(rng, count, shape=(5, 4)):
     # count (mean, variance) pairs, flattened: [mu_1, var_1, mu_2, var_2, ...]
-    return [a for _ in range(count) for a in (rng.normal(size=shape), _var(rng, shape))]
-
-
-def _running_averages(dims) -> list:
-    """A fixed, seeded batch-norm state per layer width: (mean, var) NumPy pairs."""
-    rng = numpy.random.default_rng(1234)
-    return [(rng.normal(size=d), rng.uniform(0.5, 2.0, d)) for d in dims]
+    return [a for _ in range(count) for a in (rng.normal(size=shape), variances(rng, shape))]
 
 
 def _batchnorm_with_fixed_state(x, gamma, beta):
     # Evaluation mode normalises with these statistics.
     xp = namespace(x)
-    ((mean, var),) = _running_averages([x.shape[1]])
+    ((mean, var),) = running_averages([x.shape[1]])
     state = layer_ops.BNState(xp.asarray(mean, dtype=x.dtype), xp.asarray(var, dtype=x.dtype))
     return layer_ops.batchnorm_forward(x, gamma, beta, state=state, training=False)
 
@@ -230,7 +158,7 @@ register(
          lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))],
          module="layers", title="log-sigmoid, -log(1 + e^-x)"),
     Case("reparameterize", gaussian.reparameterize_forward, gaussian.reparameterize_backward,
-         lambda rng: [rng.normal(size=(5, 4)), _var(rng), rng.normal(size=(5, 4))],
+         lambda rng: [rng.normal(size=(5, 4)), variances(rng), rng.normal(size=(5, 4))],
          module="gaussian", title="z = mu + sqrt(var) eps"),
     Case("merge", gaussian.merge_forward, gaussian.merge_backward,
          lambda rng: _gaussians(rng, 2),
@@ -268,110 +196,50 @@ register(
 # ----------------------------------------------------------------------------
 # The composites of networks.py
 # ----------------------------------------------------------------------------
-MLP_SIZES = (5, 4, 3)  # the MLP block's widths (in, h1, h2)
-
-
-def composite_case(name: str, forward: Callable, backward: Callable, make_arrays: Callable,
-                   params: dict, *, names: tuple, module: str = "networks",
-                   title: str = "") -> Case:
-    """An op taking arrays, then dicts of parameters (a block, a head, a step), as a case.
-
-    Args:
-        name: as in Case.
-        forward: ``forward(*arrays, *dicts) -> (out, cache)``, its settings bound.
-        backward: ``backward(dout, cache) -> (*array_grads, *dict_grads)``.
-        make_arrays: ``rng -> list`` of the plain arrays (NumPy float64).
-        params: for each dict in order, its argument's name -> ``init(rng)``,
-            the dict at initialisation (NumPy float64 arrays).
-        names: the plain arrays' names.
-        module: as in Case.
-        title: as in Case.
-
-    Returns:
-        a Case whose inputs are the arrays, then each dict's parameters in
-        sorted key order, moved off their initial values by N(0, 0.2^2) noise
-        (biases and beta start at zero, gamma at one: too special a point to
-        check at). A parameter's name in reports is its key, with its dict's
-        name in front (``head.W_mu``) when there are several dicts.
-    """
-    inits = list(params.values())
-    groups = [sorted(init(numpy.random.default_rng(0))) for init in inits]
-    fwd, bwd = with_positional_params(forward, backward, *groups, arrays=len(names))
-
-    def make_inputs(rng):
-        inputs = list(make_arrays(rng))
-        for init, keys in zip(inits, groups):
-            p = init(rng)
-            inputs += [p[k] + 0.2 * rng.normal(size=p[k].shape) for k in keys]
-        return inputs
-
-    param_names = [f"{arg}.{k}" if len(groups) > 1 else k
-                   for arg, keys in zip(params, groups) for k in keys]
-    return Case(name, fwd, bwd, make_inputs, module=module, kind="composite", title=title,
-                names=tuple(names) + tuple(param_names))
-
-
-def _mlp_state(like, widths=MLP_SIZES[1:]) -> dict:
-    """A fixed, seeded MLP-block state (``mean{j}``, ``var{j}``), in ``like``'s namespace, dtype."""
-    xp = namespace(like)
-    state = {}
-    for j, (mean, var) in enumerate(_running_averages(widths), start=1):
-        state[f"mean{j}"] = xp.asarray(mean, dtype=like.dtype)
-        state[f"var{j}"] = xp.asarray(var, dtype=like.dtype)
-    return state
-
-
 def _mlp_forward(batch_norm: bool, training: bool):
     """mlp_forward with its settings bound and, with batch norm, a fixed state."""
     def forward(x, p):
-        state = _mlp_state(x) if batch_norm else None
+        state = mlp_state(x) if batch_norm else None
         return networks.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training)
 
     return forward
 
 
 def _gaussian_block_forward(h, block, head):
-    return networks.gaussian_block_forward(h, block, head, state=_mlp_state(h), batch_norm=True,
+    return networks.gaussian_block_forward(h, block, head, state=mlp_state(h), batch_norm=True,
                                            training=True)
 
 
-def _init_mlp(batch_norm: bool):
-    return lambda rng: networks.init_mlp(rng, MLP_SIZES, batch_norm=batch_norm, xp=numpy,
-                                         dtype=numpy.float64)[0]
-
-
-def _init_head(d_in: int, d_out: int):
-    return lambda rng: networks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
-                                                   dtype=numpy.float64)
-
-
 register(
-    composite_case("mlp", _mlp_forward(True, True), networks.mlp_backward, _x((6, 5)),
-                   {"p": _init_mlp(True)}, names=("x",),
+    composite_case("mlp", _mlp_forward(True, True), networks.mlp_backward, normal_input((6, 5)),
+                   {"p": init_mlp_params(True)}, names=("x",),
                    title="MLP block, Dense -> BatchNorm -> leaky ReLU twice, training mode"),
-    composite_case("mlp-eval", _mlp_forward(True, False), networks.mlp_backward, _x((6, 5)),
-                   {"p": _init_mlp(True)}, names=("x",),
+    composite_case("mlp-eval", _mlp_forward(True, False), networks.mlp_backward, normal_input((6, 5)),
+                   {"p": init_mlp_params(True)}, names=("x",),
                    title="MLP block with batch norm, evaluation mode (running averages)"),
-    composite_case("mlp-nobn", _mlp_forward(False, True), networks.mlp_backward, _x((6, 5)),
-                   {"p": _init_mlp(False)}, names=("x",),
+    composite_case("mlp-nobn", _mlp_forward(False, True), networks.mlp_backward, normal_input((6, 5)),
+                   {"p": init_mlp_params(False)}, names=("x",),
                    title="MLP block without batch norm, Dense (with bias) -> leaky ReLU twice"),
     composite_case("gaussian-head", networks.gaussian_head_forward,
-                   networks.gaussian_head_backward, _x((7, 5)), {"p": _init_head(5, 3)},
+                   networks.gaussian_head_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",),
                    title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)"),
     composite_case("gaussian-head-plain", networks.gaussian_head_plain_forward,
-                   networks.gaussian_head_plain_backward, _x((7, 5)), {"p": _init_head(5, 3)},
+                   networks.gaussian_head_plain_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",), title="the Gaussian head's plain form, two dense layers"),
     composite_case("gaussian-block", _gaussian_block_forward, networks.gaussian_block_backward,
-                   _x((6, 5)), {"block": _init_mlp(True), "head": _init_head(MLP_SIZES[-1], 2)},
+                   normal_input((6, 5)), {"block": init_mlp_params(True), "head": init_head_params(MLP_SIZES[-1], 2)},
                    names=("h",), title="Gaussian block, an MLP block then a Gaussian head"),
     Case("tile-rows", partial(networks.tile_rows_forward, k=3), networks.tile_rows_backward,
-         _x((4, 3)), module="networks", kind="composite",
+         normal_input((4, 3)), module="networks", kind="composite",
          title="row tiling, k = 3 copies of each row"),
     Case("tile-rows-k1", partial(networks.tile_rows_forward, k=1), networks.tile_rows_backward,
-         _x((4, 3)), module="networks", kind="composite",
+         normal_input((4, 3)), module="networks", kind="composite",
          title="row tiling, k = 1 (the input itself)"),
 )
+
+
+register(*STEP_CASES)  # the models' steps (steps.py), before the whole models
 
 
 # ----------------------------------------------------------------------------
