@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from . import layers as L
+from . import layers
 from .backend import namespace
 
 
@@ -67,9 +67,9 @@ def init_gaussian_head(rng, d_in: int, d_out: int, *, xp, dtype):
 # MLP block
 # ----------------------------------------------------------------------------
 class MLPLayerCache(NamedTuple):
-    dense: L.DenseCache
+    dense: layers.DenseCache
     bn: Any                   # BatchNormCache, or None without batch norm
-    act: L.LeakyReluCache
+    act: layers.LeakyReluCache
 
 
 class MLPCache(NamedTuple):
@@ -82,7 +82,7 @@ def _layer_count(p) -> int:
 
 
 def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
-                momentum: float = L.BN_MOMENTUM, slope: float = L.LEAKY_RELU_SLOPE):
+                momentum: float = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE):
     """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
 
     Args:
@@ -101,16 +101,16 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
     h, caches, new_state = x, [], {}
     for j in range(1, _layer_count(p) + 1):
         if batch_norm:
-            a, c_dense = L.dense_forward(h, p[f"W{j}"], None)
-            bn_state = None if state is None else L.BNState(state[f"mean{j}"], state[f"var{j}"])
-            a, c_bn = L.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
+            a, c_dense = layers.dense_forward(h, p[f"W{j}"], None)
+            bn_state = None if state is None else layers.BNState(state[f"mean{j}"], state[f"var{j}"])
+            a, c_bn = layers.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
                                           training=training, momentum=momentum)
             if c_bn.new_state is not None:
                 new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
         else:
-            a, c_dense = L.dense_forward(h, p[f"W{j}"], p[f"b{j}"])
+            a, c_dense = layers.dense_forward(h, p[f"W{j}"], p[f"b{j}"])
             c_bn = None
-        h, c_act = L.leaky_relu_forward(a, slope=slope)
+        h, c_act = layers.leaky_relu_forward(a, slope=slope)
         caches.append(MLPLayerCache(c_dense, c_bn, c_act))
     return h, MLPCache(tuple(caches), new_state)
 
@@ -124,13 +124,13 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
     dp, dh = {}, dout
     for j in range(len(cache.layers), 0, -1):
         c = cache.layers[j - 1]
-        (da,) = L.leaky_relu_backward(dh, c.act)
+        (da,) = layers.leaky_relu_backward(dh, c.act)
         need = input_grad or j > 1
         if c.bn is not None:
-            da, dp[f"gamma{j}"], dp[f"beta{j}"] = L.batchnorm_backward(da, c.bn)
-            dh, dp[f"W{j}"], _ = L.dense_backward(da, c.dense, input_grad=need)
+            da, dp[f"gamma{j}"], dp[f"beta{j}"] = layers.batchnorm_backward(da, c.bn)
+            dh, dp[f"W{j}"], _ = layers.dense_backward(da, c.dense, input_grad=need)
         else:
-            dh, dp[f"W{j}"], dp[f"b{j}"] = L.dense_backward(da, c.dense, input_grad=need)
+            dh, dp[f"W{j}"], dp[f"b{j}"] = layers.dense_backward(da, c.dense, input_grad=need)
     return dh, dp
 
 
@@ -138,9 +138,9 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
 # Gaussian head
 # ----------------------------------------------------------------------------
 class GaussianHeadPlainCache(NamedTuple):
-    mu: L.DenseCache        # mu = h W_mu + b_mu
-    var: L.DenseCache       # a_var = h W_var + b_var
-    softplus: L.XCache      # var = softplus(a_var)
+    mu: layers.DenseCache        # mu = h W_mu + b_mu
+    var: layers.DenseCache       # a_var = h W_var + b_var
+    softplus: layers.XCache      # var = softplus(a_var)
 
 
 def gaussian_head_plain_forward(h, p):
@@ -158,9 +158,9 @@ def gaussian_head_plain_forward(h, p):
         out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
         cache: GaussianHeadPlainCache.
     """
-    mu, c_mu = L.dense_forward(h, p["W_mu"], p["b_mu"])
-    a, c_var = L.dense_forward(h, p["W_var"], p["b_var"])
-    var, c_sp = L.softplus_forward(a)
+    mu, c_mu = layers.dense_forward(h, p["W_mu"], p["b_mu"])
+    a, c_var = layers.dense_forward(h, p["W_var"], p["b_var"])
+    var, c_sp = layers.softplus_forward(a)
     return (mu, var), GaussianHeadPlainCache(c_mu, c_var, c_sp)
 
 
@@ -171,15 +171,15 @@ def gaussian_head_plain_backward(dout, cache: GaussianHeadPlainCache):
     feeds both layers, so dh = G_mu W_mu^T + G_a W_var^T.
     """
     g_mu, g_var = dout
-    (da,) = L.softplus_backward(g_var, cache.softplus)
-    dh_mu, dW_mu, db_mu = L.dense_backward(g_mu, cache.mu)
-    dh_var, dW_var, db_var = L.dense_backward(da, cache.var)
+    (da,) = layers.softplus_backward(g_var, cache.softplus)
+    dh_mu, dW_mu, db_mu = layers.dense_backward(g_mu, cache.mu)
+    dh_var, dW_var, db_var = layers.dense_backward(da, cache.var)
     return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
 
 
 class GaussianHeadCache(NamedTuple):
-    dense: L.DenseCache     # the one product for both halves, h [W_mu | W_var]
-    softplus: L.XCache      # the var half's softplus
+    dense: layers.DenseCache     # the one product for both halves, h [W_mu | W_var]
+    softplus: layers.XCache      # the var half's softplus
     m: int                  # M, where the var half starts
 
 
@@ -205,8 +205,8 @@ def gaussian_head_forward(h, p):
     m = p["W_mu"].shape[1]
     W = xp.concat([p["W_mu"], p["W_var"]], axis=1)
     b = xp.concat([p["b_mu"], p["b_var"]], axis=0)
-    a, c_dense = L.dense_forward(h, W, b)
-    var, c_sp = L.softplus_forward(a[:, m:])
+    a, c_dense = layers.dense_forward(h, W, b)
+    var, c_sp = layers.softplus_forward(a[:, m:])
     return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m)
 
 
@@ -218,8 +218,8 @@ def gaussian_head_backward(dout, cache: GaussianHeadCache):
     """
     xp = namespace(dout[0])
     g_mu, g_var = dout
-    (da,) = L.softplus_backward(g_var, cache.softplus)
-    dh, dW, db = L.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
+    (da,) = layers.softplus_backward(g_var, cache.softplus)
+    dh, dW, db = layers.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
     m = cache.m
     return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
 
@@ -233,8 +233,8 @@ class GaussianBlockCache(NamedTuple):
 
 
 def gaussian_block_forward(h, block, head, *, state=None, batch_norm: bool,
-                           training: bool = True, momentum: float = L.BN_MOMENTUM,
-                           slope: float = L.LEAKY_RELU_SLOPE):
+                           training: bool = True, momentum: float = layers.BN_MOMENTUM,
+                           slope: float = layers.LEAKY_RELU_SLOPE):
     """A diagonal Gaussian from an MLP block and a head: (mu, var) = head(block(h)).
 
     Every conditional Gaussian of the models is one: p(z_i | z_{i+1}) from
@@ -266,7 +266,7 @@ def gaussian_block_backward(dout, cache: GaussianBlockCache, *, input_grad: bool
 # ----------------------------------------------------------------------------
 # Batch norm folded into the dense layers (evaluation mode only)
 # ----------------------------------------------------------------------------
-def fold_batch_norm(block, state, *, eps: float = L.BN_EPS) -> dict:
+def fold_batch_norm(block, state, *, eps: float = layers.BN_EPS) -> dict:
     """An MLP block's parameters in evaluation mode with batch norm folded into its dense layers.
 
     In evaluation mode batch norm is a fixed affine map of each unit,
