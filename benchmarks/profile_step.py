@@ -36,6 +36,9 @@ GROUPS = (  # (name, module, function-name prefixes or None for all)
     ("Adam", "optim", None),
     ("networks (blocks, heads, tiling)", "networks", None),
     ("model (wiring, noise, sums)", "models", None),
+    ("model steps and passes (sums, wiring)", "steps", None),
+    ("model steps and passes (sums, wiring)", "inference", None),
+    ("parameter tree (cutting, merging)", "params", None),
     ("bounds (log-mean-exp, chunks)", "bounds", None),
     ("backend (random numbers, namespace)", "backend", None),
 )

@@ -81,7 +81,28 @@ class LadderPassCache(NamedTuple):
 
 
 def ladder_pass_forward(block_of, part: XPart, noise, *, beta, estimator, likelihood, mode):
-    """The LVAE's per-sample pass, from z_L down to x (``block_of(name)`` -> (params, state))."""
+    """The LVAE's per-sample pass, from z_L down to x: the paper's top-down inference.
+
+    ::
+
+        z_L ~ q(z_L | x) = N(mu_hat_L, var_hat_L),   KL_L against N(0, I)
+        for i = L-1 .. 1:  (z_i, KL_i) = ladder step(z_{i+1}, mu_hat_i, var_hat_i, eps_i)
+        f = log p(x | z_1) - beta * sum_i KL_i
+
+    Args:
+        block_of: ``block_of(name) -> (parameters, batch-norm state or None)``
+            of a block such as ``"down1"``.
+        part: the x-part (``XPart``), one row per sample: (R, ...).
+        noise: eps_i of shape (R, D_i), z_1's first.
+        beta: the KL terms' weight.
+        estimator: "analytic" or "mc" (both exact in expectation here).
+        likelihood: "bernoulli" or "gaussian".
+        mode: the blocks' settings (``Model.mode``).
+
+    Returns:
+        outputs: Outputs (``state`` None: the model gathers it).
+        cache: LadderPassCache.
+    """
     mu_hat, var_hat, eps = by_layer(part.mu_hat), by_layer(part.var_hat), by_layer(noise)
     top = len(eps)
     z, kl, mu_q, ladder = {}, {}, {}, {}
@@ -103,7 +124,20 @@ def ladder_pass_forward(block_of, part: XPart, noise, *, beta, estimator, likeli
 
 
 def ladder_pass_backward(df, cache: LadderPassCache):
-    """Gradients of sum_rows df * f: (parameter gradients, XPartGrad), from z_1 up to z_L."""
+    """Gradients of sum_rows df * f, from z_1 up to z_L.
+
+    f = rec - beta * sum_i sum_units KL_i, so rec gets df and every unit of
+    KL_i gets -beta * df. Going up, z_i's gradient is complete once the layer
+    below has returned its dz_above, so each ladder step's backward runs in turn.
+
+    Args:
+        df: array of shape (R,), the gradient of ``outputs.f``.
+        cache: from ``ladder_pass_forward``.
+
+    Returns:
+        (grads, dpart): the gradients of the blocks used (a dict with full
+        keys) and XPartGrad, those of (mu_hat_i, var_hat_i), (R, D_i) each.
+    """
     xp = namespace(df)
     dkl = -cache.beta * xp.expand_dims(df, axis=1)                  # (R, 1): d f / d KL_i
     dz = {}
@@ -134,7 +168,18 @@ class VAEPassCache(NamedTuple):
 
 
 def vae_pass_forward(block_of, part: XPart, noise, *, beta, estimator, likelihood, mode):
-    """The VAE's per-sample pass: z_1 .. z_L upwards, then KL_L .. KL_1 and log p(x | z_1)."""
+    """The VAE's per-sample pass: z_1 .. z_L upwards, then KL_L .. KL_1 and log p(x | z_1).
+
+    ::
+
+        z_1 ~ q(z_1 | x),  z_i ~ q(z_i | z_{i-1}) for i = 2 .. L      (VAE steps)
+        KL_L = KL(q(z_L | z_{L-1}) || N(0, I))                        (closed form or MC)
+        KL_i = log q(z_i | z_{i-1}) - log p(z_i | z_{i+1}), i < L     (always MC)
+        f = log p(x | z_1) - beta * sum_i KL_i
+
+    Args and Returns as ``ladder_pass_forward``; ``part`` holds q(z_1 | x)
+    only, and the cache is a VAEPassCache.
+    """
     eps = by_layer(noise)
     top = len(eps)
     z, mu_q, var_q, kl, up, kl_caches = {}, {}, {}, {}, {}, {}

@@ -10,6 +10,10 @@ so a refactor that changes a number is caught.
 Record once, before a refactor (refuses to overwrite unless --force)::
 
     python tests/golden/model_values.py
+
+Beside the values it records ``arithmetic_probe()``, a fingerprint of the
+machine's float arithmetic, so the test knows whether bit-for-bit float32
+agreement can be asked for on the machine it runs on.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from lvae_np.models import Model, ModelConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN_FILE = os.path.join(HERE, "model_golden.npz")
+PROBE_FILE = os.path.join(HERE, "arithmetic_probe.txt")
 
 X_DIM = 12
 LATENT = (5, 4, 4, 3, 2)
@@ -97,6 +102,30 @@ def compute_case(cfg: dict, dtype: str, kl: str) -> dict:
     return out
 
 
+def arithmetic_probe() -> str:
+    """A fingerprint of this machine's float arithmetic, independent of lvae_np.
+
+    The sha256 of float32 and float64 matrix products (BLAS kernels differ
+    between processors and builds) and of float32 exp, log, log1p and sqrt
+    (NumPy picks SIMD loops by processor). Where it equals the recorded one,
+    the model's float32 values must repeat bit for bit.
+    """
+    import hashlib
+
+    rng = numpy.random.default_rng(0)
+    digest = hashlib.sha256()
+    for dtype in ("float32", "float64"):
+        a = rng.normal(size=(64, 300)).astype(dtype)
+        b = rng.normal(size=(300, 96)).astype(dtype)
+        digest.update((a @ b).tobytes())
+        digest.update((a.T @ (a @ b)).tobytes())
+    v = rng.normal(size=4096).astype("float32")
+    for out in (numpy.exp(v), numpy.log(numpy.abs(v)), numpy.log1p(numpy.exp(v)),
+                numpy.sqrt(numpy.abs(v))):
+        digest.update(out.tobytes())
+    return digest.hexdigest()
+
+
 def compute() -> dict:
     """All cases' values under one flat key space ``case/name``."""
     values = {}
@@ -116,7 +145,9 @@ def main(argv=None) -> int:
         return 2
     values = compute()
     numpy.savez_compressed(args.out, **values)
-    print(f"wrote {len(values)} arrays to {args.out}")
+    with open(PROBE_FILE, "w") as f:
+        f.write(arithmetic_probe() + "\n")
+    print(f"wrote {len(values)} arrays to {args.out} and the arithmetic probe to {PROBE_FILE}")
     return 0
 
 
