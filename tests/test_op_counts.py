@@ -1,0 +1,62 @@
+"""What a training step would launch on a GPU, pinned: a change in the count shows here.
+
+``benchmarks/op_count.py`` runs one step (``loss_and_grads``, in-place Adam,
+the running sums) on arrays that count every operation. Each operation is a
+kernel launch on CuPy, and each host transfer a synchronisation, so these
+numbers set a step's cost there. Update a pinned number only with the reason
+in the commit (fewer is better).
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import op_count  # noqa: E402
+
+from lvae_np.backend import get_backend  # noqa: E402
+from lvae_np.models import Model, ModelConfig  # noqa: E402
+
+# The paper's 5-layer models, kl="analytic" (the training default), measured 2026-12-01.
+PINNED = {"lvae": {"kernels": 2578, "views": 121, "syncs": 0},
+          "vae": {"kernels": 2486, "views": 121, "syncs": 0}}
+
+
+@pytest.mark.parametrize("kind", ["lvae", "vae"])
+def test_a_training_step_launches_the_pinned_number_of_kernels(kind):
+    counter = op_count.count_step(kind)
+    got = {"kernels": counter.kernels, "views": counter.views, "syncs": counter.syncs}
+    assert got == PINNED[kind], (f"{kind}: {got}, pinned {PINNED[kind]}; by operation: "
+                                 f"{counter.by_name.most_common(8)}")
+    assert counter.by_name["matmul"] == 89  # the step's matrix products (see bench_step.py)
+
+
+def test_the_counted_step_computes_what_numpy_computes():
+    """The counting arrays change nothing: the same loss as plain NumPy, bit for bit."""
+    config = ModelConfig(kind="lvae", x_dim=12, latent=(4, 3), hidden=(8, 6))
+    counter = op_count.count_step("lvae", config=config, batch=5)
+    model = Model(config, get_backend("numpy", dtype="float32", seed=0))
+    params, state = model.init()
+    rng = np.random.default_rng(0)
+    x = (rng.random((5, 12)) < 0.3).astype(np.float32)
+    noise = [n.astype(np.float32) for n in model.noise(5)]
+    from lvae_np.optim import adam_init, adam_update_
+    opt = adam_init(params)
+    for _ in range(2):
+        loss, grads, stats = model.loss_and_grads(params, state, x, beta=0.5, noise=noise)
+        adam_update_(params, grads, opt)
+        state = stats["state"]
+    assert counter.loss == float(loss)
+
+
+def test_the_counter_counts_operators_views_and_syncs():
+    c = op_count.Counter()
+    a = op_count.Counted(np.ones((3, 2)), c)
+    xp = a.__array_namespace__()
+    b = xp.sum(a * 2.0 + a, axis=0)           # 3 kernels
+    a += 1.0                                   # 1, in place
+    assert np.array_equal(a.a, np.full((3, 2), 2.0))
+    _ = xp.reshape(a, (2, 3))                  # a view
+    _ = float(b[0])                            # a view, then a sync
+    assert (c.kernels, c.views, c.syncs) == (4, 2, 1)
