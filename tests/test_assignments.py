@@ -1,0 +1,246 @@
+"""The assignment notebooks are valid nbgrader sources, and their student versions fail as they should.
+
+nbmake executes the source notebooks (with ``assignments`` among the test
+paths): every test cell passes there. These tests check how the notebooks are
+stored (outputs cleared, the opening cell and its points, nbgrader's cell
+metadata, README's table) and, where nbgrader is installed, make the student
+versions with nbgrader's own preprocessors and run them: no answer is left,
+and every test cell fails on the stubs, while nothing else does.
+"""
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ASSIGNMENTS = Path(__file__).resolve().parent.parent / "assignments"
+NOTEBOOKS = sorted(ASSIGNMENTS.glob("*.ipynb"))
+HEADINGS = ("What you'll do", "What you'll learn", "What you'll need")
+POINTS_LINE = re.compile(r"\*\*Points: (\d+)\*\* \((\d+) autograded, (\d+) written\)")
+SOLUTION = ("### BEGIN SOLUTION", "### END SOLUTION")
+HIDDEN = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
+# An answer cell's stub fails a test cell with one of these; anything else is a broken notebook.
+STUB_FAILURES = (AssertionError, NotImplementedError)
+
+
+def _load(path) -> dict:
+    """The notebook at ``path``, each cell's source joined into one string."""
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if isinstance(cell["source"], list):
+            cell["source"] = "".join(cell["source"])
+    return nb
+
+
+def _meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _is_test(cell) -> bool:
+    return cell["cell_type"] == "code" and bool(_meta(cell).get("grade"))
+
+
+def _is_answer(cell) -> bool:
+    """A code cell for the student's functions (nbgrader's "autograded answer")."""
+    meta = _meta(cell)
+    return cell["cell_type"] == "code" and bool(meta.get("solution")) and not meta.get("grade")
+
+
+def _is_written(cell) -> bool:
+    """A manually graded answer: markdown, solution and grade."""
+    meta = _meta(cell)
+    return cell["cell_type"] == "markdown" and bool(meta.get("solution")) and bool(meta.get("grade"))
+
+
+def _points(cells, kind) -> int:
+    return sum(_meta(c).get("points", 0) for c in cells if kind(c))
+
+
+def _regions(text: str, markers) -> list:
+    """The lines inside each ``markers`` region of ``text``; raises AssertionError if unpaired."""
+    regions, inside = [], None
+    for line in text.splitlines():
+        if markers[0] in line:
+            assert inside is None, f"nested {markers[0]!r}"
+            inside = []
+        elif markers[1] in line:
+            assert inside is not None, f"{markers[1]!r} without {markers[0]!r}"
+            regions.append(inside)
+            inside = None
+        elif inside is not None:
+            inside.append(line)
+    assert inside is None, f"{markers[0]!r} never closed"
+    return regions
+
+
+def _outside(text: str) -> str:
+    """``text`` without its solution and hidden-test regions (markers included)."""
+    kept, inside = [], False
+    for line in text.splitlines():
+        if SOLUTION[0] in line or HIDDEN[0] in line:
+            inside = True
+        elif SOLUTION[1] in line or HIDDEN[1] in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def test_there_are_assignments():
+    names = [p.name for p in NOTEBOOKS]
+    for number in ("01", "02", "03", "04"):
+        assert any(n.startswith(number + "_") for n in names), f"no assignment {number}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_name_and_outputs_cleared(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb", path.name)
+    for number, cell in enumerate(_load(path)["cells"], start=1):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name}: cell {number} has stored outputs"
+            assert cell.get("execution_count") is None, f"{path.name}: cell {number} was run"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_opens_with_what_to_expect_and_the_points(path):
+    cells = _load(path)["cells"]
+    assert cells[0]["cell_type"] == "markdown"
+    text = cells[0]["source"]
+    missing = [h for h in HEADINGS if h not in text]
+    assert not missing, f"{path.name}: the first cell lacks {missing}"
+    found = POINTS_LINE.search(text)
+    assert found, f"{path.name}: the first cell lacks '**Points: N** (A autograded, W written)'"
+    total, auto, written = map(int, found.groups())
+    assert (auto, written) == (_points(cells, _is_test), _points(cells, _is_written)), path.name
+    assert total == auto + written
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_nbgrader_cell_metadata(path):
+    nb = _load(path)
+    assert nb["metadata"]["kernelspec"]["language"] == "python"
+    ids = []
+    for number, cell in enumerate(nb["cells"], start=1):
+        meta, where = _meta(cell), f"{path.name}: cell {number}"
+        text = cell["source"]
+        if not meta:
+            assert not any(m in text for m in SOLUTION + HIDDEN), f"{where}: markers, no metadata"
+            continue
+        assert meta["schema_version"] == 3 and meta["task"] is False, where
+        ids.append(meta["grade_id"])
+        if _is_test(cell):
+            assert meta["locked"] and not meta["solution"] and meta["points"] > 0, where
+            assert not any(m in text for m in SOLUTION), f"{where}: a solution in a test cell"
+            _regions(text, HIDDEN)
+        elif _is_answer(cell) or _is_written(cell):
+            assert not meta["locked"], where
+            assert _regions(text, SOLUTION), f"{where}: an answer cell without a solution region"
+            assert not any(m in text for m in HIDDEN), where
+            if _is_written(cell):
+                assert meta["points"] > 0, where
+        else:  # read-only: given code the student cannot change
+            assert cell["cell_type"] == "code" and meta["locked"] and not meta["grade"], where
+            assert not any(m in text for m in SOLUTION + HIDDEN), where
+    assert len(ids) == len(set(ids)), f"{path.name}: grade_ids repeat"
+    assert any(_is_test(c) for c in nb["cells"]) and any(_is_answer(c) for c in nb["cells"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_answer_function_is_tested_and_every_test_can_fail(path):
+    cells = _load(path)["cells"]
+    tests = "\n".join(c["source"] for c in cells if _is_test(c))
+    for cell in cells:
+        if _is_answer(cell):
+            tree = ast.parse(cell["source"])
+            names = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+            assert names, f"{path.name}: an answer cell that defines no function"
+            for name in names:
+                assert re.search(rf"\b{name}\b", tests), f"{path.name}: no test cell uses {name}"
+        if _is_test(cell):
+            tree = ast.parse(cell["source"])
+            assert any(isinstance(n, ast.Assert) for n in ast.walk(tree)), (
+                f"{path.name}: test cell {_meta(cell)['grade_id']} asserts nothing")
+
+
+def test_readme_lists_each_assignment_with_its_points():
+    readme = (ASSIGNMENTS / "README.md").read_text(encoding="utf-8")
+    total = 0
+    for path in NOTEBOOKS:
+        cells = _load(path)["cells"]
+        auto, written = _points(cells, _is_test), _points(cells, _is_written)
+        total += auto + written
+        row = next((line for line in readme.splitlines() if f"[{path.name}]" in line), None)
+        assert row, f"{path.name} is not in assignments/README.md"
+        assert f"| {auto + written} ({auto} + {written})" in row, f"{path.name}: points in README"
+        for cell in cells:
+            if _is_test(cell):
+                assert f"`{_meta(cell)['grade_id']}` | {_meta(cell)['points']} |" in readme, (
+                    f"{path.name}: test cell {_meta(cell)['grade_id']} is not in README's table")
+    assert f"Total: {total} points" in readme
+
+
+# ----------------------------------------------------------------------------
+# The student versions, made by nbgrader
+# ----------------------------------------------------------------------------
+def _student(nb: dict) -> dict:
+    """``nb`` through nbgrader's ClearSolutions and ClearHiddenTests, as its release runs them."""
+    nbformat = pytest.importorskip("nbformat")
+    preprocessors = pytest.importorskip("nbgrader.preprocessors",
+                                        reason="nbgrader is not installed (pip install -e .[course])")
+    node = nbformat.reads(json.dumps(nb), as_version=4)  # sources joined into strings
+    resources = {}
+    for step in (preprocessors.ClearSolutions(), preprocessors.ClearHiddenTests()):
+        node, resources = step.preprocess(node, resources)
+    return json.loads(nbformat.writes(node))
+
+
+@pytest.fixture(scope="module")
+def students(tmp_path_factory) -> Path:
+    """A folder with the student version of every assignment, under its own name."""
+    folder = tmp_path_factory.mktemp("student")
+    for path in NOTEBOOKS:
+        (folder / path.name).write_text(json.dumps(_student(_load(path))), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_student_version_holds_no_answer(path, students):
+    source = _load(path)
+    answers = {line.strip() for c in source["cells"] if _is_answer(c) or _is_written(c)
+               for region in _regions(c["source"], SOLUTION) for line in region}
+    hidden = {line.strip() for c in source["cells"] if _is_test(c)
+              for region in _regions(c["source"], HIDDEN) for line in region}
+    shown = {line.strip() for c in source["cells"] for line in _outside(c["source"]).splitlines()}
+    answers = {a for a in answers | (hidden - shown) if len(a) >= 8}
+    assert answers
+    student = _load(students / path.name)
+    lines = {line.strip() for c in student["cells"] for line in c["source"].splitlines()}
+    leaks = sorted(answers & lines)
+    assert not leaks, f"{path.name}: answer lines in the student version: {leaks[:5]}"
+    for cell in student["cells"]:
+        if _is_answer(cell):
+            assert "raise NotImplementedError()" in cell["source"]
+        if _is_written(cell):
+            assert cell["source"].strip() == "YOUR ANSWER HERE"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_student_version_fails_its_test_cells_and_nothing_else(path, students, monkeypatch):
+    """Run in this process, cell by cell, as a kernel would, in the students' folder."""
+    monkeypatch.chdir(students)
+    scope = {"__name__": "__main__"}
+    failed = []
+    for number, cell in enumerate(_load(students / path.name)["cells"], start=1):
+        if cell["cell_type"] != "code":
+            continue
+        try:
+            exec(compile(cell["source"], f"{path.name}:cell {number}", "exec"), scope)
+        except STUB_FAILURES as exc:
+            assert _is_test(cell), f"{path.name}: cell {number} fails on the stubs: {exc!r}"
+            failed.append(_meta(cell)["grade_id"])
+        else:
+            assert not _is_test(cell), (
+                f"{path.name}: test cell {_meta(cell)['grade_id']} passes without an answer")
+    tests = [_meta(c)["grade_id"] for c in _load(path)["cells"] if _is_test(c)]
+    assert failed == tests
