@@ -57,27 +57,50 @@ class LogMeanExpCache(NamedTuple):
 
 
 def logmeanexp_forward(a):
-    """out_n = log (1/k) sum_s exp(a_sn), computed stably as m + log mean exp(a - m).
+    """out_n = log (1/k) sum_s exp(a_sn), without overflow or underflow for any a.
+
+    A column whose entries are all -inf gives -inf.
 
     Args:
         a: array of shape (k, N), log-weights of k samples for each of N inputs.
 
     Returns:
         out: array of shape (N,).
-        cache: LogMeanExpCache with the normalised weights w_sn = exp(a_sn - out_n) / k.
+        cache: LogMeanExpCache with what backward needs.
+
+    ### BEGIN SOLUTION
+    Computed stably as m + log mean exp(a - m), m the largest entry of each
+    column; the cache holds the normalised weights w_sn = exp(a_sn - out_n) / k.
+    ### END SOLUTION
     """
     xp = namespace(a)
     k = a.shape[0]
+    ### BEGIN SOLUTION
     m = xp.max(a, axis=0)
     m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))  # a column of -inf stays -inf
     e = xp.exp(a - m)
     total = xp.sum(e, axis=0)
     return m + xp.log(total / k), LogMeanExpCache(e / total)
+    ### END SOLUTION
 
 
 def logmeanexp_backward(dout, cache: LogMeanExpCache):
-    """dL/da_sn = G_n * w_sn: each sample's gradient weighted by its normalised weight."""
+    """Gradient of log-mean-exp.
+
+    Args:
+        dout: G = dL/dout, array of shape (N,).
+        cache: LogMeanExpCache from ``logmeanexp_forward``.
+
+    Returns:
+        (da,): dL/da, array of shape (k, N).
+
+    ### BEGIN SOLUTION
+    dL/da_sn = G_n * w_sn: each sample's gradient weighted by its normalised weight.
+    ### END SOLUTION
+    """
+    ### BEGIN SOLUTION
     return (cache.weights * dout,)
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------

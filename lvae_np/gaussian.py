@@ -112,15 +112,8 @@ def merge_forward(mu_hat, var_hat, mu_p, var_p):
         var_q = 1 / (1/var_hat + 1/var_p)
         mu_q  = (mu_hat / var_hat + mu_p / var_p) * var_q
 
-    Computed with floored variances, without reciprocals of small numbers, as a
-    convex combination (so mu_q lies between mu_hat and mu_p)::
-
-        s = var_hat + var_p,   w_hat = var_p / s,   w_p = var_hat / s   (w_hat + w_p = 1)
-        mu_q  = w_hat * mu_hat + w_p * mu_p
-        var_q = w_hat * w_p * s             (= var_hat var_p / s, without overflow)
-
-    Both formulas are exactly symmetric under swapping (mu_hat, var_hat) with
-    (mu_p, var_p); a variance of 1e12 on one side gives the other side back.
+    Use the floored variances (``floor_var``), and no reciprocal of a small
+    number: a variance of 1e-8 or of 1e12 on one side must not overflow.
 
     Args:
         mu_hat, var_hat: bottom-up mean and variance, shape (N, D).
@@ -129,17 +122,41 @@ def merge_forward(mu_hat, var_hat, mu_p, var_p):
     Returns:
         out: (mu_q, var_q), each of shape (N, D).
         cache: MergeCache.
+
+    ### BEGIN SOLUTION
+    Computed as a convex combination (so mu_q lies between mu_hat and mu_p)::
+
+        s = var_hat + var_p,   w_hat = var_p / s,   w_p = var_hat / s   (w_hat + w_p = 1)
+        mu_q  = w_hat * mu_hat + w_p * mu_p
+        var_q = w_hat * w_p * s             (= var_hat var_p / s, without overflow)
+
+    Both formulas are exactly symmetric under swapping (mu_hat, var_hat) with
+    (mu_p, var_p); a variance of 1e12 on one side gives the other side back.
+    ### END SOLUTION
     """
     vh, vp = floor_var(var_hat), floor_var(var_p)
+    ### BEGIN SOLUTION
     s = vh + vp
     w_hat, w_p = vp / s, vh / s
     mu_q = w_hat * mu_hat + w_p * mu_p
     var_q = w_hat * w_p * s
     return (mu_q, var_q), MergeCache(var_hat, var_p, w_hat, w_p, mu_hat - mu_p, s)
+    ### END SOLUTION
 
 
 def merge_backward(dout, cache: MergeCache):
-    """Gradients of the merge. With dout = (G_mu, G_var), the gradients of mu_q and var_q::
+    """Gradients of the merge.
+
+    Args:
+        dout: (G_mu, G_var), the gradients of mu_q and var_q, each (N, D).
+        cache: MergeCache from ``merge_forward``.
+
+    Returns:
+        (dmu_hat, dvar_hat, dmu_p, dvar_p), each of shape (N, D). The variance
+        gradients are 0 where the variance is below VAR_FLOOR (``through_floor``).
+
+    ### BEGIN SOLUTION
+    With s = var_hat + var_p and the weights of ``merge_forward``::
 
         dL/dmu_hat  = G_mu * w_hat
         dL/dmu_p    = G_mu * w_p
@@ -148,14 +165,16 @@ def merge_backward(dout, cache: MergeCache):
 
     since d var_q / d var_hat = var_p^2 / s^2 and
     d mu_q / d var_hat = var_p (mu_p - mu_hat) / s^2 (and symmetrically).
-    The variance gradients are 0 where the variance is below VAR_FLOOR.
+    ### END SOLUTION
     """
     g_mu, g_var = dout
     var_hat, var_p, w_hat, w_p, diff, s = cache
+    ### BEGIN SOLUTION
     g_diff = g_mu * diff / s
     dvar_hat = through_floor(g_var * w_hat * w_hat - g_diff * w_hat, var_hat)
     dvar_p = through_floor(g_var * w_p * w_p + g_diff * w_p, var_p)
     return g_mu * w_hat, dvar_hat, g_mu * w_p, dvar_p
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -171,12 +190,10 @@ class KLCache(NamedTuple):
 
 
 def kl_normal_forward(mu_q, var_q, mu_p, var_p):
-    """Elementwise KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians::
+    """Elementwise KL(N(mu_q, var_q) || N(mu_p, var_p)) of diagonal Gaussians, in closed form.
 
-        KL = 0.5 * (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1)
-
-    computed as 0.5 * (t - 1 - log t + (mu_q - mu_p)^2 / var_p), t = var_q / var_p,
-    which is exactly 0 for equal Gaussians. Not summed: callers sum per unit or layer.
+    One value per unit, exactly 0 for equal Gaussians; not summed (callers sum
+    per unit or layer). Use the floored variances (``floor_var``).
 
     Args:
         mu_q, var_q: mean and variance of q, shape (N, D).
@@ -185,31 +202,53 @@ def kl_normal_forward(mu_q, var_q, mu_p, var_p):
     Returns:
         kl: shape (N, D), >= 0.
         cache: KLCache.
+
+    ### BEGIN SOLUTION
+    ::
+
+        KL = 0.5 * (log var_p - log var_q + (var_q + (mu_q - mu_p)^2) / var_p - 1)
+
+    computed as 0.5 * (t - 1 - log t + (mu_q - mu_p)^2 / var_p), t = var_q / var_p.
+    ### END SOLUTION
     """
     xp = namespace(mu_q, var_q, mu_p, var_p)
     vq, vp = floor_var(var_q), floor_var(var_p)
+    ### BEGIN SOLUTION
     inv_p = 1.0 / vp
     diff = mu_q - mu_p
     t = vq * inv_p
     kl = 0.5 * (t - 1.0 - xp.log(t) + diff * diff * inv_p)
     return kl, KLCache(var_q, var_p, 1.0 / vq, inv_p, diff, (vq + diff * diff) * inv_p)
+    ### END SOLUTION
 
 
 def kl_normal_backward(dout, cache: KLCache):
-    """Gradients of the elementwise KL. With G = dL/dKL (N, D) and d = mu_q - mu_p::
+    """Gradients of the elementwise KL.
+
+    Args:
+        dout: G = dL/dKL, shape (N, D).
+        cache: KLCache from ``kl_normal_forward``.
+
+    Returns:
+        (dmu_q, dvar_q, dmu_p, dvar_p), each of shape (N, D). The variance
+        gradients are 0 where the variance is below VAR_FLOOR (``through_floor``).
+
+    ### BEGIN SOLUTION
+    With d = mu_q - mu_p::
 
         dL/dmu_q  =  G * d / var_p
         dL/dmu_p  = -G * d / var_p
         dL/dvar_q =  G * 0.5 * (1/var_p - 1/var_q)
         dL/dvar_p =  G * 0.5 * (1 - (var_q + d^2) / var_p) / var_p
-
-    The variance gradients are 0 where the variance is below VAR_FLOOR.
+    ### END SOLUTION
     """
     var_q, var_p, inv_q, inv_p, diff, r = cache
+    ### BEGIN SOLUTION
     dmu_q = dout * diff * inv_p
     dvar_q = through_floor(0.5 * dout * (inv_p - inv_q), var_q)
     dvar_p = through_floor(0.5 * dout * (1.0 - r) * inv_p, var_p)
     return dmu_q, dvar_q, -dmu_q, dvar_p
+    ### END SOLUTION
 
 
 class KLStdCache(NamedTuple):

@@ -55,21 +55,32 @@ def dense_forward(x, W, b):
 
 
 def dense_backward(dout, cache: DenseCache, *, input_grad: bool = True):
-    """Gradients of the affine layer.
+    """Gradients of the affine layer y = x W + b.
 
-    With G = dL/dy of shape (N, M)::
+    Args:
+        dout: G = dL/dy, array of shape (N, M).
+        cache: DenseCache from ``dense_forward``.
+        input_grad: False skips dL/dx, a whole matrix product, where x is the
+            data and nothing needs its gradient (the first layer of a network).
 
-        dL/dx = G W^T        (N, D), or None with input_grad=False
+    Returns:
+        (dx, dW, db): dL/dx (N, D), or None with ``input_grad=False``; dL/dW
+        (D, M); dL/db (M,), or None when there is no bias.
+
+    ### BEGIN SOLUTION
+    With G = dL/dy::
+
+        dL/dx = G W^T        (N, D)
         dL/dW = x^T G        (D, M)
-        dL/db = sum_n G_n    (M,), or None when there is no bias
-
-    ``input_grad=False`` skips dL/dx, a whole matrix product, where x is the
-    data and nothing needs its gradient (the first layer of a network).
+        dL/db = sum_n G_n    (M,)
+    ### END SOLUTION
     """
     xp = namespace(dout)
     x, W, has_bias = cache
+    ### BEGIN SOLUTION
     dx = dout @ W.T if input_grad else None
     return dx, x.T @ dout, (xp.sum(dout, axis=0) if has_bias else None)
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -153,9 +164,21 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
 
 
 def batchnorm_backward(dout, cache: BatchNormCache):
-    """Gradients of batch normalisation, in closed form.
+    """Gradients of batch normalisation, in closed form, in both modes.
 
-    With G = dL/dy (N, D) and g = G * gamma (the gradient reaching xhat)::
+    In training mode x reaches y through xhat, and through the batch's mean
+    and variance too; in evaluation mode the statistics are constants.
+
+    Args:
+        dout: G = dL/dy, array of shape (N, D).
+        cache: BatchNormCache from ``batchnorm_forward`` (``cache.training``
+            says the mode).
+
+    Returns:
+        (dx, dgamma, dbeta): arrays of shapes (N, D), (D,) and (D,).
+
+    ### BEGIN SOLUTION
+    With g = G * gamma (the gradient reaching xhat)::
 
         dL/dgamma = sum_n G_n * xhat_n
         dL/dbeta  = sum_n G_n
@@ -169,19 +192,22 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 
         dx = xhat * (-gamma * dgamma / N);  dx += G * gamma;
         dx -= gamma * dbeta / N;  dx *= inv_std
+    ### END SOLUTION
     """
     xp = namespace(dout)
     xhat, inv_std, gamma, training, _ = cache
+    n = dout.shape[0]
+    ### BEGIN SOLUTION
     dgamma = xp.sum(dout * xhat, axis=0)
     dbeta = xp.sum(dout, axis=0)
     if not training:
         return dout * (gamma * inv_std), dgamma, dbeta
-    n = dout.shape[0]
     dx = xhat * (-(gamma * dgamma) / n)
     dx += dout * gamma
     dx -= (gamma * dbeta) / n
     dx *= inv_std
     return dx, dgamma, dbeta
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -209,17 +235,30 @@ def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
 
 
 def leaky_relu_backward(dout, cache: LeakyReluCache):
-    """dL/dx = G where x > 0, slope * G elsewhere.
+    """Gradient of the leaky ReLU.
+
+    Args:
+        dout: G = dL/dy, any shape (x's).
+        cache: LeakyReluCache from ``leaky_relu_forward``.
+
+    Returns:
+        (dx,): dL/dx, shaped like x; a one-element tuple, as every backward's.
+
+    ### BEGIN SOLUTION
+    dL/dx = G where x > 0, slope * G elsewhere.
 
     Computed as G * (slope + (1 - slope) * [x > 0]), with the indicator turned
     into numbers, which avoids the slow ``where``.
+    ### END SOLUTION
     """
     xp = namespace(dout)
+    ### BEGIN SOLUTION
     scale = xp.astype(cache.x > 0, dout.dtype)
     scale *= 1.0 - cache.slope
     scale += cache.slope
     scale *= dout
     return (scale,)
+    ### END SOLUTION
 
 
 def sigmoid(x):

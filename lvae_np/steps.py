@@ -180,13 +180,24 @@ def ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head, *, state=Non
 
 
 def ladder_step_backward(dout, cache: LadderStepCache):
-    """With dout = (G_z, G_kl): returns (dz_above, dmu_hat, dvar_hat, deps, dblock, dhead).
+    """Gradients of the ladder step, through the ops its forward called.
 
+    Args:
+        dout: (G_z, G_kl), the gradients of z_i and KL_i, each (R, D_i).
+        cache: LadderStepCache from ``ladder_step_forward``.
+
+    Returns:
+        (dz_above, dmu_hat, dvar_hat, deps, dblock, dhead): arrays shaped like
+        z_above, mu_hat, var_hat and eps, then dicts keyed like block and head.
+
+    ### BEGIN SOLUTION
     In reverse: the KL term (its z-gradient joins G_z), the sample, the merge,
     and the prior's block; mu_p and var_p get gradients from both the merge
     and the KL term.
+    ### END SOLUTION
     """
     dz, dkl = dout
+    ### BEGIN SOLUTION
     dz_kl, dmu_q, dvar_q, dmu_p_kl, dvar_p_kl = kl_term_backward(dkl, cache.kl)
     dmu_r, dvar_r, deps = gaussian.reparameterize_backward(_plus(dz, dz_kl), cache.sample)
     dmu_hat, dvar_hat, dmu_p, dvar_p = gaussian.merge_backward(
@@ -194,6 +205,7 @@ def ladder_step_backward(dout, cache: LadderStepCache):
     dz_above, dblock, dhead = networks.gaussian_block_backward(
         (dmu_p + dmu_p_kl, dvar_p + dvar_p_kl), cache.prior)
     return dz_above, dmu_hat, dvar_hat, deps, dblock, dhead
+    ### END SOLUTION
 
 
 class TopStepCache(NamedTuple):

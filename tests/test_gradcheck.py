@@ -391,3 +391,199 @@ def test_array_api_strict_gives_numpys_numbers(case):
     for a, b in zip(ours, theirs):
         assert b.__array_namespace__() is xs
         np.testing.assert_allclose(np.asarray(b), a, rtol=1e-15, atol=0)
+
+
+# ----------------------------------------------------------------------------
+# The autograder (grading.py): points, verdicts, blocked dependents
+# ----------------------------------------------------------------------------
+from lvae_np import gaussian as G  # noqa: E402
+from lvae_np import steps as S  # noqa: E402
+from lvae_np.gradcheck import grade, grading  # noqa: E402
+
+
+def _stub(dout, cache):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def test_grade_selects_the_cases_named_with_those_they_use_in_order():
+    assert ids(grading.select(["mlp"])) == ["dense", "batchnorm", "leaky-relu", "mlp"]
+    assert ids(grading.select("layers")) == [c.name for c in CASES if c.module == "layers"]
+    assert ids(grading.select(["ops"])) == [c.name for c in CASES if c.kind == "op"]
+    ladder = ids(grading.select(["ladder-step"]))
+    assert ladder[-1] == "ladder-step" and {"merge", "kl-normal", "batchnorm"} <= set(ladder)
+    with pytest.raises(cases.UnknownCaseError, match="close: batchnorm"):
+        grading.select(["batchnom"])
+
+
+def test_not_implemented_scores_nothing_and_grading_goes_on():
+    report = grade(["dense", "batchnorm", "sigmoid", "mlp"],
+                   using={"layers.batchnorm_backward": _stub})
+    assert report.names() == ["dense", "batchnorm", "leaky-relu", "sigmoid", "mlp"]
+    assert [report.status(n) for n in report.names()] == [
+        "passed", "not implemented", "passed", "passed", "blocked by batchnorm"]
+    assert report.item("batchnorm").earned == 0 and not report.passed
+    assert report.score == 3 + 2 + 2 and report.total == 3 + 5 + 2 + 2 + 3
+    assert "not implemented yet (batchnorm_backward)" in str(report)  # the name to write
+
+
+def test_a_stub_is_not_implemented_even_where_what_it_uses_is_not():
+    # The ladder step's own backward is a stub, and so is the merge it uses.
+    report = grade(["ladder-step"], using={"steps.ladder_step_backward": _stub,
+                                           "gaussian.merge_backward": _stub})
+    assert report.status("merge") == "not implemented"
+    assert report.status("ladder-step") == "not implemented"
+
+
+@pytest.mark.parametrize("returns, sentence", [
+    (lambda g: None, "leaky_relu_backward returned None: it must return one gradient per "
+                     "input (1: x)"),
+    (lambda g: g, "leaky_relu_backward returned a ndarray, not a tuple: it must return one "
+                  "gradient per input (1: x), e.g. (dx,)"),
+    (lambda g: (g, g), "leaky_relu_backward returned 2 gradients: it must return one gradient "
+                       "per input (1: x)"),
+    (lambda g: (None,), "leaky_relu_backward returned None for 'x'"),
+])
+def test_a_backward_that_breaks_the_contract_gets_one_sentence(returns, sentence):
+    def leaky_relu_backward(dout, cache):
+        return returns(dout * 1.0)
+
+    report = grade(["leaky-relu", "mlp-nobn"],
+                   using={"layers.leaky_relu_backward": leaky_relu_backward})
+    assert report.status("leaky-relu") == "failed"
+    assert report.status("mlp-nobn") == "blocked by leaky-relu"
+    (detail,) = report.item("leaky-relu").details
+    assert detail.startswith(sentence)
+    assert len(str(report).splitlines()) == 8
+
+
+def test_an_exception_is_one_sentence_with_the_line_that_raised():
+    def dense_backward(dout, cache):
+        x, W, _ = cache
+        return dout @ W, x.T @ dout, dout.sum(axis=0)  # G W instead of G W^T: shapes clash
+
+    report = grade(["dense"], using={"layers.dense_backward": dense_backward})
+    assert report.status("dense") == "error"
+    (detail,) = report.item("dense").details
+    assert detail.startswith("dense_backward raised ValueError: matmul")
+    assert detail.endswith("(at `return dout @ W, x.T @ dout, dout.sum(axis=0)  "
+                           "# G W instead of G W^T: shapes clash`)")
+    assert "Traceback" not in str(report)
+
+
+def test_using_puts_the_package_functions_back_whatever_happens():
+    originals = L.dense_backward, G.merge_forward, S.ladder_step_backward
+
+    def interrupted(dout, cache):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        grade(["dense"], using={"layers.dense_backward": interrupted,
+                                "gaussian.merge_forward": _stub})
+    grade(["merge"], using={"gaussian.merge_forward": _stub,
+                            "steps.ladder_step_backward": _stub})
+    assert (L.dense_backward, G.merge_forward, S.ladder_step_backward) == originals
+
+
+def test_using_reaches_the_composites_and_models_built_on_the_op():
+    seen, right = [], L.dense_backward
+
+    def dense_backward(dout, cache, **kwargs):
+        seen.append(dout.shape)
+        return right(dout, cache, **kwargs)
+
+    mine = {"layers.dense_backward": dense_backward}
+    assert grade(["dense"], using=mine).passed
+    calls = len(seen)
+    assert calls > 0 and grade(["mlp-nobn"], using=mine).passed and len(seen) > calls
+    out, cache = find_case("dense").forward(*find_case("dense").inputs())
+    with grading.replaced(mine):
+        find_case("dense").backward(out, cache)  # the case calls through the module
+    assert len(seen) > calls + 1
+
+
+def test_using_refuses_what_names_no_function_in_one_line():
+    with pytest.raises(ValueError, match=r"lvae_np.layers has no function 'batchnom_backward' "
+                                         r"\(close: layers.batchnorm_backward"):
+        grade(["dense"], using={"layers.batchnom_backward": _stub})
+    with pytest.raises(ValueError, match="not 'module.function'"):
+        grade(["dense"], using={"batchnorm_backward": _stub})
+    with pytest.raises(ValueError, match="no module 'layer'"):
+        grade(["dense"], using={"layer.dense_backward": _stub})
+    with pytest.raises(TypeError, match="is a int, not a function"):
+        grade(["dense"], using={"layers.dense_backward": 3})
+
+
+def test_every_op_a_case_calls_is_among_those_it_uses():
+    """The blocking is right: a case's run calls no op outside what it uses (transitively)."""
+    owners = {}
+    for case in CASES:
+        if case.kind == "op":
+            for key in case.functions():
+                owners.setdefault(key, set()).add(case.name)
+    by_name = {c.name: c for c in CASES}
+
+    def closure(case):
+        found, todo = set(), list(case.uses)
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo += list(by_name[name].uses)
+        return found
+
+    for case in CASES:
+        called = set()
+
+        def recording(key, function):
+            def record(*args, **kwargs):
+                called.add(key)
+                return function(*args, **kwargs)
+            return record
+
+        spies = {k: recording(k, getattr(importlib.import_module(f"lvae_np.{k.split('.')[0]}"),
+                                         k.split(".")[1])) for k in owners}
+        with grading.replaced(spies):
+            inputs = case.inputs(seed=1)
+            out, cache = case.forward(*inputs)
+            case.backward(gradcheck.random_like(out, np.random.default_rng(0)), cache)
+        used = closure(case)
+        stray = [k for k in called - set(case.functions()) if not owners[k] & used]
+        assert not stray, f"{case.name} calls {stray}: add their cases to its uses"
+        assert called or not case.uses, case.name  # the spies see the calls
+
+
+def test_register_refuses_a_use_of_an_unregistered_case(monkeypatch):
+    monkeypatch.setattr(cases, "CASES", list(CASES))
+    with pytest.raises(ValueError, match="uses nosuch: register those first"):
+        cases.register(Case("softplus-twice", L.softplus_forward, L.softplus_backward,
+                            lambda rng: [rng.normal(size=(3, 2))], module="layers",
+                            uses=("softplus", "nosuch")))
+
+
+def test_cli_grade_prints_the_table_and_exits_one_on_a_failure(capsys, monkeypatch):
+    assert main(["--grade", "batchnorm", "merge"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("score 10 / 10: 2 passed")
+
+    def wrong_backward(dout, cache):  # softplus' written as sigmoid(-x)
+        return (dout * L.sigmoid(-cache.x),)
+
+    monkeypatch.setattr(L, "softplus_backward", wrong_backward)
+    assert main(["--grade", "gaussian-head"]) == 1
+    out = capsys.readouterr().out
+    assert "softplus" in out and "FAILED" in out and "blocked by softplus (0 / 2 points): " \
+        "gaussian-head" in out
+    assert main(["--grade", "nosuch"]) == 2
+    assert capsys.readouterr().err.startswith("lvae_np.gradcheck: error: unknown op 'nosuch'")
+
+
+def test_check_gradients_says_when_backward_returns_nothing():
+    def forgets_return(dout, cache):
+        L.dense_backward(dout, cache)
+
+    report = check_gradients(L.dense_forward, forgets_return, _dense_inputs())
+    assert report.problems == ["forgets_return returned None: it must return one gradient per "
+                               "input (3: x, W, b)"]
+    with pytest.raises(GradientError, match="forgets_return returned None"):
+        assert_gradients(L.dense_forward, forgets_return, _dense_inputs())

@@ -3,16 +3,19 @@
     python -m lvae_np.gradcheck                  # every registered case
     python -m lvae_np.gradcheck batchnorm merge  # some, by their short names
     python -m lvae_np.gradcheck --list           # the names (with -v, what each checks)
+    python -m lvae_np.gradcheck --grade [NAMES]  # the autograder: points, blocked dependents
 
 Exit status 0 when every check passes, 1 when one fails, 2 for bad input
-(one line on stderr).
+(one line on stderr). ``--grade`` takes group names too (``ops``,
+``composites``, ``models``, a module such as ``layers``; see
+``grading.groups``) and grades the cases each uses first.
 """
 from __future__ import annotations
 
 import sys
 
 from ..cli import Parser, UsageError, fail
-from . import cases
+from . import cases, grading
 from .engine import DEFAULT_TOL, ArgumentReport
 
 PROG = "lvae_np.gradcheck"
@@ -31,6 +34,10 @@ def build_parser() -> Parser:
                         "see --list")
     parser.add_argument("--list", action="store_true",
                         help="list the registered ops' names and exit (with -v, their titles too)")
+    parser.add_argument("--grade", action="store_true",
+                        help="grade instead: the cases named (or groups: ops, composites, "
+                        "models, a module) with those they use, in dependency order; a table "
+                        "of points, each failure once, its dependents as blocked")
     parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="one row per argument even for cases with more than "
@@ -75,6 +82,13 @@ def main(argv=None) -> int:
     if args.list:
         print_list(args.verbose)
         return 0
+    if args.grade:
+        try:
+            report = grading.grade(args.ops or None, seed=args.seed, tol=args.tol)
+        except cases.UnknownCaseError as exc:
+            return fail(PROG, exc)
+        print(report)
+        return 0 if report.passed else 1
     try:
         selected = select(args.ops)
     except UsageError as exc:

@@ -1,12 +1,17 @@
 """What a gradient-check case is, and the builders of its inputs: shared by every case module.
 
 A ``Case`` bundles an op's forward and backward with a seeded maker of
-well-conditioned float64 inputs; ``composite_case`` turns an op whose
-parameters come as dicts (a block, a head, a model's step) into one. The
-registry itself is ``cases.py``.
+well-conditioned float64 inputs, the cases it is built on (``uses``) and its
+points in a course; ``composite_case`` turns an op whose parameters come as
+dicts (a block, a head, a model's step) into one. A case calls the package's
+functions through their modules (``late``), so replacing a module's function
+(``grade(using=...)``) reaches every case and every composite built on it.
+The registry itself is ``cases.py``.
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import re
 from dataclasses import KW_ONLY, dataclass
 from typing import Callable
@@ -26,6 +31,63 @@ from .engine import (
 
 KINDS = ("op", "composite", "model")
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]*")  # one word on a command line
+POINTS = {"op": 2, "composite": 2, "model": 3}   # a case's points unless it says
+
+
+class Late:
+    """A function of an lvae_np module, looked up in its module at every call.
+
+    ``Late(layers.dense_backward)`` calls whatever ``layers.dense_backward`` is
+    when called, so a function put in its place (by ``grade(using=...)``) is
+    the one a case checks. ``__wrapped__`` is the function there now, so
+    ``inspect.signature`` and ``inspect.unwrap`` see through it.
+    """
+
+    def __init__(self, function: Callable):
+        self.module = function.__module__
+        self.__name__ = self.__qualname__ = function.__name__
+
+    @property
+    def key(self) -> str:
+        """``"layers.dense_backward"``: the name ``grade(using=...)`` replaces it by."""
+        return f"{self.module.removeprefix('lvae_np.')}.{self.__name__}"
+
+    @property
+    def __wrapped__(self) -> Callable:
+        return getattr(importlib.import_module(self.module), self.__name__)
+
+    def __call__(self, *args, **kwargs):
+        return self.__wrapped__(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Late({self.key})"
+
+
+def late(function):
+    """``function`` as a Late when it is a module-level function of lvae_np, else itself.
+
+    A ``functools.partial`` of such a function keeps its settings around a Late.
+    """
+    if isinstance(function, functools.partial):
+        inner = late(function.func)
+        return function if inner is function.func else functools.partial(
+            inner, *function.args, **function.keywords)
+    module = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__name__", "")
+    if (module.startswith("lvae_np.") and not isinstance(function, Late)
+            and getattr(importlib.import_module(module), name, None) is function):
+        return Late(function)
+    return function
+
+
+def late_of(function):
+    """The Late inside ``function`` (through partials and ``__wrapped__``), or None."""
+    while function is not None and not isinstance(function, Late):
+        if isinstance(function, functools.partial):
+            function = function.func
+        else:
+            function = function.__dict__.get("__wrapped__") if hasattr(function, "__dict__") else None
+    return function
 
 
 @dataclass(frozen=True)
@@ -43,6 +105,13 @@ class Case:
         title: what is checked, in words (shown by ``--list -v``).
         names: argument names shown in reports (default: forward's parameter names).
         step: finite-difference step.
+        uses: the names of the registered cases whose ops this one calls
+            (directly; theirs follow). The autograder checks those first and
+            reports this case "blocked" when one of them fails.
+        points: what the case is worth to the autograder (default by kind, POINTS).
+
+    ``forward`` and ``backward``, when they are functions of an lvae_np
+    module (or partials of one), are kept as ``Late`` references.
     """
 
     name: str
@@ -55,6 +124,27 @@ class Case:
     title: str = ""
     names: tuple = ()
     step: float = DEFAULT_STEP
+    uses: tuple = ()
+    points: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "forward", late(self.forward))
+        object.__setattr__(self, "backward", late(self.backward))
+        object.__setattr__(self, "uses", tuple(self.uses))
+        if not self.points:
+            object.__setattr__(self, "points", POINTS.get(self.kind, 1))
+
+    def functions(self) -> tuple:
+        """The case's own functions, ``("layers.batchnorm_forward", "layers.batchnorm_backward")``.
+
+        The backward's module function and its ``_forward`` partner; empty for a
+        case whose backward is no module function (a whole model).
+        """
+        backward = late_of(self.backward)
+        if backward is None:
+            return ()
+        forward = backward.key.removesuffix("_backward") + "_forward"
+        return (forward, backward.key)
 
     def inputs(self, seed: int = 0, xp=numpy) -> list:
         """The inputs for ``seed``, as float64 arrays of namespace ``xp``."""
@@ -107,7 +197,7 @@ MLP_SIZES = (5, 4, 3)  # the MLP block's widths (in, h1, h2)
 
 def composite_case(name: str, forward: Callable, backward: Callable, make_arrays: Callable,
                    params: dict, *, names: tuple, module: str = "networks",
-                   title: str = "") -> Case:
+                   title: str = "", uses: tuple = (), points: int = 0) -> Case:
     """An op taking arrays, then dicts of parameters (a block, a head, a step), as a case.
 
     Args:
@@ -118,8 +208,7 @@ def composite_case(name: str, forward: Callable, backward: Callable, make_arrays
         params: for each dict in order, its argument's name -> ``init(rng)``,
             the dict at initialisation (NumPy float64 arrays).
         names: the plain arrays' names.
-        module: as in Case.
-        title: as in Case.
+        module, title, uses, points: as in Case.
 
     Returns:
         a Case whose inputs are the arrays, then each dict's parameters in
@@ -130,7 +219,7 @@ def composite_case(name: str, forward: Callable, backward: Callable, make_arrays
     """
     inits = list(params.values())
     groups = [sorted(init(numpy.random.default_rng(0))) for init in inits]
-    fwd, bwd = with_positional_params(forward, backward, *groups, arrays=len(names))
+    fwd, bwd = with_positional_params(late(forward), late(backward), *groups, arrays=len(names))
 
     def make_inputs(rng):
         inputs = list(make_arrays(rng))
@@ -142,7 +231,7 @@ def composite_case(name: str, forward: Callable, backward: Callable, make_arrays
     param_names = [f"{arg}.{k}" if len(groups) > 1 else k
                    for arg, keys in zip(params, groups) for k in keys]
     return Case(name, fwd, bwd, make_inputs, module=module, kind="composite", title=title,
-                names=tuple(names) + tuple(param_names))
+                names=tuple(names) + tuple(param_names), uses=uses, points=points)
 
 
 def mlp_state(like, widths=MLP_SIZES[1:]) -> dict:

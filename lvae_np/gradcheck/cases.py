@@ -31,10 +31,9 @@ from functools import partial
 
 import numpy
 
-from .. import gaussian, likelihoods, networks
+from .. import bounds, gaussian, likelihoods, networks
 from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
-from ..bounds import logmeanexp_backward, logmeanexp_forward
 from ..models import Model, ModelConfig
 from .case import (  # noqa: F401  (KINDS, NAME and Case are part of the registry's interface)
     KINDS,
@@ -66,9 +65,15 @@ def register(*cases: Case) -> None:
 
     Raises:
         ValueError: a name is taken or is not one word of letters, digits,
-            dots and hyphens, or a kind is not one of KINDS.
+            dots and hyphens, a kind is not one of KINDS, or ``uses`` names a
+            case not registered before (so the registry's order is an order
+            in which every case comes after those it uses).
     """
     for case in cases:
+        unknown = [u for u in case.uses if u not in {c.name for c in CASES}]
+        if unknown:
+            raise ValueError(f"case {case.name!r} uses {', '.join(unknown)}: register "
+                             "those first")
         if not NAME.fullmatch(case.name):
             raise ValueError(f"case name {case.name!r} must be one word of letters, digits, "
                              "'.' and '-'")
@@ -132,13 +137,13 @@ def _real_x_and_logits(rng):
 register(
     Case("dense", layer_ops.dense_forward, layer_ops.dense_backward,
          lambda rng: [rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)],
-         module="layers", title="dense layer, out = x W + b"),
+         module="layers", title="dense layer, out = x W + b", points=3),
     Case("batchnorm", partial(layer_ops.batchnorm_forward, training=True),
          layer_ops.batchnorm_backward,
          lambda rng: [rng.normal(1.0, 2.0, size=(8, 4)), rng.uniform(0.5, 2.0, 4),
                       rng.normal(size=4)],
          module="layers", title="batch norm, training mode (batch statistics)",
-         names=("x", "gamma", "beta")),
+         names=("x", "gamma", "beta"), points=5),
     Case("batchnorm-eval", _batchnorm_with_fixed_state, layer_ops.batchnorm_backward,
          lambda rng: [rng.normal(size=(6, 4)), rng.uniform(0.5, 2.0, 4), rng.normal(size=4)],
          module="layers", title="batch norm, evaluation mode (running averages)"),
@@ -147,7 +152,7 @@ register(
          module="layers", title=f"leaky ReLU, slope {layer_ops.LEAKY_RELU_SLOPE:g}"),
     Case("leaky-relu-0.3", partial(layer_ops.leaky_relu_forward, slope=0.3),
          layer_ops.leaky_relu_backward, lambda rng: [_away_from_zero(rng, (5, 4))],
-         module="layers", title="leaky ReLU, slope 0.3", names=("x",)),
+         module="layers", title="leaky ReLU, slope 0.3", names=("x",), points=1),
     Case("softplus", layer_ops.softplus_forward, layer_ops.softplus_backward,
          lambda rng: [rng.normal(0.0, 3.0, size=(5, 4))],
          module="layers", title="softplus, log(1 + e^x)"),
@@ -162,10 +167,10 @@ register(
          module="gaussian", title="z = mu + sqrt(var) eps"),
     Case("merge", gaussian.merge_forward, gaussian.merge_backward,
          lambda rng: _gaussians(rng, 2),
-         module="gaussian", title="precision-weighted merge of two Gaussians"),
+         module="gaussian", title="precision-weighted merge of two Gaussians", points=5),
     Case("kl-normal", gaussian.kl_normal_forward, gaussian.kl_normal_backward,
          lambda rng: _gaussians(rng, 2),
-         module="gaussian", title="KL(N(mu_q, var_q) || N(mu_p, var_p)), diagonal"),
+         module="gaussian", title="KL(N(mu_q, var_q) || N(mu_p, var_p)), diagonal", points=4),
     Case("kl-standard-normal", gaussian.kl_standard_normal_forward,
          gaussian.kl_standard_normal_backward, lambda rng: _gaussians(rng, 1),
          module="gaussian", title="KL(N(mu, var) || N(0, I))"),
@@ -174,7 +179,8 @@ register(
          module="gaussian", title="log N(z; mu, var)"),
     Case("kl-sample", gaussian.kl_sample_forward, gaussian.kl_sample_backward,
          lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 2),
-         module="gaussian", title="single-sample KL estimate, log q(z) - log p(z)"),
+         module="gaussian", title="single-sample KL estimate, log q(z) - log p(z)",
+         uses=("log-normal",)),
     Case("bernoulli-ll", likelihoods.bernoulli_log_likelihood_forward,
          likelihoods.bernoulli_log_likelihood_backward, _binary_x_and_logits,
          module="likelihoods", title="Bernoulli log-likelihood from logits, binary x",
@@ -182,14 +188,16 @@ register(
     Case("bernoulli-ll-real", likelihoods.bernoulli_log_likelihood_forward,
          likelihoods.bernoulli_log_likelihood_backward, _real_x_and_logits,
          module="likelihoods", title="Bernoulli log-likelihood from logits, x in [0, 1]",
-         names=("x", "logits")),
+         names=("x", "logits"), points=1),
     Case("gaussian-ll", likelihoods.gaussian_log_likelihood_forward,
          likelihoods.gaussian_log_likelihood_backward,
          lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1),
-         module="likelihoods", title="Gaussian log-likelihood, log N(x; mu, var)"),
-    Case("logmeanexp", logmeanexp_forward, logmeanexp_backward,
+         module="likelihoods", title="Gaussian log-likelihood, log N(x; mu, var)",
+         uses=("log-normal",)),
+    Case("logmeanexp", bounds.logmeanexp_forward, bounds.logmeanexp_backward,
          lambda rng: [rng.normal(0.0, 2.0, size=(4, 5))],
-         module="bounds", title="log-mean-exp over k = 4 samples (the importance-weighted bound)"),
+         module="bounds", title="log-mean-exp over k = 4 samples (the importance-weighted bound)",
+         points=3),
 )
 
 
@@ -213,29 +221,35 @@ def _gaussian_block_forward(h, block, head):
 register(
     composite_case("mlp", _mlp_forward(True, True), networks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(True)}, names=("x",),
-                   title="MLP block, Dense -> BatchNorm -> leaky ReLU twice, training mode"),
+                   title="MLP block, Dense -> BatchNorm -> leaky ReLU twice, training mode",
+                   uses=("dense", "batchnorm", "leaky-relu"), points=3),
     composite_case("mlp-eval", _mlp_forward(True, False), networks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(True)}, names=("x",),
-                   title="MLP block with batch norm, evaluation mode (running averages)"),
+                   title="MLP block with batch norm, evaluation mode (running averages)",
+                   uses=("dense", "batchnorm-eval", "leaky-relu")),
     composite_case("mlp-nobn", _mlp_forward(False, True), networks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(False)}, names=("x",),
-                   title="MLP block without batch norm, Dense (with bias) -> leaky ReLU twice"),
+                   title="MLP block without batch norm, Dense (with bias) -> leaky ReLU twice",
+                   uses=("dense", "leaky-relu")),
     composite_case("gaussian-head", networks.gaussian_head_forward,
                    networks.gaussian_head_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",),
-                   title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)"),
+                   title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)",
+                   uses=("dense", "softplus")),
     composite_case("gaussian-head-plain", networks.gaussian_head_plain_forward,
                    networks.gaussian_head_plain_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
-                   names=("h",), title="the Gaussian head's plain form, two dense layers"),
+                   names=("h",), title="the Gaussian head's plain form, two dense layers",
+                   uses=("dense", "softplus")),
     composite_case("gaussian-block", _gaussian_block_forward, networks.gaussian_block_backward,
                    normal_input((6, 5)), {"block": init_mlp_params(True), "head": init_head_params(MLP_SIZES[-1], 2)},
-                   names=("h",), title="Gaussian block, an MLP block then a Gaussian head"),
+                   names=("h",), title="Gaussian block, an MLP block then a Gaussian head",
+                   uses=("mlp", "gaussian-head")),
     Case("tile-rows", partial(networks.tile_rows_forward, k=3), networks.tile_rows_backward,
          normal_input((4, 3)), module="networks", kind="composite",
-         title="row tiling, k = 3 copies of each row"),
+         title="row tiling, k = 3 copies of each row", points=1),
     Case("tile-rows-k1", partial(networks.tile_rows_forward, k=1), networks.tile_rows_backward,
          normal_input((4, 3)), module="networks", kind="composite",
-         title="row tiling, k = 1 (the input itself)"),
+         title="row tiling, k = 1 (the input itself)", points=1),
 )
 
 
@@ -287,14 +301,14 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
         f = outputs.f
         if iw == 1:
             return f, (cache, None)
-        bound, c_lme = logmeanexp_forward(xp.reshape(f, (iw, n)))
+        bound, c_lme = bounds.logmeanexp_forward(xp.reshape(f, (iw, n)))
         return bound, (cache, c_lme)
 
     def backward(dout, caches):
         cache, c_lme = caches
         if c_lme is not None:
             xp = namespace(dout)
-            (dlw,) = logmeanexp_backward(dout, c_lme)
+            (dlw,) = bounds.logmeanexp_backward(dout, c_lme)
             dout = xp.reshape(dlw, (iw * n,))
         grads = model.backward(dout, cache)
         return tuple(grads[k] for k in keys)
@@ -306,7 +320,29 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
              + (f"IWAE bound k = {iw}" if iw > 1 else f"KL {kl}, beta = {beta:g}"))
     return Case(f"{kind}-L{layers}-{bn}-{objective}", forward, backward,
                 lambda rng: [a.copy() for a in start], module="models", kind="model",
-                title=title, names=tuple(keys), step=1e-5)
+                title=title, names=tuple(keys), step=1e-5,
+                uses=model_uses(kind, batch_norm, kl if iw == 1 else "mc", iw))
+
+
+def model_uses(kind: str, batch_norm: bool, kl: str, iw: int = 1) -> tuple:
+    """The cases a whole model is built on: its steps, or (without batch norm) their ops.
+
+    The steps are registered with batch norm; a model without it is built on
+    the ops its steps call without batch norm (so a wrong batch norm blocks
+    only the models that have it).
+    """
+    top = "top-step" if kl == "analytic" else "top-step-mc"
+    if batch_norm:
+        uses = ["bottom-up-step", "output-step"]
+        uses += ([top, "ladder-step" if kl == "analytic" else "ladder-step-mc"]
+                 if kind == "lvae" else
+                 ["vae-step", "vae-kl-step", "reparameterize",
+                  "kl-standard-normal" if kl == "analytic" else "kl-sample"])
+    else:
+        uses = ["mlp-nobn", "gaussian-head", "dense", "bernoulli-ll", "reparameterize",
+                "kl-normal" if kl == "analytic" else "kl-sample"]
+        uses += [top, "merge"] if kind == "lvae" else []
+    return tuple(uses) + (("tile-rows", "logmeanexp") if iw > 1 else ())
 
 
 register(*[model_case(kind, 3, True, kl, 0.5) for kind in ("vae", "lvae")

@@ -44,6 +44,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, NamedTuple, Sequence
 
 import numpy
@@ -306,8 +307,9 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
         if x.dtype != xp.float64:
             raise TypeError(
                 f"gradient checks need float64 inputs, but {name!r} is {x.dtype}: finite "
-                f"differences in single precision cannot resolve errors of {tol:g}. Cast it, "
-                f"e.g. xp.astype({name}, xp.float64).")
+                f"differences in single precision cannot resolve errors of {tol:g}. Cast it first: "
+                f"{name}.astype(numpy.float64) for a NumPy array (xp.astype({name}, xp.float64) "
+                f"in any array namespace).")
     # A stream of its own: an upstream gradient drawn with the same seed as the
     # inputs could be collinear with them (and batch norm projects that out).
     rng = numpy.random.default_rng([seed, 0x6C7661])
@@ -319,10 +321,13 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
     dout_copy = [_copy(d) for d in _as_tuple(dout)]
     cache_arrays = list(_nested_arrays(cache))
     cache_copy = [_copy(a) for a in cache_arrays]
-    grads = _as_tuple(backward(dout, cache))
+    grads = backward(dout, cache)
+    grads = (grads,) if hasattr(grads, "shape") else grads  # one bare array: one input
+    problem = backward_problem(grads, names, function_name(backward))
+    if problem:  # nothing to compare: say why in one sentence
+        return GradcheckReport(op, [], [problem])
+    grads = tuple(grads)
 
-    if len(grads) != len(inputs):
-        problems.append(f"backward returned {len(grads)} gradients for {len(inputs)} inputs")
     if not all(_identical(a, b) for a, b in zip(_as_tuple(dout), dout_copy)):
         problems.append("backward changed dout")
     if not all(_identical(a, b) for a, b in zip(cache_arrays, cache_copy)):
@@ -372,6 +377,37 @@ def check_gradients(forward: Callable, backward: Callable, inputs: Sequence, *,
         rep.index = tuple(int(k) for k in worst)
         rep.analytic, rep.numerical = float(ana[worst]), float(num[worst])
     return GradcheckReport(op, reports, problems)
+
+
+def function_name(function: Callable) -> str:
+    """The name of the function behind ``function`` (through partials and ``__wrapped__``)."""
+    while isinstance(function, partial):
+        function = function.func
+    try:
+        function = inspect.unwrap(function)
+    except ValueError:  # a cycle of __wrapped__
+        pass
+    return getattr(function, "__name__", "backward")
+
+
+def backward_problem(grads, names: Sequence[str], function: str) -> str | None:
+    """One sentence when a backward's result breaks the op contract, else None.
+
+    The contract: a tuple (or list) with one gradient per input, none of them
+    None. ``names`` are the inputs' names, ``function`` the backward's name.
+    """
+    count = f"one gradient per input ({len(names)}: {', '.join(names)})"
+    if grads is None:
+        return f"{function} returned None: it must return {count}"
+    if not isinstance(grads, (tuple, list)):
+        return (f"{function} returned a {type(grads).__name__}, not a tuple: it must return "
+                f"{count}" + (", e.g. (dx,)" if len(names) == 1 else ""))
+    if len(grads) != len(names):
+        return f"{function} returned {len(grads)} gradients: it must return {count}"
+    missing = [repr(name) for name, g in zip(names, grads) if g is None]
+    if missing:
+        return f"{function} returned None for {', '.join(missing)}: it must return {count}"
+    return None
 
 
 def assert_gradients(forward: Callable, backward: Callable, inputs: Sequence, **kwargs):

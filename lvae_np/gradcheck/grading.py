@@ -1,0 +1,398 @@
+"""The autograder: registered cases graded in dependency order, with points and one verdict each.
+
+For a course, in a notebook's test cell or a test file::
+
+    from lvae_np.gradcheck import grade
+    report = grade(["batchnorm"], using={"layers.batchnorm_backward": batchnorm_backward})
+    print(report)          # a short table: points and verdict per case
+    assert report.passed
+
+and on the command line ``python -m lvae_np.gradcheck --grade [NAMES...]``.
+
+What it does:
+
+* ``names`` picks registered cases (``cases.py``) or groups of them
+  (``GROUPS``: ``ops``, ``composites``, ``models``, a module such as
+  ``layers``, or ``all``). Each comes with the cases it uses (``Case.uses``),
+  checked first, in the registry's order.
+* ``using`` puts functions in place of the package's (``"layers.dense_backward"
+  -> f``) while grading, and puts the package's back afterwards, even on an
+  error. The cases, and every composite and model built on the replaced op,
+  then run the replacement: the package calls its ops through their modules.
+* Verdicts (``GradeReport.status``): ``"passed"``; ``"failed"`` (a gradient is
+  wrong, or the op broke its contract: one sentence says how, e.g. a backward
+  that returned None); ``"not implemented"`` (a function raises
+  NotImplementedError, the state of a released student copy); ``"error"``
+  (another exception, in one sentence with the line that raised it); and
+  ``"blocked by <case>"`` for a case that uses one that did not pass: it is
+  not run, and is listed once under the case to blame.
+* Points: each case's ``points`` (``Case.points``: 1 to 5 for an op or a
+  composite, by how much there is to derive; 3 for a whole model). A case
+  earns its points when it passes, nothing otherwise.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import difflib
+import functools
+import importlib
+import inspect
+import os
+import textwrap
+import traceback
+from dataclasses import dataclass, field
+
+import numpy
+
+from . import cases
+from .case import Case
+from .engine import DEFAULT_TOL, backward_problem
+
+PASSED, FAILED, NOT_IMPLEMENTED, ERROR, BLOCKED = (
+    "passed", "failed", "not implemented", "error", "blocked by")
+RESULT = {PASSED: "passed", FAILED: "FAILED", NOT_IMPLEMENTED: "not implemented yet",
+          ERROR: "ERROR"}
+WORST = 3     # wrong arguments shown per failed case (the largest errors)
+WIDTH = 100   # of the table's wrapped lines
+KIND_GROUPS = {"ops": "op", "composites": "composite", "models": "model"}
+# Frames of these folders are not where a student's error is
+_SKIP = tuple(os.path.dirname(m.__file__) for m in (numpy, cases, contextlib))
+
+
+class ContractError(Exception):
+    """An op broke the op contract (wrong return); the message is one sentence."""
+
+
+@dataclass
+class Item:
+    """The grade of one case."""
+
+    name: str
+    kind: str
+    points: int
+    status: str = PASSED
+    details: list = field(default_factory=list)  # lines under the row (not implemented: names)
+
+    @property
+    def earned(self) -> int:
+        return self.points if self.status == PASSED else 0
+
+
+@dataclass
+class GradeReport:
+    """What ``grade`` found: one Item per graded case, in the order graded."""
+
+    items: list
+    seed: int = 0
+    tol: float = DEFAULT_TOL
+
+    @property
+    def passed(self) -> bool:
+        """Every graded case passed."""
+        return all(item.status == PASSED for item in self.items)
+
+    @property
+    def score(self) -> int:
+        return sum(item.earned for item in self.items)
+
+    @property
+    def total(self) -> int:
+        return sum(item.points for item in self.items)
+
+    def item(self, name: str) -> Item:
+        """The graded case called ``name`` (KeyError if it was not graded)."""
+        for item in self.items:
+            if item.name == name:
+                return item
+        raise KeyError(f"{name!r} was not graded; graded: {', '.join(self.names())}")
+
+    def names(self) -> list:
+        return [item.name for item in self.items]
+
+    def status(self, name: str) -> str:
+        """``"passed"``, ``"failed"``, ``"not implemented"``, ``"error"`` or ``"blocked by X"``."""
+        return self.item(name).status
+
+    def counts(self) -> dict:
+        """How many cases got each verdict ("blocked" for every "blocked by ..."), none left out."""
+        found = dict.fromkeys((PASSED, FAILED, NOT_IMPLEMENTED, ERROR, "blocked"), 0)
+        for item in self.items:
+            found["blocked" if item.status.startswith(BLOCKED) else item.status] += 1
+        return {verdict: n for verdict, n in found.items() if n}
+
+    def __str__(self) -> str:
+        shown = [i for i in self.items if not i.status.startswith(BLOCKED)]
+        width = max([len(i.name) for i in shown] + [4])
+        header = f"{'case':<{width}}  {'points':>7}  result"
+        rule = "-" * max(len(header), 60)
+        lines = [header, rule]
+        for item in shown:
+            result, details = RESULT[item.status], item.details
+            if item.status == NOT_IMPLEMENTED:  # the function's name fits on the row
+                result, details = f"{result} ({', '.join(details)})", []
+            lines.append(f"{item.name:<{width}}  {item.earned:>3} / {item.points:<2} "
+                         f" {result}")
+            lines += [f"    {d}" for d in details]
+        blocked = {}
+        for item in self.items:
+            if item.status.startswith(BLOCKED):
+                blocked.setdefault(item.status, []).append(item)
+        for status, items in blocked.items():
+            head = f"{status} (0 / {sum(i.points for i in items)} points): "
+            lines += textwrap.wrap(", ".join(i.name for i in items), WIDTH,
+                                   initial_indent=head, subsequent_indent="    ",
+                                   break_on_hyphens=False)
+        lines.append(rule)
+        counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
+        lines.append(f"score {self.score} / {self.total}: {counts} (seed {self.seed}, "
+                     f"tolerance {self.tol:g}, float64)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<GradeReport score {self.score} / {self.total}: {'passed' if self.passed else 'not passed'}>"
+
+
+# ----------------------------------------------------------------------------
+# Which cases
+# ----------------------------------------------------------------------------
+def groups() -> dict:
+    """Group name -> its cases: ``all``, ``ops``, ``composites``, ``models`` and each module."""
+    found = {"all": list(cases.CASES)}
+    for group, kind in KIND_GROUPS.items():
+        found[group] = [c for c in cases.CASES if c.kind == kind]
+    for case in cases.CASES:
+        if case.module not in found:
+            found[case.module] = [c for c in cases.CASES if c.module == case.module]
+    return found
+
+
+def select(names=None) -> list:
+    """The cases ``names`` asks for, with every case they use, in the registry's order.
+
+    Args:
+        names: case or group names (one string or several); None for all.
+
+    Raises:
+        cases.UnknownCaseError: a name is neither (one line, naming close ones).
+    """
+    if names is None:
+        return list(cases.CASES)
+    if isinstance(names, str):
+        names = [names]
+    known, wanted = groups(), []
+    for name in names:
+        wanted += known[name] if name in known else [cases.find_case(name)]
+    by_name = {c.name: c for c in cases.CASES}
+    needed, todo = set(), [c.name for c in wanted]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += list(by_name[name].uses)
+    return [c for c in cases.CASES if c.name in needed]
+
+
+# ----------------------------------------------------------------------------
+# Functions in place of the package's
+# ----------------------------------------------------------------------------
+def target(key: str):
+    """``(module, name)`` for ``"layers.dense_backward"`` (or ``"lvae_np.layers.dense_backward"``).
+
+    Raises:
+        ValueError: no such module or function of lvae_np (one line).
+    """
+    if not isinstance(key, str) or "." not in key:
+        raise ValueError(f"using: {key!r} is not 'module.function' "
+                         "(such as 'layers.batchnorm_backward')")
+    module_name, _, name = key.removeprefix("lvae_np.").rpartition(".")
+    try:
+        module = importlib.import_module(f"lvae_np.{module_name}")
+    except ImportError:
+        raise ValueError(f"using: lvae_np has no module {module_name!r} (in {key!r})") from None
+    if not callable(getattr(module, name, None)):
+        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
+        close = difflib.get_close_matches(name, public, n=3)
+        hint = f" (close: {', '.join(module_name + '.' + c for c in close)})" if close else ""
+        raise ValueError(f"using: lvae_np.{module_name} has no function {name!r}{hint}")
+    return module, name
+
+
+@contextlib.contextmanager
+def swapped(targets: list):
+    """Set each ``(module, name, function)``; the module's own are back afterwards, whatever happens."""
+    saved = []
+    try:
+        for module, name, function in targets:
+            saved.append((module, name, getattr(module, name)))
+            setattr(module, name, function)
+        yield
+    finally:
+        for module, name, original in reversed(saved):
+            setattr(module, name, original)
+
+
+def replaced(using: dict):
+    """Put ``using``'s functions in place of the package's (a context manager, see ``swapped``)."""
+    targets = []
+    for key, function in using.items():
+        module, name = target(key)
+        if not callable(function):
+            raise TypeError(f"using[{key!r}] is a {type(function).__name__}, not a function")
+        targets.append((module, name, function))
+    return swapped(targets)
+
+
+def input_names(forward) -> list:
+    """The names of a forward's positional parameters: its inputs, one gradient each."""
+    try:
+        params = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def checking(module, name: str, function):
+    """``function`` (``module.name``) with its result held to the op contract (ContractError)."""
+    if name.endswith("_forward"):
+        @functools.wraps(function)
+        def forward(*args, **kwargs):
+            result = function(*args, **kwargs)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                what = "None" if result is None else f"a {type(result).__name__}"
+                raise ContractError(f"{name} returned {what}: it must return (out, cache)")
+            return result
+        return forward
+
+    @functools.wraps(function)
+    def backward(*args, **kwargs):
+        result = function(*args, **kwargs)
+        partner = getattr(module, name.removesuffix("_backward") + "_forward", None)
+        names = input_names(partner) if partner is not None else []
+        problem = backward_problem(result, names, name) if names else None
+        if problem:
+            raise ContractError(problem)
+        return result
+    return backward
+
+
+def contract_checked(case: Case):
+    """While grading ``case``, its own forward and backward checked by ``checking``."""
+    targets = [target(key) for key in case.functions()]
+    return swapped([(module, name, checking(module, name, getattr(module, name)))
+                    for module, name in targets])
+
+
+def not_implemented(function) -> bool:
+    """Whether ``function``'s body raises NotImplementedError unconditionally (a stub)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(inspect.unwrap(function)))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError, IndentationError):
+        return False
+    node = tree.body[0] if tree.body else None
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return False
+    for stmt in node.body:
+        if isinstance(stmt, ast.Raise) and stmt.exc is not None:
+            exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+            if isinstance(exc, ast.Name) and exc.id == "NotImplementedError":
+                return True
+    return False
+
+
+def stub_of(case: Case) -> str | None:
+    """The first of the case's own functions that is a stub, by name, or None."""
+    for key in case.functions():
+        module, name = target(key)
+        if not_implemented(getattr(module, name)):
+            return name
+    return None
+
+
+def _where(exc: BaseException):
+    """The frame where a student's code raised: the deepest outside NumPy and the checker."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if not f.filename.startswith(_SKIP)]
+    return (mine or frames or [None])[-1]
+
+
+def _sentence(exc: Exception) -> str:
+    frame = _where(exc)
+    message = (str(exc).strip().splitlines() or [""])[0]
+    if len(message) > 160:
+        message = message[:157] + "..."
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if frame is None:
+        return f"raised {text}"
+    line = f"`{frame.line.strip()}`" if frame.line else f"line {frame.lineno}"
+    return f"{frame.name} raised {text} (at {line})"
+
+
+# ----------------------------------------------------------------------------
+# Grading
+# ----------------------------------------------------------------------------
+def grade_case(case: Case, blame: dict, *, seed: int, tol: float) -> Item:
+    """Grade one case, given the blame of those graded before (case -> cases at fault)."""
+    item = Item(case.name, case.kind, case.points)
+    order = [c.name for c in cases.CASES]
+    roots = sorted({r for u in case.uses for r in blame.get(u, ())}, key=order.index)
+    stub = stub_of(case)
+    if stub is not None:
+        item.status, item.details = NOT_IMPLEMENTED, [stub]
+    elif roots:
+        item.status = f"{BLOCKED} {', '.join(roots)}"
+    else:
+        try:
+            with contract_checked(case):
+                report = case.check(seed=seed, tol=tol)
+        except NotImplementedError as exc:
+            frame = _where(exc)
+            item.status = NOT_IMPLEMENTED
+            item.details = [frame.name if frame else case.name]
+        except ContractError as exc:
+            item.status, item.details = FAILED, [str(exc)]
+        except Exception as exc:  # noqa: BLE001 (a student's error, in one sentence)
+            item.status, item.details = ERROR, [_sentence(exc)]
+        else:
+            if not report.passed:
+                item.status = FAILED
+                wrong = sorted((a for a in report.arguments if not a.passed),
+                               key=lambda a: (not a.problems, -a.max_rel_error))
+                item.details = list(report.problems) + [a.describe() for a in wrong[:WORST]]
+                if len(wrong) > WORST:
+                    item.details.append(f"... and {len(wrong) - WORST} more wrong arguments")
+    blame[case.name] = () if item.status == PASSED else (
+        roots if item.status.startswith(BLOCKED) else (case.name,))
+    return item
+
+
+def grade(names=None, *, using: dict | None = None, seed: int = 0,
+          tol: float = DEFAULT_TOL) -> GradeReport:
+    """Grade registered cases: ops before the composites and models built on them.
+
+    Args:
+        names: case names (``"batchnorm"``, ``"ladder-step"``), group names
+            (``"ops"``, ``"layers"``, see ``groups``), one or several; None for
+            all. The cases they use are graded too, first.
+        using: ``"module.function" -> function`` to grade in place of the
+            package's (``{"layers.batchnorm_backward": my_backward}``), for the
+            duration of the call.
+        seed: seed of the inputs and upstream gradients.
+        tol: largest acceptable relative error (float64).
+
+    Returns:
+        a GradeReport; ``print`` it for the table. Nothing is raised for a
+        wrong or missing gradient.
+
+    Raises:
+        cases.UnknownCaseError: an unknown case or group name.
+        ValueError, TypeError: a key of ``using`` names no function of
+            lvae_np, or a value is not callable.
+    """
+    selected = select(names)
+    blame, items = {}, []
+    with replaced(using or {}):
+        for case in selected:
+            items.append(grade_case(case, blame, seed=seed, tol=tol))
+    return GradeReport(items, seed, tol)
