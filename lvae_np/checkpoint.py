@@ -14,6 +14,11 @@ Layout of the archive (all NumPy arrays, read back with ``allow_pickle=False``):
 Writing is atomic: the archive goes to a temporary file in the same folder,
 is flushed to disk, and then renamed over the old one, so a crash or Ctrl-C
 leaves either the old checkpoint or the new one, never half of one.
+
+Reading is checked before anything uses the contents: ``load`` refuses a
+file that is not a complete checkpoint, ``check_meta`` a meta record whose
+position (epoch, batch, Adam's step) is malformed, and ``check_arrays``
+arrays whose names or shapes are not those of the model they should fit.
 """
 from __future__ import annotations
 
@@ -37,6 +42,15 @@ class CheckpointError(Exception):
 def save(path, *, params: dict, state: dict, opt_state: dict, meta: dict,
          extra: dict | None = None) -> None:
     """Write a checkpoint atomically. Arrays may live on any backend; they are copied to the host."""
+    atomic_write(path, writer(params=params, state=state, opt_state=opt_state, meta=meta,
+                              extra=extra))
+
+
+def writer(*, params: dict, state: dict, opt_state: dict, meta: dict, extra: dict | None = None):
+    """The checkpoint as a function ``write(file_object)``, for ``fileio.atomic_write_many``.
+
+    The arrays are copied to the host now; the arguments are those of ``save``.
+    """
     arrays = {}
     for group, tree in (("param", params), ("state", state), ("adam_m", opt_state["m"]),
                         ("adam_v", opt_state["v"]), ("extra", extra or {})):
@@ -44,7 +58,7 @@ def save(path, *, params: dict, state: dict, opt_state: dict, meta: dict,
             arrays[f"{group}/{name}"] = to_numpy(value)
     meta = dict(meta, format_version=FORMAT_VERSION, adam_t=int(opt_state["t"]))
     arrays["meta"] = numpy.array(json.dumps(meta))
-    atomic_write(path, lambda f: numpy.savez(f, **arrays))
+    return lambda f: numpy.savez(f, **arrays)
 
 
 def load(path) -> dict:
@@ -52,7 +66,8 @@ def load(path) -> dict:
 
     Arrays come back as NumPy arrays; move them to the run's backend yourself.
     Raises CheckpointError, with a one-line message naming the file, when it is
-    missing, not an archive, truncated or lacks a part.
+    missing, not an archive, truncated or lacks a part, or when its meta record
+    fails ``check_meta``.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,7 +97,7 @@ def load(path) -> dict:
 def load_meta(path) -> dict:
     """Read only a checkpoint's meta record (config, epoch, batch, ...), not its arrays.
 
-    Raises CheckpointError as ``load`` does.
+    The record is checked with ``check_meta``. Raises CheckpointError as ``load`` does.
     """
     path = Path(path)
     if not path.is_file():
@@ -107,4 +122,66 @@ def _parse_meta(path: Path, record) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has format version {meta.get('format_version')}, "
                               f"this lvae_np reads version {FORMAT_VERSION}")
+    check_meta(path, meta)
     return meta
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_meta(path, meta: dict) -> None:
+    """Refuse a meta record whose position in training is missing or malformed.
+
+    Args:
+        path: the checkpoint, for messages.
+        meta: its meta record (``load``'s ``"meta"``).
+
+    Raises:
+        CheckpointError: one line naming the file and the entry.
+    """
+    for key, required in (("epoch", True), ("batch", False), ("adam_t", True)):
+        if key not in meta:
+            if required:
+                raise CheckpointError(f"{path} has no {key!r} in its meta record: it was not "
+                                      "written by lvae_np.train")
+            continue
+        if not _count(meta[key]):
+            raise CheckpointError(f"{path} has a malformed {key!r} in its meta record "
+                                  f"({meta[key]!r}, not a count)")
+    seconds = meta.get("epoch_seconds", 0.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise CheckpointError(f"{path} has a malformed 'epoch_seconds' in its meta record "
+                              f"({seconds!r})")
+    for key in ("rng_state", "log"):
+        if key in meta and not isinstance(meta[key], dict):
+            raise CheckpointError(f"{path} has a malformed {key!r} in its meta record")
+
+
+def check_arrays(path, ckpt: dict, params: dict, state: dict) -> None:
+    """Refuse a checkpoint whose arrays are not those of the model ``params`` and ``state`` are of.
+
+    Args:
+        path: the checkpoint, for messages.
+        ckpt: what ``load`` returned.
+        params, state: a fresh model's arrays (any backend); only names and shapes are used.
+
+    Raises:
+        CheckpointError: one line naming the file and the first array that does not fit.
+    """
+    groups = (("parameter", ckpt["params"], params), ("batch-norm statistic", ckpt["state"], state),
+              ("Adam first moment", ckpt["opt_state"]["m"], params),
+              ("Adam second moment", ckpt["opt_state"]["v"], params))
+    for what, got, want in groups:
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        if missing or extra:
+            names = ", ".join(missing[:3] + extra[:3])
+            raise CheckpointError(
+                f"{path} is not a checkpoint of this run's model: {what} names differ "
+                f"({len(missing)} missing, {len(extra)} unknown: {names})")
+        for name in sorted(want):
+            shape = tuple(want[name].shape)
+            if got[name].shape != shape or got[name].dtype.kind != "f":
+                raise CheckpointError(
+                    f"{path} is not a checkpoint of this run's model: {what} {name} is "
+                    f"{got[name].dtype} {got[name].shape}, the model's is {shape}")

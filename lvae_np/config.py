@@ -5,14 +5,21 @@ from the command line, saves it (as a plain JSON dict, ``config_as_dict``) in
 the run's ``config.json`` and in every checkpoint's meta record, and
 ``config_from_meta`` turns that record back into a ``TrainConfig`` for
 ``--resume``, ``lvae_np.evaluate``, ``lvae_np.plots`` and the experiment
-runner.
+runner. ``check_config`` says, in one line naming the option, what makes a
+config one that ``lvae_np.train`` refuses: the command line and every
+checkpoint read back go through it.
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 
-from .models import PAPER_HIDDEN, PAPER_LATENT, ModelConfig
+from .backend import BACKENDS, DTYPES
+from .data import DATASETS
+from .models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT, ModelConfig
+
+MODELS = ("lvae", "vae")
 
 
 @dataclass
@@ -38,6 +45,8 @@ class TrainConfig:
     dtype: str = "float32"
     seed: int = 0
     data_variant: str = ""                     # filled in: which data was actually used
+    backend: str = "auto"                      # as asked: "auto", "numpy" or "cupy"
+    data_dir: str | None = None                # --data-dir (None: the usual places)
 
     def model_config(self, x_dim: int, likelihood: str) -> ModelConfig:
         """The model this run trains, for data of ``x_dim`` features and that likelihood."""
@@ -53,7 +62,10 @@ PRESETS = {
                         eval_every=10, final_iw_samples=5000),
 }
 # Options --resume may change; everything else comes from the run's checkpoint.
-RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples")
+RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples", "backend",
+             "data_dir")
+# Fields that do not change the run's numbers: where and on what it runs, what it found.
+CIRCUMSTANCES = ("backend", "data_dir", "data_variant")
 
 
 def config_as_dict(cfg: TrainConfig) -> dict:
@@ -83,3 +95,54 @@ def config_from_meta(meta: dict) -> TrainConfig:
         raise ValueError("the checkpoint's run config has malformed layer sizes") from None
     known = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse a config that ``lvae_np.train`` cannot run, in one line naming the option.
+
+    Args:
+        cfg: from the command line, or read back from a checkpoint.
+
+    Raises:
+        ValueError: the first problem found, e.g. "--batch-size must be >= 1, got 0".
+    """
+    for name, choices in (("model", MODELS), ("dataset", DATASETS), ("kl", KL_ESTIMATORS),
+                          ("dtype", DTYPES), ("backend", BACKENDS)):
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"{_option(name)} must be one of {', '.join(choices)}, "
+                             f"got {getattr(cfg, name)!r}")
+    for name in ("latent", "hidden"):
+        sizes = getattr(cfg, name)
+        if not isinstance(sizes, tuple) or not sizes \
+                or not all(_is_int(v) and v >= 1 for v in sizes):
+            raise ValueError(f"{_option(name)} must be positive integers, got {sizes!r}")
+    if len(cfg.latent) != len(cfg.hidden):
+        raise ValueError(f"--latent has {len(cfg.latent)} layers but --hidden has "
+                         f"{len(cfg.hidden)}: give one width per stochastic layer")
+    if not isinstance(cfg.batch_norm, bool):
+        raise ValueError(f"--batch-norm must be true or false, got {cfg.batch_norm!r}")
+    for name, low in (("epochs", 0), ("warmup_epochs", 0), ("validation", 0),
+                      ("eval_iw_samples", 0), ("final_iw_samples", 0), ("seed", 0),
+                      ("batch_size", 1), ("iw_samples", 1), ("eval_every", 1)):
+        value = getattr(cfg, name)
+        if not _is_int(value):
+            raise ValueError(f"{_option(name)} must be an integer, got {value!r}")
+        if value < low:
+            raise ValueError(f"{_option(name)} must be >= {low}, got {value}")
+    for name, words, ok in (("lr", "> 0 (a finite number)", lambda v: v > 0),
+                            ("max_grad_norm", ">= 0 (a finite number; 0: no clipping)",
+                             lambda v: v >= 0)):
+        value = getattr(cfg, name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value) and ok(value)):
+            raise ValueError(f"{_option(name)} must be {words}, got {value!r}")
+    if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
+        raise ValueError(f"--data-dir must be a folder name, got {cfg.data_dir!r}")

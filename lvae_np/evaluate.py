@@ -27,7 +27,7 @@ import numpy
 from . import data
 from .backend import BACKENDS
 from .checkpoint import CheckpointError
-from .cli import Parser, UsageError, fail, plain_warnings
+from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings
 from .fileio import atomic_write_text
 from .metrics import ACTIVE_THRESHOLD, KL_ACTIVE_THRESHOLD, Summary, recollect_bn_state, summarize
 from .runs import eval_file_name, evaluation_train_set, load_run
@@ -40,8 +40,8 @@ BN_CHOICES = ("recollect", "running")
 def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: str = "recollect",
                  backend: str = "auto", data_dir=None, batch_size: int = 500,
                  au_samples: int = 10, limit: int | None = None, seed: int = 0,
-                 progress: bool = True, per_example: bool = False) -> dict:
-    """Evaluate the checkpoint in ``run_dir``; writes the result there too.
+                 progress: bool = True, per_example: bool = False, write: bool = True) -> dict:
+    """Evaluate the checkpoint in ``run_dir``; writes the result there too (``write_result``).
 
     The file is ``eval-<split>-k<k>.json``, or ``eval-<split>-k<k>-first<limit>.json``
     for an evaluation of the first ``limit`` examples (see ``runs.eval_file_name``).
@@ -59,12 +59,15 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
         progress: progress bars on stderr.
         per_example: also give each example's L_K (``lk_per_example``), so that two
             models evaluated on the same examples can be compared pairwise.
+        write: write the result file (else the caller does, with ``write_result``).
 
     Returns:
         The result: the ``Summary``'s values (``result_dict``) and where they come from.
 
     Raises:
         CheckpointError, data.DataError: the run or its data cannot be read.
+        OSError: the result file cannot be written (the result is lost then:
+            the command line prints it before it writes it).
     """
     run = load_run(run_dir, data_dir, backend=backend, seed=seed, progress=progress)
     be = run.model.backend
@@ -90,9 +93,17 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
     result.update(run=str(run_dir), split=split, epoch=run.meta["epoch"], bn=bn, limit=limit,
                   model=run.config.model, dataset=run.config.dataset, data=run.dataset.variant,
                   backend=be.name, seconds=time.perf_counter() - t0)
-    atomic_write_text(Path(run_dir) / eval_file_name(split, iw_samples, limit),
-                      json.dumps(result, indent=2) + "\n")
+    if write:
+        write_result(result)
     return result
+
+
+def write_result(result: dict) -> Path:
+    """Write an evaluation result to its file in its run folder (atomically); the file's path."""
+    path = Path(result["run"]) / eval_file_name(result["split"], result.get("iw_samples", 0),
+                                                result["limit"])
+    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    return path
 
 
 def result_dict(s: Summary, model, kl: str, *, per_example: bool = False) -> dict:
@@ -170,23 +181,32 @@ def parse_args(argv=None):
     return args
 
 
+@entry(PROG, errors=(CheckpointError, data.DataError, ValueError),
+       memory_hint="choose a smaller --batch-size")
 def main(argv=None) -> int:
-    """The command line; returns the exit status (2 with a one-line error)."""
-    try:
-        args = parse_args(argv)
-    except UsageError as exc:
-        return fail(PROG, exc, hint=True)
+    """The command line; returns the exit status.
+
+    0 done; 1 the result was printed but its file could not be written (full
+    or read-only disk); 2 bad input (one line on stderr); 130 interrupted.
+    The result is printed before it is written, so a failed write loses nothing.
+    """
+    args = parse_args(argv)
     plain_warnings()
+    result = evaluate_run(args.run_dir, iw_samples=args.iw_samples, split=args.split,
+                          bn=args.bn, backend=args.backend, data_dir=args.data_dir,
+                          batch_size=args.batch_size, au_samples=args.au_samples,
+                          limit=args.limit, seed=args.seed,
+                          progress=sys.stderr.isatty() and not args.no_progress,
+                          per_example=args.per_example, write=False)
     try:
-        result = evaluate_run(args.run_dir, iw_samples=args.iw_samples, split=args.split,
-                              bn=args.bn, backend=args.backend, data_dir=args.data_dir,
-                              batch_size=args.batch_size, au_samples=args.au_samples,
-                              limit=args.limit, seed=args.seed,
-                              progress=sys.stderr.isatty() and not args.no_progress,
-                              per_example=args.per_example)
-    except (CheckpointError, data.DataError, ValueError, OSError) as exc:
-        return fail(PROG, exc)
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
+        print(json.dumps(result, indent=2) if args.json else format_result(result), flush=True)
+    except BrokenPipeError:  # the reader took what it wanted (| head): still keep the result
+        write_result(result)
+        raise
+    try:
+        write_result(result)
+    except OSError as exc:
+        return fail(PROG, f"the result above was not saved: {os_error_message(exc)}", status=1)
     return 0
 
 

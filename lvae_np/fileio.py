@@ -1,14 +1,27 @@
 """Writing files safely: the one atomic write the whole package uses.
 
-A file is written to a temporary file in the same folder, flushed to disk,
-and renamed over the target, so a crash or Ctrl-C leaves either the old file
-or the new one, never half of one; the temporary file is removed on failure.
+A file is written to a temporary file ``.NAME.<random>.tmp`` in the same
+folder, flushed to disk, and renamed over the target; the folder is then
+flushed too, so that the rename itself survives a power cut. A crash or
+Ctrl-C leaves either the old file or the new one, never half of one; the
+temporary file is removed on failure. ``atomic_write_many`` writes several
+files so that a failure while writing leaves all of them as they were, and
+``remove_stale_temporaries`` clears what a killed process left behind.
+
+Errors are ``OSError`` with the target's path as ``filename`` (never the
+temporary's), so a message can say which file could not be written.
 """
 from __future__ import annotations
 
+import errno
+import glob
 import os
+import sys
 import tempfile
 from pathlib import Path
+
+# fsync of a folder: file systems that cannot do it say so with one of these
+_NO_DIR_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EISDIR}
 
 
 def atomic_write(path, write) -> None:
@@ -17,25 +30,145 @@ def atomic_write(path, write) -> None:
     Args:
         path: the file to (re)place; its folder is created when missing.
         write: a function of one argument, a file object open for binary writing.
+
+    Raises:
+        OSError: the write failed (``filename`` is ``path``); ``path`` is unchanged.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain file is wanted
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_many([(path, write)])
 
 
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_write``)."""
     data = text.encode("utf-8")
     atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_many(items) -> None:
+    """Write several files: every temporary first, then the renames, in the order given.
+
+    A failure while writing (a full disk, Ctrl-C) leaves every target as it
+    was. Only a crash between two renames can leave the first files new and
+    the later ones old, so list first the file the others are rebuilt from.
+
+    Args:
+        items: (path, write) pairs, as ``atomic_write`` takes them.
+
+    Raises:
+        OSError: a write or rename failed; ``filename`` is the target's path.
+    """
+    temps, outer = [], sys.exc_info()[1]  # an exception the caller is handling, if any
+    try:
+        for path, write in items:
+            path = Path(path)
+            temps.append((_write_temporary(path, write), path))
+        for i, (tmp, path) in enumerate(temps):
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise _about(exc, path) from None
+            temps[i] = (None, path)
+        for folder in dict.fromkeys(path.parent for _, path in temps):
+            fsync_dir(folder)
+    except BaseException as exc:
+        for tmp, _ in temps:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+        interrupt = _interrupt_behind(exc, outer)
+        if interrupt is not exc:
+            raise interrupt from None  # not the writer's complaint about being cut short
+        raise
+
+
+def _write_temporary(path: Path, write) -> str:
+    """Write a temporary file beside ``path`` with ``write``, flushed to disk; its name."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _about(exc, path) from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a plain file is wanted
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _about(exc, path) from None
+        raise
+    return tmp
+
+
+def _about(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path`` where it named nothing or the temporary file, errno kept."""
+    named = exc.filename
+    if named is not None and not (Path(named).name.startswith(f".{path.name}.")
+                                  and str(named).endswith(".tmp")):
+        return exc  # it names the file or folder at fault (e.g. a file where a folder should be)
+    if exc.errno is None:
+        return OSError(errno.EIO, str(exc), str(path))
+    return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
+
+
+def _interrupt_behind(exc: BaseException, outer) -> BaseException:
+    """The KeyboardInterrupt or SystemExit that ``exc`` was raised while handling, else ``exc``.
+
+    A signal that arrives inside a writer (``numpy.savez``'s ZIP file) makes
+    the writer's clean-up fail in turn; the interrupt is what matters. Only
+    exceptions raised during the write count, not ``outer``, the one the
+    caller was handling when it started the write, nor those before it.
+    """
+    seen, e = set(), exc
+    while e is not None and e is not outer and id(e) not in seen:
+        if not isinstance(e, Exception):
+            return e
+        seen.add(id(e))
+        e = e.__context__
+    return exc
+
+
+def fsync_dir(folder) -> None:
+    """Flush a folder's entries (new names, renames) to disk, where the file system can."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _NO_DIR_SYNC:
+            return
+        raise _about(exc, Path(folder)) from None
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIR_SYNC:
+            raise _about(exc, Path(folder)) from None
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder, names) -> list:
+    """Remove the temporary files ``.NAME.<random>.tmp`` that killed writes left in ``folder``.
+
+    Call it only while no other process can be writing those files (e.g.
+    holding the folder's lock).
+
+    Args:
+        folder: the folder to clear.
+        names: the file names whose temporaries are removed.
+
+    Returns:
+        [(path, size in bytes)] of the files removed.
+    """
+    removed = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+            try:
+                size = tmp.stat().st_size
+                tmp.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append((tmp, size))
+    return removed

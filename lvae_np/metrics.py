@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from . import bounds
 from .backend import namespace, to_numpy
-from .fileio import atomic_write
+from .fileio import atomic_write_many
 from .runs import KL_UNITS, METRICS
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active if Cov_x(E_q[z_u | x]) > 0.01
@@ -241,41 +241,162 @@ def describe(row: dict) -> str:
     return " | ".join(parts)
 
 
+class LogError(ValueError):
+    """A run's CSV log that cannot be its run's: garbage, or another model's (one line)."""
+
+
 class RunLog:
-    """metrics.csv and kl_units.csv of a run, kept in memory and rewritten atomically."""
+    """metrics.csv and kl_units.csv of a run, kept in memory and rewritten atomically.
+
+    The run's checkpoint says where the run stands; ``sync`` brings the logs
+    in step with it when training starts (rows past it dropped, repeated
+    epochs kept once, the checkpoint's own epoch restored from its record),
+    and refuses logs that cannot belong to the run. ``add`` and ``writers``
+    let the trainer write the logs together with the checkpoint
+    (``fileio.atomic_write_many``); ``append`` adds a row and writes at once.
+    """
 
     def __init__(self, run_dir: Path, latent: tuple):
         self.run_dir = Path(run_dir)
+        self.latent = tuple(latent)
         self.columns = columns(len(latent))
         self.unit_columns = ["epoch"] + [f"z{i}_{u}" for i, d in enumerate(latent, start=1)
                                          for u in range(d)]
-        self.rows = self._read(METRICS)
-        self.unit_rows = self._read(KL_UNITS)
+        self._files = {name: self._read(name) for name in (METRICS, KL_UNITS)}
+        self.rows = self._files[METRICS][1]
+        self.unit_rows = self._files[KL_UNITS][1]
 
-    def _read(self, name) -> list:
+    def _read(self, name) -> tuple:
+        """(header or None, rows as dicts, why it is unreadable or None) of a log file."""
         path = self.run_dir / name
         if not path.exists():
-            return []
-        with open(path, newline="") as f:
-            return [r for r in csv.DictReader(f)]
+            return None, [], None
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                rows = list(reader)
+                return reader.fieldnames, rows, None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            return None, [], str(exc)
 
     def truncate(self, epochs_done: int) -> None:
         """Forget rows past the checkpoint (written just before an interruption)."""
         self.rows = [r for r in self.rows if int(r["epoch"]) <= epochs_done]
         self.unit_rows = [r for r in self.unit_rows if int(r["epoch"]) <= epochs_done]
 
-    def append(self, row: dict, unit_row: list) -> None:
-        self.rows.append({k: _fmt(row.get(k)) for k in self.columns})
-        self.unit_rows.append(dict(zip(self.unit_columns, (_fmt(v) for v in unit_row))))
-        self._write(METRICS, self.columns, self.rows)
-        self._write(KL_UNITS, self.unit_columns, self.unit_rows)
+    def sync(self, epochs_done: int, last: dict | None = None) -> list:
+        """Bring the logs in step with a checkpoint of ``epochs_done`` epochs.
 
-    def _write(self, name, cols, rows) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.run_dir / name, lambda f: f.write(buf.getvalue().encode()))
+        Rows of later epochs are dropped, an epoch logged twice keeps its last
+        row, and the checkpoint's own epoch, when missing, is taken from
+        ``last`` (the rows the checkpoint recorded). With no epoch done the
+        logs are emptied, whatever they held.
+
+        Args:
+            epochs_done: the checkpoint's epochs (0: none, or no checkpoint).
+            last: the checkpoint's ``{"metrics": row, "kl_units": row}`` record, or None.
+
+        Returns:
+            The names of the log files whose content now differs from the disk's.
+
+        Raises:
+            LogError: a log has rows that are not numbers, or another model's columns.
+        """
+        last = last if isinstance(last, dict) else {}
+        self.rows, self.unit_rows = ([], []) if epochs_done == 0 else (
+            self._kept(METRICS, self.columns, epochs_done, last.get("metrics")),
+            self._kept(KL_UNITS, self.unit_columns, epochs_done, last.get("kl_units")))
+        return [name for name, text in self._texts().items()
+                if text != self._on_disk(name, bool(self._rows(name)))]
+
+    def _rows(self, name) -> list:
+        return self.rows if name == METRICS else self.unit_rows
+
+    def _kept(self, name, cols, epochs_done: int, last_row) -> list:
+        """The rows of log ``name`` up to ``epochs_done``, checked, one per epoch."""
+        path = self.run_dir / name
+        header, rows, unreadable = self._files[name]
+        if unreadable:
+            raise LogError(f"{path} cannot be read ({unreadable}); repair it or move it away "
+                           "(the log then starts again after the checkpoint's epoch)")
+        layers = {f"train_kl_z{i}" for i in range(1, len(self.latent) + 1)}
+        if header is not None and (not set(header) <= set(cols) or "epoch" not in header or (
+                header != cols if name == KL_UNITS else not layers <= set(header))):
+            raise LogError(f"{path} is not the log of this run's model (latent "
+                           f"{','.join(map(str, self.latent))}): put the run's own files back, "
+                           f"or move {name} away")
+        advice = "repair it or move the file away (the log then starts again after the " \
+                 "checkpoint's epoch)"
+        by_epoch = {}
+        for line, r in enumerate(rows, start=2):
+            if None in r:
+                raise LogError(f"{path}, line {line}: more cells than columns; {advice}")
+            try:
+                epoch = int(r["epoch"])
+            except (TypeError, ValueError):
+                epoch = 0
+            if epoch < 1:
+                raise LogError(f"{path}, line {line}: epoch {r['epoch']!r} is not an epoch "
+                               f"number; {advice}")
+            for c, v in r.items():
+                if v is not None and not _is_number(v):
+                    raise LogError(f"{path}, line {line}: {c} is {v!r}, not a number; {advice}")
+            if epoch <= epochs_done:
+                by_epoch[epoch] = {c: r.get(c) or "" for c in cols}  # the last row wins
+        if epochs_done not in by_epoch and isinstance(last_row, dict) \
+                and list(last_row) == cols and last_row["epoch"] == str(epochs_done):
+            by_epoch[epochs_done] = dict(last_row)
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def add(self, row: dict, unit_row: list) -> dict:
+        """Add an epoch's rows in memory; returns them as logged, for the checkpoint's record."""
+        logged = {"metrics": {k: _fmt(row.get(k)) for k in self.columns},
+                  "kl_units": dict(zip(self.unit_columns, (_fmt(v) for v in unit_row)))}
+        self.rows.append(logged["metrics"])
+        self.unit_rows.append(logged["kl_units"])
+        return logged
+
+    def writers(self, names=(METRICS, KL_UNITS)) -> list:
+        """(path, write) of the log files ``names`` as held in memory, for ``atomic_write_many``."""
+        texts = self._texts()
+        return [(self.run_dir / name, lambda f, data=texts[name].encode(): f.write(data))
+                for name in names]
+
+    def append(self, row: dict, unit_row: list) -> None:
+        """Add an epoch's rows and rewrite both files."""
+        self.add(row, unit_row)
+        atomic_write_many(self.writers())
+
+    def _texts(self) -> dict:
+        out = {}
+        for name, cols, rows in ((METRICS, self.columns, self.rows),
+                                 (KL_UNITS, self.unit_columns, self.unit_rows)):
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+            out[name] = buf.getvalue()
+        return out
+
+    def _on_disk(self, name, has_rows: bool):
+        """The file's text; a missing file reads as the header alone when no rows are due."""
+        path = self.run_dir / name
+        try:
+            return path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return None if has_rows else self._texts()[name]
+        except (OSError, UnicodeDecodeError):
+            return None
+
+
+def _is_number(text: str) -> bool:
+    if text == "":
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _fmt(value) -> str:

@@ -15,11 +15,11 @@ nothing here imports ``matplotlib.pyplot`` or switches the global backend, so
 the module works headless and leaves a notebook's backend alone. Layer z_i is
 drawn in the same colour in every figure (``layer_colour``).
 
-Samples and reconstructions use batch norm's running averages stored in the
-checkpoint by default (what the training loop's test metrics use; no pass over
-the data). ``bn="recollect"`` re-collects the statistics over the first
-``RECOLLECT_EXAMPLES`` training examples instead, as ``lvae_np.evaluate`` does
-over the whole training set.
+Samples and reconstructions use, by default, the batch-norm statistics that
+``lvae_np.evaluate`` reports L_k with: re-collected over the whole training
+set in batches of ``RECOLLECT_BATCH`` (the paper's choice; one pass over the
+data). ``bn="running"`` uses the running averages stored in the checkpoint
+instead (what the training loop's test metrics use).
 """
 from __future__ import annotations
 
@@ -40,16 +40,16 @@ from matplotlib.ticker import MaxNLocator
 from . import data
 from .backend import to_numpy
 from .checkpoint import CheckpointError
-from .cli import Parser, UsageError, fail
-from .fileio import atomic_write
+from .cli import Parser, entry
+from .fileio import atomic_write_many
 from .metrics import recollect_bn_state
 from .runs import KL_UNITS, METRICS, LoadedRun, evaluation_train_set, load_run
 
 PROG = "lvae_np.plots"
 DPI = 120
 KL_FLOOR = 1e-4            # KL clipped here before its log in the heatmap
-RECOLLECT_EXAMPLES = 10000  # training examples for bn="recollect"
-BN_CHOICES = ("running", "recollect")
+RECOLLECT_BATCH = 500      # batch of the re-collection, lvae_np.evaluate's default --batch-size
+BN_CHOICES = ("recollect", "running")
 FIGURES = ("bounds", "kl_heatmap", "kl_per_layer", "samples", "reconstructions")
 
 
@@ -298,16 +298,15 @@ def _noise(run: LoadedRun, n: int, seed: int) -> list:
             for d in run.model.config.latent]
 
 
-def load_model(run_dir, data_dir=None, *, bn: str = "running") -> LoadedRun:
+def load_model(run_dir, data_dir=None, *, bn: str = "recollect") -> LoadedRun:
     """A run's checkpoint as a model on the NumPy backend, with the run's data.
 
     Args:
         run_dir: a folder written by ``lvae_np.train``.
-        data_dir: folder with the data files (None: the usual places).
-        bn: "running" uses the running averages saved in the checkpoint;
-            "recollect" averages the batch statistics over the first
-            ``RECOLLECT_EXAMPLES`` training examples (binarised once, as
-            ``lvae_np.evaluate`` does over the whole training set).
+        data_dir: folder with the data files (None: the run's own, or the usual places).
+        bn: "recollect" averages the batch statistics over the whole training
+            set (binarised once), exactly as ``lvae_np.evaluate`` does by default;
+            "running" uses the running averages saved in the checkpoint.
 
     Returns:
         ``runs.load_run``'s ``LoadedRun``, its ``state`` and ``bn`` as asked.
@@ -318,9 +317,9 @@ def load_model(run_dir, data_dir=None, *, bn: str = "running") -> LoadedRun:
         raise PlotError(f"no run folder at {run_dir}")
     run = load_run(run_dir, data_dir, backend="numpy", seed=0)
     if bn == "recollect":
-        x = run.model.backend.asarray(evaluation_train_set(run.dataset, RECOLLECT_EXAMPLES))
-        run = run._replace(state=recollect_bn_state(run.model, run.params, run.state, x, 500),
-                           bn=bn)
+        x = run.model.backend.asarray(evaluation_train_set(run.dataset))
+        run = run._replace(state=recollect_bn_state(run.model, run.params, run.state, x,
+                                                    RECOLLECT_BATCH), bn=bn)
     return run
 
 
@@ -343,12 +342,12 @@ def _show(ax, image, title: str) -> None:
 
 
 def plot_samples(run_dir, n: int = 100, seed: int = 0, data_dir=None, *,
-                 bn: str = "running") -> Figure:
+                 bn: str = "recollect") -> Figure:
     """A grid of E[x | z_1] for ``n`` ancestral samples z_L ~ N(0, I), ..., z_1 (seeded).
 
     ``run_dir`` may also be what ``load_model`` returned (then ``data_dir`` and
-    ``bn`` are its own). Batch norm: see ``load_model`` (default: the
-    checkpoint's running averages).
+    ``bn`` are its own). Batch norm: see ``load_model`` (default: re-collected,
+    as lvae_np.evaluate does).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -364,11 +363,11 @@ def plot_samples(run_dir, n: int = 100, seed: int = 0, data_dir=None, *,
 
 def _bn_words(bn: str) -> str:
     return ("batch norm: running averages" if bn == "running"
-            else f"batch norm: re-collected over {RECOLLECT_EXAMPLES} training images")
+            else "batch norm: re-collected over the training set")
 
 
 def plot_reconstructions(run_dir, n: int = 10, seed: int = 0, data_dir=None, *,
-                         bn: str = "running") -> Figure:
+                         bn: str = "recollect") -> Figure:
     """``n`` test images (chosen with ``seed``) above their reconstructions.
 
     A reconstruction is E[x | z_1] with z_1 drawn from q(z | x). ``run_dir``
@@ -395,33 +394,39 @@ def plot_reconstructions(run_dir, n: int = 10, seed: int = 0, data_dir=None, *,
 # Writing them all, and the command line
 # ----------------------------------------------------------------------------
 def write_all(run_dir, out_dir=None, *, data_dir=None, samples: int = 100,
-              bn: str = "running") -> list[Path]:
+              bn: str = "recollect") -> list[Path]:
     """Draw every figure, then write them as PNGs (atomically) to ``out_dir``.
 
     ``out_dir`` defaults to ``RUN_DIR/figures``. The checkpoint is loaded once
     for samples and reconstructions. All figures are drawn before any is
-    written, so a failure writes nothing. Returns the written paths.
+    written, so a failure to draw writes nothing, and they are written
+    together (``fileio.atomic_write_many``), so a failure to write (a full
+    disk) leaves the PNGs that were there as they were. Returns the written paths.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise PlotError(f"no run folder at {run_dir}")
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "figures"
+    for folder in (out_dir, *out_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise PlotError(f"--out {out_dir}: {folder} is a file, not a folder; choose "
+                            "another --out")
     figures = {"bounds": plot_bounds(run_dir), "kl_heatmap": plot_kl_heatmap(run_dir),
                "kl_per_layer": plot_kl_per_layer(run_dir)}
     run = load_model(run_dir, data_dir, bn=bn)
     figures.update(samples=plot_samples(run, samples), reconstructions=plot_reconstructions(run))
-    paths = []
+    pngs = {}
     for name in FIGURES:
         buf = io.BytesIO()
         figures[name].savefig(buf, format="png", dpi=DPI)
-        path = out_dir / f"{name}.png"
-        atomic_write(path, lambda f: f.write(buf.getvalue()))
-        paths.append(path)
-    return paths
+        pngs[out_dir / f"{name}.png"] = buf.getvalue()
+    atomic_write_many([(path, lambda f, png=png: f.write(png)) for path, png in pngs.items()])
+    return list(pngs)
 
 
+@entry(PROG, errors=(PlotError, CheckpointError, data.DataError, ValueError))
 def main(argv=None) -> int:
-    """The command line; returns the exit status (2 with a one-line error)."""
+    """The command line; returns the exit status (2 with a one-line error, 1 a failed write)."""
     p = Parser(prog="python -m lvae_np.plots",
                description="Draw a run's figures: bounds per epoch, KL per unit (heatmap) "
                            "and per layer, samples and reconstructions from its checkpoint. "
@@ -434,20 +439,15 @@ def main(argv=None) -> int:
                    help=f"folder with the data files (also ${data.ENV_VAR})")
     p.add_argument("--samples", type=int, default=100, metavar="N",
                    help="number of samples in samples.png")
-    p.add_argument("--bn", choices=BN_CHOICES, default="running",
-                   help="batch-norm statistics for samples and reconstructions: the running "
-                        f"averages in the checkpoint, or re-collected over "
-                        f"{RECOLLECT_EXAMPLES} training examples")
-    try:
-        args = p.parse_args(argv)
-        if args.samples < 1:
-            raise PlotError(f"--samples must be >= 1, got {args.samples}")
-        paths = write_all(args.run_dir, args.out, data_dir=args.data_dir,
-                          samples=args.samples, bn=args.bn)
-    except UsageError as exc:
-        return fail(PROG, exc, hint=True)
-    except (PlotError, CheckpointError, data.DataError, ValueError, OSError) as exc:
-        return fail(PROG, exc)
+    p.add_argument("--bn", choices=BN_CHOICES, default="recollect",
+                   help="batch-norm statistics for samples and reconstructions: re-collected "
+                        "over the training set (as lvae_np.evaluate, whose L_k they then go "
+                        "with), or the running averages in the checkpoint")
+    args = p.parse_args(argv)
+    if args.samples < 1:
+        raise PlotError(f"--samples must be >= 1, got {args.samples}")
+    paths = write_all(args.run_dir, args.out, data_dir=args.data_dir, samples=args.samples,
+                      bn=args.bn)
     for path in paths:
         print(path)
     return 0

@@ -9,6 +9,13 @@ package reads, these files of a run folder::
     kl_units.csv     KL_UNITS    the training KL of every latent unit, one row per epoch
     status.json      STATUS      where training stands (write_status, read_status)
     eval-*.json                  lvae_np.evaluate's results (eval_file_name)
+    .lock            LOCK        held by the lvae_np.train working in the folder (lvae_np.runlock)
+
+The checkpoint is the single source of truth for where a run stands: the
+logs are brought in step with it whenever training starts, and everything
+read from it is checked before use (``read_checkpoint``,
+``check_model_arrays``): a checkpoint that is malformed, or of another model
+than the folder's ``config.json`` and logs, is refused in one line.
 
 The status file is a small JSON object ``{"state": ..., "epoch": ...}``, with
 ``state`` one of ``STATES``:
@@ -24,6 +31,7 @@ The status file is a small JSON object ``{"state": ..., "epoch": ...}``, with
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,7 +40,7 @@ import numpy
 from . import checkpoint, data
 from .backend import get_backend
 from .checkpoint import CheckpointError
-from .config import TrainConfig, config_from_meta
+from .config import CIRCUMSTANCES, RESUMABLE, TrainConfig, check_config, config_from_meta
 from .fileio import atomic_write_text
 from .models import Model
 
@@ -41,6 +49,8 @@ CONFIG = "config.json"
 METRICS = "metrics.csv"
 KL_UNITS = "kl_units.csv"
 STATUS = "status.json"
+LOCK = ".lock"
+RUN_FILES = (CHECKPOINT, CONFIG, METRICS, KL_UNITS, STATUS)  # what lvae_np.train writes
 
 STATES = ("training", "done", "diverged", "interrupted")
 EVAL_BINARIZATION_SEED = 1234  # binarises the training and validation sets once, for evaluation
@@ -129,13 +139,92 @@ class LoadedRun(NamedTuple):
         return int(self.meta["epoch"])
 
 
+def read_checkpoint(run_dir) -> tuple[dict, TrainConfig]:
+    """The run's checkpoint and its config, both checked.
+
+    Args:
+        run_dir: the run folder.
+
+    Returns:
+        (``checkpoint.load``'s dict, the ``TrainConfig`` saved in it).
+
+    Raises:
+        CheckpointError: no readable checkpoint, a malformed meta record, or a
+            run config that ``lvae_np.train`` would refuse (one line naming the file).
+    """
+    path = Path(run_dir) / CHECKPOINT
+    ckpt = checkpoint.load(path)
+    try:
+        cfg = config_from_meta(ckpt["meta"])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    try:
+        check_config(cfg)
+    except ValueError as exc:
+        raise CheckpointError(f"{path} holds a run config lvae_np.train refuses: {exc}") from None
+    return ckpt, cfg
+
+
+def check_model_arrays(path, ckpt: dict, model_config) -> None:
+    """Refuse a checkpoint whose arrays are not those of the model ``model_config`` describes.
+
+    The model is built on the host in the checkpoint's dtype and never run,
+    and no random generator of the caller's is touched.
+
+    Raises:
+        CheckpointError: one line naming the file and the first array that does not fit.
+    """
+    dtype = next(iter(ckpt["params"].values())).dtype.name
+    dtype = dtype if dtype in ("float32", "float64") else "float64"
+    params, state = Model(model_config, get_backend("numpy", dtype=dtype, seed=0)).init()
+    checkpoint.check_arrays(path, ckpt, params, state)
+
+
+def check_same_run(run_dir, cfg: TrainConfig) -> None:
+    """Refuse a checkpoint whose run differs from the folder's ``config.json``.
+
+    Only the settings ``--resume`` cannot change are compared; a missing or
+    unreadable ``config.json`` says nothing and passes.
+
+    Raises:
+        CheckpointError: one line naming both files and the first setting that differs.
+    """
+    try:
+        saved = config_from_meta({"config": json.loads((Path(run_dir) / CONFIG).read_text())})
+    except (OSError, ValueError, TypeError):
+        return
+    for name in (f.name for f in fields(TrainConfig)):
+        if name in RESUMABLE or name in CIRCUMSTANCES:
+            continue
+        have, want = getattr(cfg, name), getattr(saved, name)
+        if have != want:
+            raise CheckpointError(
+                f"{Path(run_dir) / CHECKPOINT} is not this folder's run: its {name} is "
+                f"{have!r}, {Path(run_dir) / CONFIG} says {want!r}; put the run's own "
+                "checkpoint back, or give that one a folder of its own")
+
+
+def data_dir_of(cfg: TrainConfig, given=None):
+    """Where a run's data is looked for: ``given`` (--data-dir), else the run's own folder.
+
+    The folder saved with the run is used while it exists; otherwise None
+    (the usual places, see lvae_np.data), since the files are checked by
+    their hashes wherever they are found.
+    """
+    if given:
+        return given
+    if cfg.data_dir and Path(cfg.data_dir).is_dir():
+        return cfg.data_dir
+    return None
+
+
 def load_run(run_dir, data_dir=None, *, backend: str = "auto", seed: int = 0,
              progress: bool = False) -> LoadedRun:
     """Load a run's checkpoint, its config and its data set.
 
     Args:
         run_dir: a folder written by ``lvae_np.train``.
-        data_dir: folder with the data files (None: the usual places, see lvae_np.data).
+        data_dir: folder with the data files (None: the run's own, see ``data_dir_of``).
         backend: "auto", "numpy" or "cupy" (falls back to NumPy with a warning).
         seed: seed of the backend's random numbers (the model's noise).
         progress: show progress bars while data is fetched.
@@ -144,19 +233,18 @@ def load_run(run_dir, data_dir=None, *, backend: str = "auto", seed: int = 0,
         A ``LoadedRun`` with the checkpoint's batch-norm running averages.
 
     Raises:
-        CheckpointError: no readable checkpoint, or it holds no run config.
+        CheckpointError: no readable checkpoint, or one that is malformed or does
+            not fit its own run config (``read_checkpoint``, ``check_model_arrays``).
         data.DataError: the run's data cannot be found or read.
     """
     path = Path(run_dir) / CHECKPOINT
-    ckpt = checkpoint.load(path)
-    try:
-        cfg = config_from_meta(ckpt["meta"])
-    except ValueError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+    ckpt, cfg = read_checkpoint(run_dir)
+    ds = data.load_dataset(cfg.dataset, data_dir_of(cfg, data_dir), validation=cfg.validation,
+                           seed=cfg.seed, progress=progress)
+    model_config = cfg.model_config(ds.train.shape[1], ds.likelihood)
+    check_model_arrays(path, ckpt, model_config)
     be = get_backend(backend, dtype=cfg.dtype, seed=seed)
-    ds = data.load_dataset(cfg.dataset, data_dir, validation=cfg.validation, seed=cfg.seed,
-                           progress=progress)
-    model = Model(cfg.model_config(ds.train.shape[1], ds.likelihood), be)
+    model = Model(model_config, be)
     params = {k: be.asarray(v) for k, v in ckpt["params"].items()}
     state = {k: be.asarray(v) for k, v in ckpt["state"].items()}
     return LoadedRun(model, params, state, ds, cfg, ckpt["meta"])

@@ -10,6 +10,15 @@ run exactly (bit for bit on NumPy). ``RUN_DIR/status.json`` says where the
 run stands: training, done, diverged or interrupted (see ``lvae_np.runs``).
 ``command_line`` builds the command that trains a given ``TrainConfig``.
 
+Nothing is lost at the edges: the run folder is locked for the run's life
+(``lvae_np.runlock``), temporaries of killed writes are removed on start,
+the checkpoint is checked against the run before any work, the logs are
+brought in step with it (``metrics.RunLog.sync``), and every failure (bad
+input, a foreign checkpoint, a full or read-only disk, out of memory) is one
+line on stderr that leaves the folder's files as they were. The run
+remembers its ``--backend`` and ``--data-dir``; the loop itself is
+``lvae_np.trainer``.
+
 Examples::
 
     python -m lvae_np.train --backend cupy                        # the paper's run
@@ -21,27 +30,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
+import shlex
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
-import numpy
-
-from . import bounds, checkpoint, data, metrics
-from .backend import BACKENDS, DTYPES, get_backend, to_numpy
+from . import data
+from .backend import BACKENDS, DTYPES, get_backend
 from .checkpoint import CheckpointError
-from .cli import Parser, UsageError, fail, plain_warnings, positive_ints
-from .config import PRESETS, RESUMABLE, TrainConfig, config_as_dict, config_from_meta
+from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings, positive_ints
+from .config import (CIRCUMSTANCES, PRESETS, RESUMABLE, TrainConfig, check_config,
+                     config_as_dict)
 from .evaluate import evaluate_run
-from .fileio import atomic_write_text
-from .models import KL_ESTIMATORS, Model
-from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
-from .runs import CHECKPOINT, CONFIG, saved_meta, write_status
+from .fileio import atomic_write_many, atomic_write_text, remove_stale_temporaries
+from .metrics import LogError
+from .models import KL_ESTIMATORS
+from .runlock import RunInUse, RunLock
+from .runs import (CHECKPOINT, CONFIG, RUN_FILES, check_same_run, data_dir_of, read_checkpoint,
+                   saved_meta, write_status)
+from .trainer import NonFiniteLoss, StopNow, Trainer
 
 PROG = "lvae_np.train"
+MEMORY_HINT = "the model or a batch is too large for this machine: choose smaller --hidden, " \
+              "--latent or --batch-size"
 
 
 # ----------------------------------------------------------------------------
@@ -115,26 +129,19 @@ def parse_args(argv=None):
         args = parser.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                          if hasattr(args, f.name)})
-    if len(cfg.latent) != len(cfg.hidden):
-        raise UsageError(f"--latent has {len(cfg.latent)} layers but --hidden has "
-                         f"{len(cfg.hidden)}: give one width per stochastic layer")
-    for name in ("epochs", "warmup_epochs", "validation", "eval_iw_samples",
-                 "final_iw_samples"):
-        if getattr(cfg, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, "
-                             f"got {getattr(cfg, name)}")
-    for name in ("batch_size", "iw_samples", "eval_every"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, "
-                             f"got {getattr(cfg, name)}")
-    if not cfg.lr > 0 or cfg.max_grad_norm < 0:
-        raise UsageError("--lr must be > 0 and --max-grad-norm >= 0")
+    try:
+        check_config(cfg)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR: the run to continue")
+    if cfg.epochs == 0 and not args.resume:
+        raise UsageError("--epochs 0 trains nothing: give 1 or more (lvae_np.evaluate and "
+                         "lvae_np.plots need a run with at least one epoch)")
     return cfg, args
 
 
-def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str = "auto",
+def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str | None = None,
                  data_dir=None, progress: bool = False) -> list[str]:
     """The command that trains ``cfg`` into ``out``, or continues that run to ``cfg.epochs``.
 
@@ -142,14 +149,14 @@ def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str = 
     option of the same name, see ``build_parser``; ``data_variant`` is filled
     in by training), so ``parse_args(command_line(cfg, out)[3:])`` gives back
     ``cfg``. A resumed run takes its settings from its checkpoint:
-    ``--out OUT --epochs N --resume``.
+    ``--out OUT --epochs N --resume``, with ``--backend`` and ``--data-dir``.
 
     Args:
         cfg: the run's config.
         out: the run folder (``--out``).
         resume: continue the run in ``out`` instead of starting it.
-        backend: ``--backend``.
-        data_dir: ``--data-dir`` (None: not given).
+        backend: ``--backend`` (None: ``cfg.backend``).
+        data_dir: ``--data-dir`` (None: ``cfg.data_dir``; not given when that is None too).
         progress: progress bars (else ``--no-progress``).
 
     Returns:
@@ -160,7 +167,7 @@ def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str = 
         cmd += ["--epochs", str(cfg.epochs), "--resume"]
     else:
         for f in fields(TrainConfig):
-            if f.name == "data_variant":
+            if f.name in CIRCUMSTANCES:
                 continue
             value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
             if isinstance(value, bool):
@@ -169,180 +176,10 @@ def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str = 
                 cmd += [flag, ",".join(map(str, value))]
             else:
                 cmd += [flag, str(value)]
-    cmd += ["--backend", backend]
-    if data_dir:
-        cmd += ["--data-dir", str(data_dir)]
+    cmd += ["--backend", backend or cfg.backend]
+    if data_dir or cfg.data_dir:
+        cmd += ["--data-dir", str(data_dir or cfg.data_dir)]
     return cmd if progress else cmd + ["--no-progress"]
-
-
-# ----------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------
-class NonFiniteLoss(Exception):
-    """The training loss became NaN or infinite in epoch ``epoch`` (1-based)."""
-
-    def __init__(self, message: str, epoch: int):
-        super().__init__(message)
-        self.epoch = epoch
-
-
-@dataclass
-class Position:
-    """Where a run stands: epochs done, and batches done in the epoch under way."""
-
-    epoch: int = 0
-    batch: int = 0
-    sums: dict = field(default_factory=dict)  # running sums of the epoch under way
-    seconds: float = 0.0                      # training seconds spent in that epoch
-
-
-class Trainer:
-    """One run: model, data, optimizer and the files in its folder."""
-
-    def __init__(self, cfg: TrainConfig, run_dir: Path, backend, dataset: data.Dataset,
-                 progress: bool):
-        self.cfg, self.run_dir, self.be, self.ds = cfg, run_dir, backend, dataset
-        self.progress = progress
-        self.model = Model(cfg.model_config(dataset.train.shape[1], dataset.likelihood), backend)
-        self.adam = AdamConfig(lr=cfg.lr)
-        self.train_x = backend.asarray(dataset.train)   # on the device for CuPy
-        self.test_x = backend.asarray(dataset.test)
-        self.log = metrics.RunLog(run_dir, cfg.latent)
-        self.stop_requested = False  # set by Ctrl-C; honoured between batches
-
-    # -- state ---------------------------------------------------------------
-    def fresh(self):
-        """Start from new parameters, a new optimizer and epoch 0."""
-        self.params, self.state = self.model.init()
-        self.opt = adam_init(self.params)
-        self.pos = Position()
-
-    def restore(self, ckpt: dict):
-        """Continue from a checkpoint (``checkpoint.load``'s dict), mid-epoch if it was."""
-        asarray = self.be.asarray
-        self.params = {k: asarray(v) for k, v in ckpt["params"].items()}
-        self.state = {k: asarray(v) for k, v in ckpt["state"].items()}
-        o = ckpt["opt_state"]
-        self.opt = {"t": o["t"], "m": {k: asarray(v) for k, v in o["m"].items()},
-                    "v": {k: asarray(v) for k, v in o["v"].items()}}
-        meta = ckpt["meta"]
-        self.be.random.set_state(meta["rng_state"])
-        sums = {k: asarray(v, dtype=None) for k, v in ckpt["extra"].items()}
-        if "n" in sums:
-            sums["n"] = int(sums["n"])
-        self.pos = Position(meta["epoch"], meta["batch"], sums, meta.get("epoch_seconds", 0.0))
-        self.log.truncate(self.pos.epoch)
-
-    def save(self):
-        """Write the checkpoint: parameters, optimizer, random state, position in the epoch."""
-        meta = {"config": config_as_dict(self.cfg), "epoch": self.pos.epoch,
-                "batch": self.pos.batch, "epoch_seconds": self.pos.seconds,
-                "rng_state": self.be.random.get_state()}
-        checkpoint.save(self.run_dir / CHECKPOINT, params=self.params, state=self.state,
-                        opt_state=self.opt, meta=meta,
-                        extra={k: to_numpy(v) for k, v in self.pos.sums.items()})
-
-    # -- one epoch -------------------------------------------------------------
-    def batch_order(self, epoch: int):
-        """The epoch's shuffled batches, a function of (seed, epoch) alone, so resumable."""
-        n, bs = self.train_x.shape[0], self.cfg.batch_size
-        perm = numpy.random.default_rng([self.cfg.seed, 0, epoch]).permutation(n)
-        return [perm[i:i + bs] for i in range(0, n, bs)]
-
-    def batch_data(self, idx, epoch: int, b: int):
-        """The examples ``idx`` (batch ``b`` of ``epoch``), binarised afresh if the data wants."""
-        xp = self.be.xp
-        x = xp.take(self.train_x, self.be.asarray(idx, dtype=xp.int64), axis=0)
-        if not self.ds.dynamic_binarization:
-            return x
-        u = numpy.random.default_rng([self.cfg.seed, 1, epoch, b]).random(x.shape)
-        return self.be.xp.astype(self.be.asarray(u) < x, self.be.dtype)
-
-    def step(self, x, beta: float):
-        """One Adam step on the batch x (N, x_dim); returns the loss and the batch statistics."""
-        cfg = self.cfg
-        if cfg.iw_samples > 1:
-            loss, grads, st = bounds.iwae_loss_and_grads(self.model, self.params, self.state, x,
-                                                         cfg.iw_samples, beta=beta)
-        else:
-            loss, grads, st = self.model.loss_and_grads(self.params, self.state, x, beta,
-                                                        kl=cfg.kl)
-        if cfg.max_grad_norm > 0:
-            grads, _ = clip_by_global_norm(grads, cfg.max_grad_norm)
-        adam_update_(self.params, grads, self.opt, self.adam)  # in place: the run owns them
-        self.state = st["state"]
-        return loss, st
-
-    def train_epoch(self, bar=None):
-        """Run the rest of the current epoch; updates self.pos as batches finish."""
-        epoch, cfg = self.pos.epoch, self.cfg
-        beta = bounds.warmup_beta(epoch, cfg.warmup_epochs)
-        order = self.batch_order(epoch)
-        # NaN checks need the loss on the host; on a GPU only every few batches.
-        check_every = 1 if self.be.name == "numpy" else 25
-        start = time.perf_counter() - self.pos.seconds
-        for b in range(self.pos.batch, len(order)):
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            x = self.batch_data(order[b], epoch, b)
-            loss, st = self.step(x, beta)
-            metrics.accumulate(self.pos.sums, st, loss, x.shape[0])
-            self.pos.batch = b + 1
-            self.pos.seconds = time.perf_counter() - start
-            if (b + 1) % check_every == 0 or b + 1 == len(order):
-                value = float(self.pos.sums["loss"])
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(f"the loss became {value} in epoch {epoch + 1}, "
-                                        f"by batch {b + 1} of {len(order)}", epoch + 1)
-            if bar is not None:
-                bar.update(1)
-        return beta
-
-    def evaluate(self, epoch: int) -> dict:
-        """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""
-        return metrics.test_metrics(self.model, self.params, self.state, self.test_x,
-                                    self.cfg.kl, iw_samples=self.cfg.eval_iw_samples)
-
-    # -- the loop --------------------------------------------------------------
-    def run(self):
-        """Train until ``cfg.epochs`` are done: log, evaluate and checkpoint every epoch."""
-        cfg = self.cfg
-        batches = len(self.batch_order(0))
-        epochs_bar = batch_bar = None
-        if self.progress:
-            from tqdm import tqdm
-            epochs_bar = tqdm(total=cfg.epochs, initial=self.pos.epoch, desc="epochs",
-                              unit="ep", file=sys.stdout, dynamic_ncols=True)
-            batch_bar = tqdm(total=batches, initial=self.pos.batch, desc="batches",
-                             unit="batch", leave=False, file=sys.stdout, dynamic_ncols=True)
-        try:
-            while self.pos.epoch < cfg.epochs:
-                beta = self.train_epoch(batch_bar)
-                epoch = self.pos.epoch + 1
-                row = metrics.epoch_row(epoch, beta, self.pos.sums, self.pos.seconds,
-                                        len(cfg.latent))
-                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                    t0 = time.perf_counter()
-                    row.update(self.evaluate(epoch))
-                    row["eval_seconds"] = time.perf_counter() - t0
-                self.log.append(row, metrics.kl_unit_row(epoch, self.pos.sums, len(cfg.latent)))
-                self.pos = Position(epoch)
-                self.save()
-                if self.stop_requested:
-                    raise KeyboardInterrupt
-                line = metrics.describe(row)
-                if epochs_bar is not None:
-                    epochs_bar.update(1)
-                    test_elbo = row.get("test_elbo", float("nan"))
-                    epochs_bar.set_postfix_str(f"test ELBO {test_elbo:.2f}")
-                    batch_bar.reset()
-                    epochs_bar.write(line)
-                else:
-                    print(line, flush=True)
-        finally:
-            for bar in (batch_bar, epochs_bar):
-                if bar is not None:
-                    bar.close()
 
 
 def _explicit(argv, name: str) -> bool:
@@ -351,86 +188,149 @@ def _explicit(argv, name: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
+@entry(PROG, errors=(CheckpointError, data.DataError, LogError, RunInUse),
+       memory_hint=MEMORY_HINT)
 def main(argv=None) -> int:
-    """The command line; returns the exit status (0 done, 1 diverged, 2 bad input, 130 stopped)."""
+    """The command line; returns the exit status.
+
+    0 done; 1 diverged, or could not write (full or read-only disk) or
+    allocate; 2 bad input (options, checkpoint, logs, data, a folder in use);
+    130 stopped by Ctrl-C or SIGTERM. Every failure is one line on stderr and
+    leaves the run folder's files as they were, save ``status.json``.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        cfg, args = parse_args(argv)
-    except UsageError as exc:
-        return fail(PROG, exc, hint=True)
+    cfg, args = parse_args(argv)
     plain_warnings()
     run_dir = Path(args.out) if args.out else Path("runs") / \
         f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    ckpt = None
+    for folder in (run_dir, *run_dir.parents):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--out {run_dir}: {folder} is a file, not a folder; choose "
+                             "another --out")
+    created = [folder for folder in (run_dir, *run_dir.parents) if not folder.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(run_dir)
     try:
-        if args.resume:
-            ckpt = checkpoint.load(run_dir / CHECKPOINT)
-            saved = config_from_meta(ckpt["meta"])
-            ignored = [n for n in fields(TrainConfig) if n.name not in RESUMABLE
-                       and _explicit(argv, n.name)]
-            if ignored:
-                print("lvae_np.train: note: --resume keeps the run's saved "
-                      + ", ".join("--" + f.name.replace("_", "-") for f in ignored), flush=True)
-            changed = {k: getattr(cfg, k) for k in RESUMABLE if _explicit(argv, k)}
-            cfg = TrainConfig(**{**asdict(saved), **changed})
-        elif (run_dir / CHECKPOINT).exists():
-            raise UsageError(f"{run_dir} already holds a run: add --resume to continue it, "
-                             "or choose another --out")
-        backend = get_backend(args.backend, dtype=cfg.dtype, seed=cfg.seed)
-        ds = data.load_dataset(cfg.dataset, args.data_dir, validation=cfg.validation,
-                               seed=cfg.seed, progress=not args.no_progress)
-    except (UsageError, CheckpointError, data.DataError, ValueError) as exc:
+        lock.acquire()
+        return _train(cfg, args, argv, run_dir)
+    finally:
+        lock.release()
+        for folder in created:  # a run that failed before writing anything leaves nothing
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                break
+
+
+def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
+    """Train in ``run_dir``, whose lock this process holds (see ``main``)."""
+    removed = remove_stale_temporaries(run_dir, RUN_FILES)
+    if removed:
+        print(f"lvae_np.train: note: removed {len(removed)} temporary file(s) of interrupted "
+              f"writes ({sum(size for _, size in removed) / 1e6:.1f} MB) from {run_dir}",
+              flush=True)
+    ckpt = None
+    if args.resume:
+        ckpt, saved = read_checkpoint(run_dir)
+        ignored = [n for n in fields(TrainConfig) if n.name not in RESUMABLE
+                   and _explicit(argv, n.name)]
+        if ignored:
+            print("lvae_np.train: note: --resume keeps the run's saved "
+                  + ", ".join("--" + f.name.replace("_", "-") for f in ignored), flush=True)
+        changed = {k: getattr(cfg, k) for k in RESUMABLE if _explicit(argv, k)}
+        cfg = TrainConfig(**{**asdict(saved), **changed})
+        check_same_run(run_dir, cfg)
+    elif (run_dir / CHECKPOINT).exists():
+        raise UsageError(f"{run_dir} already holds a run: add --resume to continue it, "
+                         "or choose another --out")
+    if args.data_dir:
+        cfg.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
+    try:
+        backend = get_backend(cfg.backend, dtype=cfg.dtype, seed=cfg.seed)
+        ds = data.load_dataset(cfg.dataset, args.data_dir or data_dir_of(cfg),
+                               validation=cfg.validation, seed=cfg.seed,
+                               progress=not args.no_progress)
+    except ValueError as exc:
         return fail(PROG, exc)
     cfg.data_variant = ds.variant
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, run_dir, backend, ds,
                       progress=sys.stdout.isatty() and not args.no_progress)
     if ckpt is None:
         trainer.fresh()
-        atomic_write_text(run_dir / CONFIG, json.dumps(config_as_dict(cfg), indent=2) + "\n")
     else:
         trainer.restore(ckpt)
+    # The checkpoint says where the run stands (the start of a fresh one): the logs follow it.
+    stale = trainer.log.sync(trainer.pos.epoch, trainer.last_log)
+    if ckpt is None:
+        atomic_write_text(run_dir / CONFIG, json.dumps(config_as_dict(cfg), indent=2) + "\n")
+    if stale:
+        atomic_write_many(trainer.log.writers(stale))
     print(f"lvae_np.train: {cfg.model.upper()} on {ds.variant}; backend {backend.name} "
           f"({cfg.dtype}); run folder {run_dir}; epoch {trainer.pos.epoch} of {cfg.epochs}",
           flush=True)
     # Ctrl-C (or SIGTERM) asks the trainer to stop at the next batch boundary, so
-    # the checkpoint is consistent; a second Ctrl-C stops at once, writing nothing.
+    # the checkpoint is consistent; a second one stops at once, abandoning any write.
     def request_stop(signum, frame):
         if trainer.stop_requested:
-            raise SystemExit(130)
+            raise StopNow
         trainer.stop_requested = True
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    write_status(run_dir, "training", trainer.pos.epoch)
     try:
-        trainer.run()
-    except KeyboardInterrupt:
-        trainer.save()
-        write_status(run_dir, "interrupted", trainer.pos.epoch, batch=trainer.pos.batch)
-        print(f"\nlvae_np.train: interrupted in epoch {trainer.pos.epoch + 1} after batch "
-              f"{trainer.pos.batch}; checkpoint written. Continue with:\n"
-              f"  python -m lvae_np.train --out {run_dir} --resume", file=sys.stderr)
-        return 130
+        write_status(run_dir, "training", trainer.pos.epoch)
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            trainer.save()
+            write_status(run_dir, "interrupted", trainer.pos.epoch, batch=trainer.pos.batch)
+            print(f"\nlvae_np.train: interrupted in epoch {trainer.pos.epoch + 1} after batch "
+                  f"{trainer.pos.batch}; checkpoint written. Continue with:\n"
+                  f"  {resume_command(run_dir, cfg)}", file=sys.stderr)
+            return 130
+    except StopNow:
+        return fail(PROG, f"stopped at once by a second signal; {_where(run_dir, cfg)}",
+                    status=130)
     except NonFiniteLoss as exc:
         write_status(run_dir, "diverged", exc.epoch)
-        return fail(PROG, f"{exc}. The last good checkpoint ({run_dir / CHECKPOINT}, end of "
-                          f"epoch {_saved_epoch(run_dir)}) is intact; try a smaller --lr or "
-                          "--max-grad-norm.", status=1)
+        return fail(PROG, f"{exc}; {_where(run_dir, cfg, resume=False)}; try a smaller --lr "
+                          "or --max-grad-norm", status=1)
+    except OSError as exc:
+        return fail(PROG, f"{os_error_message(exc)}; {_where(run_dir, cfg)}", status=1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     write_status(run_dir, "done", trainer.pos.epoch)
     if cfg.final_iw_samples > 0:
-        result = evaluate_run(run_dir, iw_samples=cfg.final_iw_samples, backend=args.backend,
-                              data_dir=args.data_dir, progress=trainer.progress)
+        try:
+            result = evaluate_run(run_dir, iw_samples=cfg.final_iw_samples, backend=cfg.backend,
+                                  data_dir=args.data_dir, progress=trainer.progress)
+        except KeyboardInterrupt:
+            return fail(PROG, f"interrupted in the final evaluation; the run is done: evaluate "
+                              f"it with python -m lvae_np.evaluate {shlex.quote(str(run_dir))} "
+                              f"--iw-samples {cfg.final_iw_samples}", status=130)
         print(f"lvae_np.train: test L_{cfg.final_iw_samples} = {result['lk']:.3f}", flush=True)
     return 0
 
 
-def _saved_epoch(run_dir: Path) -> str:
-    """The epoch of the run's checkpoint, for messages ("none yet" without one)."""
+def resume_command(run_dir, cfg: TrainConfig) -> str:
+    """The command that continues the run in ``run_dir``, with its backend and data folder."""
+    cmd = ["python", "-m", "lvae_np.train", "--out", str(run_dir), "--resume"]
+    if cfg.backend != "auto":
+        cmd += ["--backend", cfg.backend]
+    if cfg.data_dir:
+        cmd += ["--data-dir", cfg.data_dir]
+    return shlex.join(cmd)
+
+
+def _where(run_dir: Path, cfg: TrainConfig, resume: bool = True) -> str:
+    """Where the run stands on disk after a failure, and how to go on, for one-line messages."""
     meta = saved_meta(run_dir)
-    return "none yet" if meta is None else str(meta["epoch"])
+    if meta is None:
+        return f"no checkpoint was written yet in {run_dir}"
+    batch = f", batch {meta.get('batch')}" if meta.get("batch") else ""
+    where = (f"the checkpoint {run_dir / CHECKPOINT} (epoch {meta['epoch']}{batch} done) "
+             "is intact")
+    return where + (f"; continue with: {resume_command(run_dir, cfg)}" if resume else "")
 
 
 if __name__ == "__main__":

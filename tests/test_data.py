@@ -390,6 +390,27 @@ def test_omniglot_from_small_arrays(tmp_path, monkeypatch):
     assert (data.cache_dir() / "omniglot" / data.OMNIGLOT_CACHE).is_file()
 
 
+@pytest.mark.parametrize("damage", ["other images", "no content hash", "truncated"])
+def test_an_omniglot_cache_that_fails_its_checks_is_rebuilt(tmp_path, monkeypatch, damage):
+    fake_omniglot(tmp_path / "omniglot", monkeypatch)
+    good = data.load_dataset("omniglot", tmp_path, progress=False)
+    cache = data.cache_dir() / "omniglot" / data.OMNIGLOT_CACHE
+    with numpy.load(cache) as npz:
+        parts = {k: npz[k] for k in npz.files}
+    if damage == "other images":      # same shapes and sources, a stale content hash
+        parts["train"] = numpy.zeros_like(parts["train"])
+        numpy.savez(cache, **parts)
+    elif damage == "no content hash":
+        numpy.savez(cache, **{k: v for k, v in parts.items() if k != "content"})
+    else:
+        cache.write_bytes(cache.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="is not usable .*: rebuilding it"):
+        again = data.load_dataset("omniglot", tmp_path, progress=False)
+    numpy.testing.assert_array_equal(again.train, good.train)
+    train, test, why = omniglot.read_cache(cache, parts["sources"].item())
+    assert why is None and train.shape == good.train.shape   # rebuilt, and now it passes
+
+
 def test_omniglot_array_checksum(tmp_path, monkeypatch):
     fake_omniglot(tmp_path / "omniglot", monkeypatch)
     monkeypatch.setitem(data.OMNIGLOT_IMAGES_SHA256, "images_evaluation.npz", "1" * 64)
@@ -409,12 +430,17 @@ def test_omniglot_missing(tmp_path):
 
 
 def test_nan_in_cached_arrays(monkeypatch):
-    train = numpy.full((4, 784), 0.5, numpy.float32)
+    """A cache that passes its integrity checks (unknown arrays: 15/5 split, content hash)."""
+    for name in data.OMNIGLOT_ARRAYS:
+        monkeypatch.setitem(data.OMNIGLOT_IMAGES_SHA256, name, sha256(name.encode()))
+    train = numpy.full((6, 784), 0.5, numpy.float32)
     train[2, 3] = numpy.nan
+    test = train[:2] * 0
     sources = ",".join(data.OMNIGLOT_IMAGES_SHA256[n] for n in data.OMNIGLOT_ARRAYS)
     cache = data.cache_dir() / "omniglot" / data.OMNIGLOT_CACHE
     cache.parent.mkdir(parents=True)
-    numpy.savez(cache, train=train, test=train[:2] * 0, sources=numpy.array(sources))
+    numpy.savez(cache, train=train, test=test, sources=numpy.array(sources),
+                content=numpy.array(omniglot.cache_digest(train, test, sources)))
     with pytest.raises(DataError, match="NaN") as exc:
         data.load_dataset("omniglot")
     assert str(cache) in one_line(exc)

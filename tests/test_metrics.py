@@ -106,3 +106,50 @@ def test_recollected_batch_norm_statistics_are_the_mean_of_the_batch_statistics(
                                    rtol=1e-12, err_msg=name)
     no_bn = Model(ModelConfig(kind="vae", x_dim=12, latent=(3,), hidden=(8,), batch_norm=False))
     assert M.recollect_bn_state(no_bn, no_bn.init()[0], {}, x, 10) == {}
+
+
+def _log_text(run_dir, name):
+    return (run_dir / name).read_text()
+
+
+def test_run_log_sync_follows_the_checkpoint(tmp_path):
+    log = M.RunLog(tmp_path, (2, 1))
+    for epoch in (1, 2, 3):
+        log.append({"epoch": epoch, "beta": 0.5, "train_elbo": -float(epoch)},
+                   [epoch, 0.1, 0.2, 0.3])
+    full = _log_text(tmp_path, "metrics.csv")
+    lines = full.splitlines(keepends=True)
+    # rows past the checkpoint go; an epoch logged twice is kept once (its last row)
+    (tmp_path / "metrics.csv").write_text(full + lines[1].replace("-1.0", "-7.0"))
+    again = M.RunLog(tmp_path, (2, 1))
+    assert again.sync(2) == ["metrics.csv", "kl_units.csv"]
+    assert [(r["epoch"], r["train_elbo"]) for r in again.rows] == [("1", "-7.0"), ("2", "-2.0")]
+    # the checkpoint's own epoch comes back from its record when the file lost it
+    record = {"metrics": dict(again.rows[1]), "kl_units": dict(again.unit_rows[1])}
+    (tmp_path / "metrics.csv").write_text("".join(lines[:2]))
+    again = M.RunLog(tmp_path, (2, 1))
+    assert again.sync(2, record) == ["metrics.csv", "kl_units.csv"]
+    assert again.rows[1] == record["metrics"]
+    # nothing done: empty logs, whatever was there
+    fresh = M.RunLog(tmp_path, (2, 1))
+    assert fresh.sync(0) == ["metrics.csv", "kl_units.csv"] and fresh.rows == []
+
+
+HEAD = "epoch,beta,train_kl_z1,train_kl_z2\n"
+
+
+@pytest.mark.parametrize("text,match", [
+    (HEAD + "1,0.5,1,1\nx,0.5,1,1\n", "line 3: epoch 'x' is not an epoch number"),
+    (HEAD + "1,abc,1,1\n", "line 2: beta is 'abc', not a number"),
+    (HEAD + "1,0.5,1,1,9\n", "line 2: more cells than columns"),
+    ("epoch,train_kl_z1\n1,0.5\n", "not the log of this run's model"),     # one layer, not 2
+    ("epoch,beta,train_kl_z1,train_kl_z2,train_kl_z3\n", "not the log of this run's model"),
+])
+def test_run_log_sync_refuses_logs_that_are_not_the_runs(tmp_path, text, match):
+    (tmp_path / "metrics.csv").write_text(text)
+    log = M.RunLog(tmp_path, (2, 1))
+    with pytest.raises(M.LogError, match=match) as err:
+        log.sync(1)
+    assert "\n" not in str(err.value) and "metrics.csv" in str(err.value)
+    assert (tmp_path / "metrics.csv").read_text() == text
+    assert M.RunLog(tmp_path, (2, 1)).sync(0) == ["metrics.csv"]   # a fresh start replaces it

@@ -1,5 +1,6 @@
 """The run folder's contract: the config record, the status file, saved meta, loading a run."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -132,3 +133,55 @@ def test_the_evaluation_training_set_is_binarised_once_and_reproducibly(run_dir)
 def test_eval_file_names():
     assert runs.eval_file_name("test", 5000) == "eval-test-k5000.json"
     assert runs.eval_file_name("valid", 0, 7) == "eval-valid-k0-first7.json"
+
+
+# ----------------------------------------------------------------------------
+# Checking a config, a checkpoint's run, the lock
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("change,match", [
+    (dict(model="iwae"), "--model must be one of lvae, vae, got 'iwae'"),
+    (dict(latent=("4", ",", "2")), "--latent must be positive integers"),
+    (dict(latent=(4, 0), hidden=(8, 8)), "--latent must be positive integers"),
+    (dict(latent=(4, 2)), "--latent has 2 layers but --hidden has 5"),
+    (dict(batch_size=0), "--batch-size must be >= 1, got 0"),
+    (dict(epochs=2.5), "--epochs must be an integer, got 2.5"),
+    (dict(seed=-1), "--seed must be >= 0, got -1"),
+    (dict(lr=float("nan")), "--lr must be > 0"),
+    (dict(max_grad_norm=float("inf")), "--max-grad-norm must be >= 0 (a finite number"),
+    (dict(batch_norm=1), "--batch-norm must be true or false"),
+    (dict(backend="gpu"), "--backend must be one of"),
+])
+def test_check_config_names_the_option(change, match):
+    config.check_config(TrainConfig())
+    with pytest.raises(ValueError, match=match.replace("(", r"\(")):
+        config.check_config(TrainConfig(**change))
+
+
+def test_a_checkpoint_of_another_run_than_config_json_is_refused(run_dir):
+    ckpt, cfg = runs.read_checkpoint(run_dir)
+    runs.check_same_run(run_dir, cfg)
+    runs.check_same_run(run_dir, TrainConfig(**{**cfg.__dict__, "epochs": 9,
+                                                "backend": "numpy", "data_dir": "/x"}))
+    with pytest.raises(CheckpointError, match="its seed is 1, .*config.json says 0"):
+        runs.check_same_run(run_dir, TrainConfig(**{**cfg.__dict__, "seed": 1}))
+
+
+def test_the_data_dir_of_a_run(tmp_path):
+    assert runs.data_dir_of(TrainConfig(data_dir=str(tmp_path))) == str(tmp_path)
+    assert runs.data_dir_of(TrainConfig(data_dir=str(tmp_path / "gone"))) is None
+    assert runs.data_dir_of(TrainConfig(data_dir=str(tmp_path)), "given") == "given"
+
+
+def test_the_run_lock(tmp_path):
+    from lvae_np.runlock import RunInUse, RunLock
+
+    with RunLock(tmp_path) as lock:
+        assert (tmp_path / runs.LOCK).read_text().split()[0] == str(os.getpid())
+        with pytest.raises(RunInUse, match=f"in use by another lvae_np.train \\(process "
+                                           f"{os.getpid()} on "):
+            RunLock(tmp_path).acquire()
+        assert lock.fd is not None
+    assert not (tmp_path / runs.LOCK).exists()
+    (tmp_path / runs.LOCK).write_text("12345 elsewhere\n")  # left by a killed process
+    with RunLock(tmp_path):
+        assert (tmp_path / runs.LOCK).read_text().split()[0] == str(os.getpid())

@@ -58,6 +58,10 @@ OMNIGLOT_IMAGES_SHA256 = {
     "images_background.npz": "97db6dcdf39955c3a949e197621f8f318092986b37e116c9b4996150e8d2d8a3",
     "images_evaluation.npz": "a76180acf0908643e1a9494a1a841d2af4bbbbdc6d7e01e0db92eed7d1c6f902",
 }
+# Characters in the Omniglot arrays of those hashes (each drawn by 20 people): a cache
+# derived from them must hold 15 and 5 images per character.
+OMNIGLOT_CHARACTERS = {OMNIGLOT_IMAGES_SHA256["images_background.npz"]: 964,
+                       OMNIGLOT_IMAGES_SHA256["images_evaluation.npz"]: 659}
 # Burda et al.'s file is known by its git blob id in the iwae repository.
 GIT_BLOB_SHA1 = {OMNIGLOT_BURDA: "016a3536ffe5e1d38e42563a18d7a78bfaf643ec"}
 

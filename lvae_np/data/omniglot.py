@@ -3,7 +3,10 @@
 OMNIGLOT has no download mirror. Burda et al.'s ``chardata.mat`` (the set of
 the IWAE and Ladder VAE papers) is used when found, read by the small MATLAB
 v5 reader of ``formats``, so SciPy is not needed. Otherwise the 105x105
-Omniglot arrays are resized to 28x28 once and the result cached.
+Omniglot arrays are resized to 28x28 once and the result cached; the cache
+is checked before use (the source arrays it was built from, its shapes, the
+image count the known source arrays give, and a hash of its content), and a
+cache that fails is rebuilt, or refused in one line when the arrays are gone.
 """
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import hashlib
 import io
 import sys
 import warnings
+import zipfile
 
 import numpy
 
 from ..fileio import atomic_write
-from .files import (OMNIGLOT_ARRAYS, OMNIGLOT_BURDA, OMNIGLOT_IMAGES_SHA256, DataError,
-                    cache_dir, how_to_provide, locate, read_content, read_verified, search_dirs)
+from .files import (OMNIGLOT_ARRAYS, OMNIGLOT_BURDA, OMNIGLOT_CHARACTERS, OMNIGLOT_IMAGES_SHA256,
+                    DataError, cache_dir, how_to_provide, locate, read_content, read_verified,
+                    search_dirs)
 from .formats import parse_mat
 from .resize import resize_images
 
@@ -77,6 +82,56 @@ def build_omniglot(paths) -> tuple[numpy.ndarray, numpy.ndarray]:
     return numpy.concatenate(train), numpy.concatenate(test)
 
 
+def cache_digest(train, test, sources) -> str:
+    """SHA-256 of a derived OMNIGLOT cache's content: its source hashes and both arrays.
+
+    Args:
+        train, test: the (N, 784) and (M, 784) float32 arrays.
+        sources: the comma-separated hashes of the source arrays (a string).
+    """
+    h = hashlib.sha256(str(sources).encode())
+    for a in (train, test):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(numpy.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def read_cache(cache, sources: str):
+    """The arrays of a derived OMNIGLOT cache, checked before use.
+
+    Args:
+        cache: the cache file.
+        sources: the comma-separated hashes of the source arrays it must come from.
+
+    Returns:
+        (train, test, None) when the cache passes; (None, None, why) when it
+        does not, with ``why`` saying what is wrong in a few words; (None,
+        None, None) when it comes from other source arrays (rebuilt in silence).
+    """
+    try:
+        with numpy.load(cache, allow_pickle=False) as npz:
+            if str(npz["sources"]) != sources:
+                return None, None, None
+            train, test = npz["train"], npz["test"]
+            content = str(npz["content"]) if "content" in npz.files else None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        return None, None, f"unreadable ({exc})"
+    hashes = sources.split(",")
+    if any(a.dtype != numpy.float32 or a.ndim != 2 or a.shape[1] != 784 for a in (train, test)):
+        return None, None, f"arrays of the wrong kind ({train.dtype} {train.shape}, " \
+                           f"{test.dtype} {test.shape}; want float32 (N, 784))"
+    if all(h in OMNIGLOT_CHARACTERS for h in hashes):
+        want = sum(OMNIGLOT_CHARACTERS[h] for h in hashes)
+        shapes = (want * OMNIGLOT_TRAIN_DRAWERS, want * (20 - OMNIGLOT_TRAIN_DRAWERS))
+    else:  # arrays of unknown size: at least the 15/5 split must hold
+        shapes = (len(test) * 3, max(len(test), 1))
+    if (len(train), len(test)) != shapes:
+        return None, None, f"{len(train)} and {len(test)} images, not {shapes[0]} and {shapes[1]}"
+    if content != cache_digest(train, test, sources):
+        return None, None, "no content hash" if content is None else "a content hash mismatch"
+    return train, test, None
+
+
 def load_omniglot(data_dir, download, progress, rng):
     """Burda et al.'s chardata.mat if present, else the 105x105 arrays resized (cached).
 
@@ -106,15 +161,17 @@ def load_omniglot(data_dir, download, progress, rng):
     variant = ("OMNIGLOT resized from the 105x105 Omniglot arrays (not Burda et al.'s "
                "chardata.mat) by area averaging to 28x28, 15/5 drawer split")
     cache = cache_dir() / "omniglot" / OMNIGLOT_CACHE
-    sources = numpy.array(",".join(OMNIGLOT_IMAGES_SHA256[n] for n in OMNIGLOT_ARRAYS))
+    sources = ",".join(OMNIGLOT_IMAGES_SHA256[n] for n in OMNIGLOT_ARRAYS)
+    bad = None
     if cache.is_file():
-        try:
-            with numpy.load(cache) as npz:
-                if npz["sources"] == sources:  # else built from other arrays: rebuild
-                    return npz["train"], npz["test"], f"{variant}, cached in {cache}"
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable: rebuild it
+        train, test, bad = read_cache(cache, sources)
+        if train is not None:
+            return train, test, f"{variant}, cached in {cache}"
     paths = [locate(name, dirs) for name in OMNIGLOT_ARRAYS]
+    if None in paths and bad is not None:
+        raise DataError(f"{cache} is not a usable OMNIGLOT cache ({bad}) and the arrays to "
+                        f"rebuild it are missing: delete it, and provide "
+                        f"{' and '.join(OMNIGLOT_ARRAYS)}; {how_to_provide('omniglot', 'them')}")
     if None in paths:
         raise DataError(
             f"OMNIGLOT not found (looked in {', '.join(str(d) for d in dirs)}) and it has no "
@@ -122,13 +179,17 @@ def load_omniglot(data_dir, download, progress, rng):
             f"{' and '.join(OMNIGLOT_ARRAYS)} (the Omniglot images of Lake et al., "
             "github.com/brendenlake/omniglot, as bool arrays 'images' of shape "
             f"(characters, 20, 105, 105)); {how_to_provide('omniglot', 'them')}")
+    if bad is not None:
+        warnings.warn(f"the OMNIGLOT cache {cache} is not usable ({bad}): rebuilding it",
+                      stacklevel=2)
     if progress:
         print(f"lvae_np: building OMNIGLOT 28x28 from {paths[0].parent} (once; cached in {cache})",
               file=sys.stderr)
     train, test = build_omniglot(paths)
+    digest = numpy.array(cache_digest(train, test, sources))
     try:
-        atomic_write(cache, lambda f: numpy.savez_compressed(f, train=train, test=test,
-                                                             sources=sources))
+        atomic_write(cache, lambda f: numpy.savez_compressed(
+            f, train=train, test=test, sources=numpy.array(sources), content=digest))
     except OSError as exc:
         warnings.warn(f"could not cache {cache}: {exc}", stacklevel=2)
     return train, test, f"{variant}, built from {paths[0].parent}"

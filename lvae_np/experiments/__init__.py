@@ -43,7 +43,9 @@ run's ``status.json``) is recorded as such and the others go on. Ctrl-C (or
 SIGTERM) asks the trainings to stop at a batch boundary and write their
 checkpoints; the same command continues. While a runner works on
 a run, the run folder holds a lock file (``.experiments.lock``), so a second
-runner sharing that run stops with an error instead of training it too.
+runner sharing that run stops with an error instead of training it too; the
+training itself holds the folder's own lock (``lvae_np.runlock``), and the
+children die with the runner (on Linux, however it ends).
 
 Examples::
 

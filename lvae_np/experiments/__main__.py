@@ -1,8 +1,9 @@
 """The command line of the experiments: ``python -m lvae_np.experiments [NAME] [options]``.
 
-Bad input gives one line on stderr and exit status 2; otherwise the exit
-status is ``run_experiment``'s: 0 (all done, or diverged), 1 (a run failed)
-or 130 (interrupted).
+Bad input gives one line on stderr and exit status 2, a full or read-only
+disk one line and status 1 (``cli.entry``); otherwise the exit status is
+``run_experiment``'s: 0 (all done, or diverged), 1 (a run failed) or 130
+(interrupted).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..backend import BACKENDS
-from ..cli import Parser, RawHelpFormatter, UsageError, fail
+from ..cli import Parser, RawHelpFormatter, entry
 from ..data import ENV_VAR
 from .report import describe_runs
 from .runner import THREAD_VARS, run_experiment
@@ -23,7 +24,7 @@ PROG = "lvae_np.experiments"
 DESCRIPTION = """\
 Run the paper's comparisons. Each run of the experiment NAME is trained with
 lvae_np.train (resuming what exists, up to --epochs), evaluated with
-lvae_np.evaluate (test ELBO, L_K, KL and active units per layer), and the
+lvae_np.evaluate (test ELBO, L_k, KL and active units per layer), and the
 results go to OUT/results.md, OUT/results.csv and figures (test_elbo.png,
 depth.png, active_units.png). Runs live in RUNS_DIR/<run id>/, e.g.
 mnist-lvae-L5-bn-wu, shared by the experiments that contain them; each keeps
@@ -61,9 +62,10 @@ def build_parser() -> Parser:
     p.add_argument("--out", metavar="DIR",
                    help=f"where results and figures go (default: {DEFAULT_OUT_DIR}/NAME)")
     p.add_argument("--iw-samples", type=int, default=d.iw_samples, metavar="K",
-                   help="importance samples of the test L_K (0: ELBO only)")
-    p.add_argument("--eval-limit", type=int, metavar="M",
-                   help="evaluate on the first M test examples (default: all)")
+                   help="importance samples of the test L_k (0: ELBO only)")
+    p.add_argument("--limit", "--eval-limit", dest="eval_limit", type=int, metavar="M",
+                   help="evaluate on the first M test examples (default: all), as "
+                        "lvae_np.evaluate --limit does")
     p.add_argument("--no-eval", action="store_true",
                    help="skip evaluations (stored ones of the same epoch still show)")
     p.add_argument("--no-train", action="store_true",
@@ -81,34 +83,31 @@ def build_parser() -> Parser:
     return p
 
 
+@entry(PROG, errors=(ExperimentError,))
 def main(argv=None) -> int:
     """The command line; returns the exit status (2 with a one-line error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as exc:
-        return fail(PROG, exc, hint=True)
-    try:
-        settings = Settings(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-                            jobs=args.jobs, runs_dir=Path(args.runs_dir),
-                            iw_samples=args.iw_samples, eval_limit=args.eval_limit,
-                            train=not args.no_train, evaluate=not args.no_eval,
-                            batch_size=args.batch_size, seed=args.seed, backend=args.backend,
-                            data_dir=args.data_dir, progress=not args.no_progress)
-        settings.check()
-        if args.list:
-            print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings))
-            return 0
-        if args.name is None:
-            raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
-                                  + "), or use --list (see --help)")
-        out = Path(args.out) if args.out else DEFAULT_OUT_DIR / args.name
-        report = run_experiment(
-            EXPERIMENTS[args.name].specs, **asdict(settings),
-            out=out, name=args.name,
-            command=shlex.join(["python", "-m", "lvae_np.experiments"] + argv))
-    except ExperimentError as exc:
-        return fail(PROG, exc)
+    args = build_parser().parse_args(argv)
+    settings = Settings(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                        jobs=args.jobs, runs_dir=Path(args.runs_dir),
+                        iw_samples=args.iw_samples, eval_limit=args.eval_limit,
+                        train=not args.no_train, evaluate=not args.no_eval,
+                        batch_size=args.batch_size, seed=args.seed, backend=args.backend,
+                        data_dir=args.data_dir, progress=not args.no_progress)
+    settings.check()
+    if args.list:
+        print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings))
+        return 0
+    if args.name is None:
+        raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
+                              + "), or use --list (see --help)")
+    out = Path(args.out) if args.out else DEFAULT_OUT_DIR / args.name
+    if out.exists() and not out.is_dir():
+        raise ExperimentError(f"--out {out} is a file, not a folder: choose another --out")
+    report = run_experiment(
+        EXPERIMENTS[args.name].specs, **asdict(settings),
+        out=out, name=args.name,
+        command=shlex.join(["python", "-m", "lvae_np.experiments"] + argv))
     return report.exit_status
 
 

@@ -10,6 +10,7 @@ checkpoints written, and the same command continues.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shlex
 import signal
@@ -30,6 +31,28 @@ from .state import RunRecord, cached_eval, config_mismatches, eval_path, saved_m
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 POLL_SECONDS = 0.05
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies (Linux)
+
+
+def die_with_parent():
+    """A ``preexec_fn`` that has the child sent SIGTERM when this process ends; None if unsupported.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``, kept across ``exec``); a child
+    whose parent died before the call stops at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return preexec
 
 
 def child_env(jobs: int, environ=None) -> dict:
@@ -150,7 +173,8 @@ class _Runner:
             # A new session: a Ctrl-C in the terminal reaches only this process, which
             # forwards one SIGTERM (lvae_np.train treats a second signal as "stop now").
             job.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stdin=subprocess.DEVNULL, start_new_session=True,
+                                        preexec_fn=die_with_parent())
         finally:
             log.close()
         job.step, job.signals = step, 0

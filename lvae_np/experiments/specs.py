@@ -158,7 +158,11 @@ class Settings:
                 raise ExperimentError(f"--{name.replace('_', '-')} must be >= {low}, "
                                       f"got {getattr(self, name)}")
         if self.eval_limit is not None and self.eval_limit < 1:
-            raise ExperimentError(f"--eval-limit must be >= 1, got {self.eval_limit}")
+            raise ExperimentError(f"--limit/--eval-limit must be >= 1, got {self.eval_limit}")
+        for folder in (Path(self.runs_dir), *Path(self.runs_dir).parents):
+            if folder.exists() and not folder.is_dir():
+                raise ExperimentError(f"--runs-dir {self.runs_dir}: {folder} is a file, not a "
+                                      "folder; choose another --runs-dir")
 
     def config(self, spec: RunSpec) -> TrainConfig:
         """The TrainConfig of ``spec`` under these options."""

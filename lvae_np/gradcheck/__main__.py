@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import Parser, UsageError, fail
+from ..cli import Parser, UsageError, entry, fail
 from . import cases, grading
 from .engine import DEFAULT_TOL, ArgumentReport
 
@@ -73,6 +73,7 @@ def print_list(verbose: bool) -> None:
         print(f"{case.name:<{width}}  {case.title}" if verbose else case.name)
 
 
+@entry(PROG)
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
     try:

@@ -1,0 +1,234 @@
+"""One training run's loop: model, data, optimizer, and the checkpoint and logs it writes.
+
+A ``Trainer`` trains a ``TrainConfig`` in its run folder epoch by epoch
+(``run``), from fresh parameters (``fresh``) or from a checkpoint, even one
+written mid-epoch (``restore``, which checks the checkpoint first). Every
+epoch ends with one write of the checkpoint and the CSV logs together
+(``fileio.atomic_write_many``, the checkpoint first), so a failure or a kill
+leaves them consistent, and a start brings the logs back in step with the
+checkpoint (``metrics.RunLog.sync``). ``lvae_np.train`` is its command line.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy
+
+from . import bounds, checkpoint, data, metrics
+from .backend import to_numpy
+from .checkpoint import CheckpointError
+from .config import TrainConfig, config_as_dict
+from .fileio import atomic_write_many
+from .models import Model
+from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
+from .runs import CHECKPOINT, check_model_arrays
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite in epoch ``epoch`` (1-based)."""
+
+    def __init__(self, message: str, epoch: int):
+        super().__init__(message)
+        self.epoch = epoch
+
+
+class StopNow(BaseException):
+    """A second Ctrl-C (or SIGTERM): stop at once, abandoning any write under way."""
+
+
+@dataclass
+class Position:
+    """Where a run stands: epochs done, and batches done in the epoch under way."""
+
+    epoch: int = 0
+    batch: int = 0
+    sums: dict = field(default_factory=dict)  # running sums of the epoch under way
+    seconds: float = 0.0                      # training seconds spent in that epoch
+
+
+class Trainer:
+    """One run: model, data, optimizer and the files in its folder."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, backend, dataset: data.Dataset,
+                 progress: bool):
+        self.cfg, self.run_dir, self.be, self.ds = cfg, run_dir, backend, dataset
+        self.progress = progress
+        self.model = Model(cfg.model_config(dataset.train.shape[1], dataset.likelihood), backend)
+        self.adam = AdamConfig(lr=cfg.lr)
+        self.train_x = backend.asarray(dataset.train)   # on the device for CuPy
+        self.test_x = backend.asarray(dataset.test)
+        self.log = metrics.RunLog(run_dir, cfg.latent)
+        self.last_log = None         # the log rows of the last epoch done, kept in checkpoints
+        self.stop_requested = False  # set by Ctrl-C; honoured between batches
+
+    # -- state ---------------------------------------------------------------
+    def fresh(self):
+        """Start from new parameters, a new optimizer and epoch 0."""
+        self.params, self.state = self.model.init()
+        self.opt = adam_init(self.params)
+        self.pos = Position()
+
+    def restore(self, ckpt: dict):
+        """Continue from a checkpoint (``checkpoint.load``'s dict), mid-epoch if it was.
+
+        Raises:
+            CheckpointError: its arrays do not fit the model, its random state or
+                its position in the epoch is unusable. Nothing is changed then.
+        """
+        path, meta = self.run_dir / CHECKPOINT, ckpt["meta"]
+        check_model_arrays(path, ckpt, self.model.config)
+        batches = len(self.batch_order(0))
+        if meta.get("batch", 0) >= batches:
+            raise CheckpointError(f"{path} stands at batch {meta['batch']} of an epoch of "
+                                  f"{batches} batches: it is not of this run")
+        sums = self._sums(path, ckpt["extra"]) if meta.get("batch", 0) else {}
+        try:
+            self.be.random.set_state(meta["rng_state"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path} has no usable random-generator state "
+                                  f"({type(exc).__name__}: {exc})") from None
+        asarray = self.be.asarray
+        self.params = {k: asarray(v) for k, v in ckpt["params"].items()}
+        self.state = {k: asarray(v) for k, v in ckpt["state"].items()}
+        o = ckpt["opt_state"]
+        self.opt = {"t": o["t"], "m": {k: asarray(v) for k, v in o["m"].items()},
+                    "v": {k: asarray(v) for k, v in o["v"].items()}}
+        self.pos = Position(meta["epoch"], meta.get("batch", 0), sums,
+                            meta.get("epoch_seconds", 0.0))
+        self.last_log = meta.get("log")
+
+    def _sums(self, path, extra: dict) -> dict:
+        """The running sums of a checkpoint written mid-epoch, checked, on the backend."""
+        shapes = {"loss": (), "elbo": (), "rec": (), "n": ()}
+        for i, d in enumerate(self.cfg.latent, start=1):
+            shapes.update({f"kl_z{i}": (), f"kl_units_z{i}": (d,)})
+        if set(extra) != set(shapes) or any(extra[k].shape != v for k, v in shapes.items()) \
+                or not int(extra["n"]) > 0:
+            raise CheckpointError(f"{path} was written mid-epoch but its running sums are "
+                                  "missing or malformed")
+        sums = {k: self.be.asarray(v, dtype=None) for k, v in extra.items()}
+        sums["n"] = int(sums["n"])
+        return sums
+
+    def checkpoint_writer(self):
+        """The checkpoint as it stands, as a ``write(file)`` function (see checkpoint.writer)."""
+        meta = {"config": config_as_dict(self.cfg), "epoch": self.pos.epoch,
+                "batch": self.pos.batch, "epoch_seconds": self.pos.seconds,
+                "rng_state": self.be.random.get_state()}
+        if self.last_log is not None:
+            meta["log"] = self.last_log
+        return checkpoint.writer(params=self.params, state=self.state, opt_state=self.opt,
+                                 meta=meta, extra={k: to_numpy(v) for k, v in self.pos.sums.items()})
+
+    def save(self):
+        """Write the checkpoint: parameters, optimizer, random state, position in the epoch."""
+        atomic_write_many([(self.run_dir / CHECKPOINT, self.checkpoint_writer())])
+
+    # -- one epoch -------------------------------------------------------------
+    def batch_order(self, epoch: int):
+        """The epoch's shuffled batches, a function of (seed, epoch) alone, so resumable."""
+        n, bs = self.train_x.shape[0], self.cfg.batch_size
+        perm = numpy.random.default_rng([self.cfg.seed, 0, epoch]).permutation(n)
+        return [perm[i:i + bs] for i in range(0, n, bs)]
+
+    def batch_data(self, idx, epoch: int, b: int):
+        """The examples ``idx`` (batch ``b`` of ``epoch``), binarised afresh if the data wants."""
+        xp = self.be.xp
+        x = xp.take(self.train_x, self.be.asarray(idx, dtype=xp.int64), axis=0)
+        if not self.ds.dynamic_binarization:
+            return x
+        u = numpy.random.default_rng([self.cfg.seed, 1, epoch, b]).random(x.shape)
+        return self.be.xp.astype(self.be.asarray(u) < x, self.be.dtype)
+
+    def step(self, x, beta: float):
+        """One Adam step on the batch x (N, x_dim); returns the loss and the batch statistics."""
+        cfg = self.cfg
+        if cfg.iw_samples > 1:
+            loss, grads, st = bounds.iwae_loss_and_grads(self.model, self.params, self.state, x,
+                                                         cfg.iw_samples, beta=beta)
+        else:
+            loss, grads, st = self.model.loss_and_grads(self.params, self.state, x, beta,
+                                                        kl=cfg.kl)
+        if cfg.max_grad_norm > 0:
+            grads, _ = clip_by_global_norm(grads, cfg.max_grad_norm)
+        adam_update_(self.params, grads, self.opt, self.adam)  # in place: the run owns them
+        self.state = st["state"]
+        return loss, st
+
+    def train_epoch(self, bar=None):
+        """Run the rest of the current epoch; updates self.pos as batches finish."""
+        epoch, cfg = self.pos.epoch, self.cfg
+        beta = bounds.warmup_beta(epoch, cfg.warmup_epochs)
+        order = self.batch_order(epoch)
+        # NaN checks need the loss on the host; on a GPU only every few batches.
+        check_every = 1 if self.be.name == "numpy" else 25
+        start = time.perf_counter() - self.pos.seconds
+        for b in range(self.pos.batch, len(order)):
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            x = self.batch_data(order[b], epoch, b)
+            loss, st = self.step(x, beta)
+            metrics.accumulate(self.pos.sums, st, loss, x.shape[0])
+            self.pos.batch = b + 1
+            self.pos.seconds = time.perf_counter() - start
+            if (b + 1) % check_every == 0 or b + 1 == len(order):
+                value = float(self.pos.sums["loss"])
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(f"the loss became {value} in epoch {epoch + 1}, "
+                                        f"by batch {b + 1} of {len(order)}", epoch + 1)
+            if bar is not None:
+                bar.update(1)
+        return beta
+
+    def evaluate(self, epoch: int) -> dict:
+        """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""
+        return metrics.test_metrics(self.model, self.params, self.state, self.test_x,
+                                    self.cfg.kl, iw_samples=self.cfg.eval_iw_samples)
+
+    # -- the loop --------------------------------------------------------------
+    def run(self):
+        """Train until ``cfg.epochs`` are done: log, evaluate and checkpoint every epoch."""
+        cfg = self.cfg
+        batches = len(self.batch_order(0))
+        epochs_bar = batch_bar = None
+        if self.progress:
+            from tqdm import tqdm
+            epochs_bar = tqdm(total=cfg.epochs, initial=self.pos.epoch, desc="epochs",
+                              unit="ep", file=sys.stdout, dynamic_ncols=True)
+            batch_bar = tqdm(total=batches, initial=self.pos.batch, desc="batches",
+                             unit="batch", leave=False, file=sys.stdout, dynamic_ncols=True)
+        try:
+            while self.pos.epoch < cfg.epochs:
+                beta = self.train_epoch(batch_bar)
+                epoch = self.pos.epoch + 1
+                row = metrics.epoch_row(epoch, beta, self.pos.sums, self.pos.seconds,
+                                        len(cfg.latent))
+                if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+                    t0 = time.perf_counter()
+                    row.update(self.evaluate(epoch))
+                    row["eval_seconds"] = time.perf_counter() - t0
+                units = metrics.kl_unit_row(epoch, self.pos.sums, len(cfg.latent))
+                self.pos = Position(epoch)
+                self.last_log = self.log.add(row, units)
+                # the checkpoint first: a start rebuilds the logs from it (RunLog.sync)
+                atomic_write_many([(self.run_dir / CHECKPOINT, self.checkpoint_writer())]
+                                  + self.log.writers())
+                if self.stop_requested:
+                    raise KeyboardInterrupt
+                line = metrics.describe(row)
+                if epochs_bar is not None:
+                    epochs_bar.update(1)
+                    test_elbo = row.get("test_elbo", float("nan"))
+                    epochs_bar.set_postfix_str(f"test ELBO {test_elbo:.2f}")
+                    batch_bar.reset()
+                    epochs_bar.write(line)
+                else:
+                    print(line, flush=True)
+        finally:
+            for bar in (batch_bar, epochs_bar):
+                if bar is not None:
+                    bar.close()
