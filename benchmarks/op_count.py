@@ -224,12 +224,15 @@ def counted_tree(tree: dict, counter: Counter) -> dict:
     return {k: Counted(numpy.array(v), counter) for k, v in tree.items()}
 
 
-def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic") -> Counter:
+def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic",
+               flat: bool = True) -> Counter:
     """Kernels, views and syncs of one training step, as ``lvae_np.train`` runs it.
 
     ``loss_and_grads``, in-place Adam and the epoch's running sums
     (``metrics.accumulate``); the loss's NaN check, a host sync, runs every
-    25 batches on a GPU and is not part of the step.
+    25 batches on a GPU and is not part of the step. ``flat=True`` updates
+    the parameters as the trainer does, on one flat buffer (``optim.FlatAdam``);
+    ``flat=False`` array by array (``adam_update_`` on the dicts).
 
     The counts do not depend on the batch size; the paper's layer sizes are
     the default (``config`` overrides them).
@@ -237,7 +240,7 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic")
     from lvae_np import metrics
     from lvae_np.backend import get_backend
     from lvae_np.models import Model, ModelConfig
-    from lvae_np.optim import adam_init, adam_update_
+    from lvae_np.optim import FlatAdam, adam_init, adam_update_
 
     model = Model(config or ModelConfig(kind=kind), get_backend("numpy", dtype="float32", seed=0))
     params, state = model.init()
@@ -248,6 +251,9 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic")
     counter = Counter()
     params, state = counted_tree(params, counter), counted_tree(state, counter)
     opt = {k: (counted_tree(v, counter) if isinstance(v, dict) else v) for k, v in opt.items()}
+    if flat:
+        flat_opt = FlatAdam(params, whole_buffer=True)  # as on a GPU
+        params = flat_opt.params
     x = Counted(x, counter)
     noise = [Counted(n, counter) for n in noise]
     sums: dict = {}
@@ -256,7 +262,10 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic")
         counter.by_name.clear()
         counter.by_function.clear()
         loss, grads, stats = model.loss_and_grads(params, state, x, beta=0.5, noise=noise, kl=kl)
-        adam_update_(params, grads, opt)
+        if flat:
+            flat_opt.step(grads)
+        else:
+            adam_update_(params, grads, opt)
         metrics.accumulate(sums, stats, loss, batch)
         state = stats["state"]
     counter.loss = float(loss.a)
@@ -267,10 +276,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description="Count the array operations (kernel launches on a "
                                             "GPU) and host syncs of one training step.")
     p.add_argument("--top", type=int, default=12, help="show this many operations by count")
+    p.add_argument("--per-array", action="store_true",
+                   help="Adam array by array (adam_update_ on the dicts), as before flat buffers")
     args = p.parse_args(argv)
+    adam = "Adam array by array" if args.per_array else "Adam on one flat buffer"
     for kind in ("lvae", "vae"):
-        c = count_step(kind)
-        print(f"{kind.upper()} 5-layer training step (loss_and_grads, in-place Adam, running sums): "
+        c = count_step(kind, flat=not args.per_array)
+        print(f"{kind.upper()} 5-layer training step (loss_and_grads, {adam}, running sums): "
               f"{c.kernels} kernels, {c.views} views, {c.syncs} syncs")
         print("  by operation: " + ", ".join(f"{n} {k}" for n, k in c.by_name.most_common(args.top)))
         print("  by function:  " + ", ".join(f"{n} {k}"

@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .backend import namespace
+from . import flat
+from .backend import is_cupy, namespace
 
 
 @dataclass(frozen=True)
@@ -97,3 +98,68 @@ def clip_by_global_norm(grads: dict, max_norm: float):
     xp = namespace(norm)
     scale = xp.minimum(max_norm / (norm + 1e-12), 1.0)
     return {k: g * scale for k, g in grads.items()}, norm
+
+
+class FlatAdam:
+    """In-place Adam over one flat buffer of all parameters: a handful of passes per step.
+
+    The parameters, and Adam's two moments, live in one contiguous buffer
+    each (``flat.py``); ``params`` is the usual dict, of views into the
+    buffer, so the model reads it as before and sees every update. On a GPU
+    (``whole_buffer``, the default for CuPy arrays) a step packs the
+    gradients into one buffer (one concatenation) and runs ``adam_update_``
+    once on the whole of it: 13 array operations, each a kernel launch,
+    instead of 12 per parameter array. On a CPU the per-array update is
+    faster, since each array stays in the cache through its twelve passes
+    while twelve passes over the whole 7.6 MB buffer go to memory each time;
+    there it runs ``adam_update_`` on the views. Either way the bits are
+    those of Adam array by array (tested). With ``whole_buffer``, gradient
+    clipping takes the norm of the whole buffer at once, which adds in
+    another order than ``global_norm`` over the dict (equal to rounding).
+
+        opt = FlatAdam(params, config=AdamConfig(lr=0.002))
+        loss, grads, stats = model.loss_and_grads(opt.params, state, x)
+        opt.step(grads)
+        checkpoint.save(..., params=opt.params, opt_state=opt.state_dict())
+    """
+
+    def __init__(self, params: dict, state: dict | None = None,
+                 config: AdamConfig = AdamConfig(), *, whole_buffer: bool | None = None):
+        """Copy ``params`` (and a saved ``adam_init``-style ``state``) into flat buffers.
+
+        ``whole_buffer``: update the whole buffer at once (True) or array by
+        array through the views (False); None: at once for CuPy arrays only.
+        """
+        self.config = config
+        self.layout = flat.layout(params)
+        self.buffer = flat.pack(params, self.layout)
+        self.params = flat.unpack(self.buffer, self.layout)
+        xp = namespace(self.buffer)
+        if state is None:
+            m, v, t = xp.zeros_like(self.buffer), xp.zeros_like(self.buffer), 0
+        else:
+            m, v, t = flat.pack(state["m"], self.layout), flat.pack(state["v"], self.layout), \
+                state["t"]
+        self._opt = {"t": t, "m": {"all": m}, "v": {"all": v}}
+        self.whole_buffer = is_cupy(self.buffer) if whole_buffer is None else whole_buffer
+        self._views = {"t": t, "m": flat.unpack(m, self.layout), "v": flat.unpack(v, self.layout)}
+
+    def step(self, grads: dict, max_grad_norm: float = 0.0) -> None:
+        """One Adam step in place; the gradients are first clipped to ``max_grad_norm`` if > 0."""
+        if not self.whole_buffer:
+            if max_grad_norm > 0:
+                grads, _ = clip_by_global_norm(grads, max_grad_norm)
+            self._views["t"] = self._opt["t"]
+            adam_update_(self.params, grads, self._views, self.config)
+            self._opt["t"] = self._views["t"]
+            return
+        g = {"all": flat.pack(grads, self.layout)}
+        if max_grad_norm > 0:
+            g, _ = clip_by_global_norm(g, max_grad_norm)
+        adam_update_({"all": self.buffer}, g, self._opt, self.config)
+
+    def state_dict(self) -> dict:
+        """Adam's state as ``adam_init`` makes it: step count and per-parameter moments (views)."""
+        return {"t": self._opt["t"],
+                "m": flat.unpack(self._opt["m"]["all"], self.layout),
+                "v": flat.unpack(self._opt["v"]["all"], self.layout)}

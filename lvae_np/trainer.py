@@ -24,7 +24,7 @@ from .checkpoint import CheckpointError
 from .config import TrainConfig, config_as_dict
 from .fileio import atomic_write_many
 from .models import Model
-from .optim import AdamConfig, adam_init, adam_update_, clip_by_global_norm
+from .optim import AdamConfig, FlatAdam
 from .runs import CHECKPOINT, check_model_arrays
 
 
@@ -66,10 +66,15 @@ class Trainer:
         self.stop_requested = False  # set by Ctrl-C; honoured between batches
 
     # -- state ---------------------------------------------------------------
+    @property
+    def params(self) -> dict:
+        """The model's parameters: views into the optimizer's flat buffer."""
+        return self.opt.params
+
     def fresh(self):
         """Start from new parameters, a new optimizer and epoch 0."""
-        self.params, self.state = self.model.init()
-        self.opt = adam_init(self.params)
+        params, self.state = self.model.init()
+        self.opt = FlatAdam(params, config=self.adam)   # its .params: views into one buffer
         self.pos = Position()
 
     def restore(self, ckpt: dict):
@@ -92,11 +97,12 @@ class Trainer:
             raise CheckpointError(f"{path} has no usable random-generator state "
                                   f"({type(exc).__name__}: {exc})") from None
         asarray = self.be.asarray
-        self.params = {k: asarray(v) for k, v in ckpt["params"].items()}
+        params = {k: asarray(v) for k, v in ckpt["params"].items()}
         self.state = {k: asarray(v) for k, v in ckpt["state"].items()}
         o = ckpt["opt_state"]
-        self.opt = {"t": o["t"], "m": {k: asarray(v) for k, v in o["m"].items()},
-                    "v": {k: asarray(v) for k, v in o["v"].items()}}
+        self.opt = FlatAdam(params, {"t": o["t"], "m": {k: asarray(v) for k, v in o["m"].items()},
+                                     "v": {k: asarray(v) for k, v in o["v"].items()}},
+                            config=self.adam)
         self.pos = Position(meta["epoch"], meta.get("batch", 0), sums,
                             meta.get("epoch_seconds", 0.0))
         self.last_log = meta.get("log")
@@ -121,7 +127,8 @@ class Trainer:
                 "rng_state": self.be.random.get_state()}
         if self.last_log is not None:
             meta["log"] = self.last_log
-        return checkpoint.writer(params=self.params, state=self.state, opt_state=self.opt,
+        return checkpoint.writer(params=self.params, state=self.state,
+                                 opt_state=self.opt.state_dict(),
                                  meta=meta, extra={k: to_numpy(v) for k, v in self.pos.sums.items()})
 
     def save(self):
@@ -153,9 +160,7 @@ class Trainer:
         else:
             loss, grads, st = self.model.loss_and_grads(self.params, self.state, x, beta,
                                                         kl=cfg.kl)
-        if cfg.max_grad_norm > 0:
-            grads, _ = clip_by_global_norm(grads, cfg.max_grad_norm)
-        adam_update_(self.params, grads, self.opt, self.adam)  # in place: the run owns them
+        self.opt.step(grads, cfg.max_grad_norm)  # in place, on one buffer: the run owns it
         self.state = st["state"]
         return loss, st
 
