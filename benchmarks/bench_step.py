@@ -106,6 +106,7 @@ import numpy as np  # noqa: E402
 import lvae_np.layers as layers_module  # noqa: E402
 from lvae_np import bounds  # noqa: E402
 from lvae_np.backend import get_backend  # noqa: E402
+import op_count  # noqa: E402  (benchmarks/op_count.py, beside this script)
 from lvae_np.inference import tile_part  # noqa: E402
 from lvae_np.models import Model, ModelConfig  # noqa: E402
 from lvae_np.optim import AdamConfig, adam_init, adam_update_  # noqa: E402
@@ -796,6 +797,14 @@ def main(args):
                               torch.cuda.synchronize if device == "cuda" else (lambda: None))
         ours_iw[kind] = (model, copy_tree(params, be.xp), copy_tree(state, be.xp), be, sync)
     print(f"  patched: {', '.join(sorted(set(report['models'][kinds[0]]['patched'])))}")
+    print()
+    print("== What a GPU would launch: array operations and host syncs per training step ==")
+    for kind in kinds:  # counted on NumPy behind a counting namespace (op_count.py)
+        counts = op_count.count_step(kind, config=config_for(kind))
+        report["models"][kind]["op_counts"] = {"kernels": counts.kernels, "views": counts.views,
+                                               "syncs": counts.syncs}
+        print(f"{kind.upper()}: {counts.kernels} kernels, {counts.views} views, "
+              f"{counts.syncs} host syncs (Adam on one flat buffer, as on a GPU)")
     print()
 
     # -- the torch model computes lvae_np's loss --------------------------------
