@@ -43,6 +43,8 @@ def warmup_beta(epoch: int, warmup_epochs: int) -> float:
 
     Epochs count from 0, so the first epoch trains with beta = 0 and epoch
     ``warmup_epochs`` onwards with beta = 1. ``warmup_epochs=0`` means no warm-up.
+    The same ramp in optimizer steps (``--warmup-steps``): pass the step
+    (counted from 0) and the warm-up's length in steps.
     """
     if warmup_epochs <= 0:
         return 1.0

@@ -17,9 +17,13 @@ from dataclasses import asdict, dataclass, fields
 
 from .backend import BACKENDS, DTYPES
 from .data import DATASETS
-from .models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT, ModelConfig
+from .models import (GENERATIVE_WIDTHS, INITS, KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT,
+                     ModelConfig)
 
 MODELS = ("lvae", "vae")
+# TrainConfig fields passed on to ModelConfig under the same name: the model's options.
+MODEL_OPTIONS = ("head_batch_norm", "shared_top_down", "only_mu_up", "generative_widths",
+                 "init", "bn_eps")
 
 
 @dataclass
@@ -44,15 +48,29 @@ class TrainConfig:
     validation: int = 0                        # hold out this many training examples
     dtype: str = "float32"
     seed: int = 0
+    # the released code's choices (see the preset "original-code"); the paper's form by default
+    head_batch_norm: bool = False              # batch norm on every Gaussian head
+    shared_top_down: bool = True               # LVAE: top-down inference path shared with p
+    only_mu_up: bool = False                   # bottom-up blocks read the previous mu_hat
+    generative_widths: str = "mirror"          # one of GENERATIVE_WIDTHS
+    init: str = "glorot-uniform"               # one of INITS
+    bn_eps: float = 1e-4                       # batch norm's epsilon
+    clip_elementwise: float = 0.0              # then clip each element to +-this (0: no)
+    drop_last: bool = False                    # drop each epoch's last partial batch
+    warmup_steps: int = 0                      # beta rises over this many steps (0: none)
     data_variant: str = ""                     # filled in: which data was actually used
     backend: str = "auto"                      # as asked: "auto", "numpy" or "cupy"
     data_dir: str | None = None                # --data-dir (None: the usual places)
 
     def model_config(self, x_dim: int, likelihood: str) -> ModelConfig:
-        """The model this run trains, for data of ``x_dim`` features and that likelihood."""
+        """The model this run trains, for data of ``x_dim`` features and that likelihood.
+
+        The model's options (``MODEL_OPTIONS``) are passed on under their names.
+        """
         return ModelConfig(kind=self.model, x_dim=x_dim, latent=tuple(self.latent),
                            hidden=tuple(self.hidden), batch_norm=self.batch_norm,
-                           likelihood=likelihood)
+                           likelihood=likelihood,
+                           **{name: getattr(self, name) for name in MODEL_OPTIONS})
 
 
 PRESETS = {
@@ -60,6 +78,14 @@ PRESETS = {
                         hidden=PAPER_HIDDEN, batch_norm=True, warmup_epochs=200,
                         epochs=2000, batch_size=256, lr=0.002, kl="analytic", iw_samples=1,
                         eval_every=10, final_iw_samples=5000),
+    # The released code (casperkaae/LVAE, run_models.py): batch norm on the heads, its own
+    # top-down inference MLP, bottom-up blocks reading mu_hat, its widths, initialisation
+    # and batch-norm eps, norm then elementwise clipping, whole batches only, Monte Carlo
+    # KL for both models, and the learning rate of its README's commands.
+    "original-code": dict(head_batch_norm=True, shared_top_down=False, only_mu_up=True,
+                          generative_widths="original", init="original", bn_eps=1e-10,
+                          max_grad_norm=4.0, clip_elementwise=0.9, drop_last=True, kl="mc",
+                          lr=2e-4),
 }
 # Options --resume may change; everything else comes from the run's checkpoint.
 RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples", "backend",
@@ -115,7 +141,8 @@ def check_config(cfg: TrainConfig) -> None:
         ValueError: the first problem found, e.g. "--batch-size must be >= 1, got 0".
     """
     for name, choices in (("model", MODELS), ("dataset", DATASETS), ("kl", KL_ESTIMATORS),
-                          ("dtype", DTYPES), ("backend", BACKENDS)):
+                          ("dtype", DTYPES), ("backend", BACKENDS),
+                          ("generative_widths", GENERATIVE_WIDTHS), ("init", INITS)):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{_option(name)} must be one of {', '.join(choices)}, "
                              f"got {getattr(cfg, name)!r}")
@@ -127,9 +154,12 @@ def check_config(cfg: TrainConfig) -> None:
     if len(cfg.latent) != len(cfg.hidden):
         raise ValueError(f"--latent has {len(cfg.latent)} layers but --hidden has "
                          f"{len(cfg.hidden)}: give one width per stochastic layer")
-    if not isinstance(cfg.batch_norm, bool):
-        raise ValueError(f"--batch-norm must be true or false, got {cfg.batch_norm!r}")
-    for name, low in (("epochs", 0), ("warmup_epochs", 0), ("validation", 0),
+    for name in ("batch_norm", "head_batch_norm", "shared_top_down", "only_mu_up", "drop_last"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise ValueError(f"{_option(name)} must be true or false, got "
+                             f"{getattr(cfg, name)!r}")
+    for name, low in (("epochs", 0), ("warmup_epochs", 0), ("warmup_steps", 0),
+                      ("validation", 0),
                       ("eval_iw_samples", 0), ("final_iw_samples", 0), ("seed", 0),
                       ("batch_size", 1), ("iw_samples", 1), ("eval_every", 1)):
         value = getattr(cfg, name)
@@ -139,10 +169,17 @@ def check_config(cfg: TrainConfig) -> None:
             raise ValueError(f"{_option(name)} must be >= {low}, got {value}")
     for name, words, ok in (("lr", "> 0 (a finite number)", lambda v: v > 0),
                             ("max_grad_norm", ">= 0 (a finite number; 0: no clipping)",
-                             lambda v: v >= 0)):
+                             lambda v: v >= 0),
+                            ("clip_elementwise", ">= 0 (a finite number; 0: no clipping)",
+                             lambda v: v >= 0),
+                            ("bn_eps", "> 0 (a finite number)", lambda v: v > 0)):
         value = getattr(cfg, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(value) and ok(value)):
             raise ValueError(f"{_option(name)} must be {words}, got {value!r}")
+    if cfg.warmup_steps and cfg.warmup_epochs:
+        raise ValueError(f"--warmup-steps {cfg.warmup_steps} and --warmup-epochs "
+                         f"{cfg.warmup_epochs}: give the warm-up in steps or in epochs, "
+                         "not both (the other 0)")
     if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
         raise ValueError(f"--data-dir must be a folder name, got {cfg.data_dir!r}")

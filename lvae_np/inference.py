@@ -2,9 +2,17 @@
 
 ``models.Model`` runs these after the x-part (``bottom_up_forward``). Both
 functions take ``block_of(name) -> (parameters, batch-norm state)`` of a
-block (e.g. ``"down1"``), the x-part tiled to one row per sample, and the
-noise eps_i (R, D_i), z_1's first. They return ``(Outputs, cache)``; their
-backward returns ``(parameter gradients, XPartGrad)``.
+block or head (e.g. ``"down1"``, ``"p1"``; the state None where it has none),
+the x-part tiled to one row per sample, and the noise eps_i (R, D_i), z_1's
+first. They return ``(Outputs, cache)``; their backward returns ``(parameter
+gradients, XPartGrad)``; ``new_states(cache)`` lists the batch-norm running
+averages the pass computed, block by block.
+
+The LVAE's top-down inference shares the generative model's blocks
+``down{i}``, ``p{i}`` unless the parameters hold blocks of its own,
+``tdown{i}`` and ``tp{i}`` (i = 1..L-1; ``ModelConfig.shared_top_down=False``):
+then the ladder step merges with those and the generative blocks give only
+p(z_i | z_{i+1}) for the KL (``steps.unshared_ladder_step_forward``).
 
 Layers are numbered as in the paper, i = 1..L. Inside the loops per-layer
 values are dicts keyed by i (``z[i]`` is z_i); at the interfaces (the noise,
@@ -75,7 +83,7 @@ def by_layer(values) -> dict:
 # ----------------------------------------------------------------------------
 class LadderPassCache(NamedTuple):
     top: steps.TopStepCache        # layer L
-    ladder: dict                   # i -> LadderStepCache, i = 1..L-1
+    ladder: dict                   # i -> LadderStepCache (UnsharedLadderStepCache), i = 1..L-1
     output: steps.OutputStepCache  # log p(x | z_1)
     beta: float
 
@@ -112,10 +120,17 @@ def ladder_pass_forward(block_of, part: XPart, noise, *, beta, estimator, likeli
     mu_q[top] = mu_hat[top]
     for i in range(top - 1, 0, -1):
         # p(z_i | z_{i+1}) merged with (mu_hat_i, var_hat_i): z_i ~ q(z_i | z_{i+1}, x), KL_i
-        (block, state), (head, _) = block_of(f"down{i}"), block_of(f"p{i}")
-        (z[i], kl[i]), ladder[i] = steps.ladder_step_forward(
-            z[i + 1], mu_hat[i], var_hat[i], eps[i], block, head, state=state, mode=mode,
-            estimator=estimator)                                        # (R, D_i) each
+        (block, state), (head, head_state) = block_of(f"down{i}"), block_of(f"p{i}")
+        (td_block, td_state), (td_head, td_head_state) = block_of(f"tdown{i}"), block_of(f"tp{i}")
+        if td_block:  # the top-down path's own blocks merge; p only enters the KL
+            (z[i], kl[i]), ladder[i] = steps.unshared_ladder_step_forward(
+                z[i + 1], mu_hat[i], var_hat[i], eps[i], td_block, td_head, block, head,
+                td_state=td_state, td_head_state=td_head_state, state=state,
+                head_state=head_state, mode=mode, estimator=estimator)
+        else:
+            (z[i], kl[i]), ladder[i] = steps.ladder_step_forward(
+                z[i + 1], mu_hat[i], var_hat[i], eps[i], block, head, state=state,
+                head_state=head_state, mode=mode, estimator=estimator)  # (R, D_i) each
         mu_q[i] = ladder[i].mu_q
     (block, state), (head, _) = block_of("down0"), block_of("p0")
     rec, out_cache = steps.output_step_forward(z[1], part.x, block, head, state=state, mode=mode,
@@ -145,8 +160,14 @@ def ladder_pass_backward(df, cache: LadderPassCache):
     grads = [with_prefix("p0", dhead), with_prefix("down0", dblock)]
     dmu_hat, dvar_hat = {}, {}
     for i in range(1, len(cache.ladder) + 1):                       # z_i's gradient is complete
-        dz[i + 1], dmu_hat[i], dvar_hat[i], _, dblock, dhead = steps.ladder_step_backward(
-            (dz[i], xp.broadcast_to(dkl, dz[i].shape)), cache.ladder[i])
+        douts = (dz[i], xp.broadcast_to(dkl, dz[i].shape))
+        if isinstance(cache.ladder[i], steps.UnsharedLadderStepCache):
+            (dz[i + 1], dmu_hat[i], dvar_hat[i], _, dtd_block, dtd_head, dblock,
+             dhead) = steps.unshared_ladder_step_backward(douts, cache.ladder[i])
+            grads += [with_prefix(f"tp{i}", dtd_head), with_prefix(f"tdown{i}", dtd_block)]
+        else:
+            dz[i + 1], dmu_hat[i], dvar_hat[i], _, dblock, dhead = steps.ladder_step_backward(
+                douts, cache.ladder[i])
         grads += [with_prefix(f"p{i}", dhead), with_prefix(f"down{i}", dblock)]
     top = len(cache.ladder) + 1
     dmu_hat[top], dvar_hat[top], _ = steps.top_step_backward(
@@ -188,16 +209,18 @@ def vae_pass_forward(block_of, part: XPart, noise, *, beta, estimator, likelihoo
     z[1], first = gaussian.reparameterize_forward(mu_q[1], var_q[1], eps[1])
     for i in range(2, top + 1):
         # z_i ~ q(z_i | z_{i-1})
-        (block, state), (head, _) = block_of(f"up{i}"), block_of(f"q{i}")
+        (block, state), (head, head_state) = block_of(f"up{i}"), block_of(f"q{i}")
         (z[i], mu_q[i], var_q[i]), up[i] = steps.vae_step_forward(
-            z[i - 1], eps[i], block, head, state=state, mode=mode)      # (R, D_i) each
+            z[i - 1], eps[i], block, head, state=state, head_state=head_state,
+            mode=mode)                                                  # (R, D_i) each
     # KL_L = KL(q(z_L | z_{L-1}) || N(0, I))
     kl[top], kl_top = steps.kl_term_forward(z[top], mu_q[top], var_q[top], estimator=estimator)
     for i in range(top - 1, 0, -1):
         # KL_i = log q(z_i | z_{i-1}) - log p(z_i | z_{i+1}), at the samples
-        (block, state), (head, _) = block_of(f"down{i}"), block_of(f"p{i}")
+        (block, state), (head, head_state) = block_of(f"down{i}"), block_of(f"p{i}")
         kl[i], kl_caches[i] = steps.vae_kl_step_forward(z[i], mu_q[i], var_q[i], z[i + 1],
-                                                        block, head, state=state, mode=mode)
+                                                        block, head, state=state,
+                                                        head_state=head_state, mode=mode)
     (block, state), (head, _) = block_of("down0"), block_of("p0")
     rec, out_cache = steps.output_step_forward(z[1], part.x, block, head, state=state, mode=mode,
                                                likelihood=likelihood)   # log p(x | z_1), (R,)
@@ -242,6 +265,35 @@ def _objective(rec, kl: dict, mu_q: dict, z: dict, beta) -> Outputs:
     f = rec - beta * sum(xp.sum(kl[i], axis=1) for i in layers_)
     return Outputs(f, rec, [kl[i] for i in layers_], [mu_q[i] for i in layers_],
                    [z[i] for i in layers_], None)
+
+
+def new_states(cache) -> list:
+    """(prefix, new running averages) of every block and head a per-sample pass ran.
+
+    Args:
+        cache: a LadderPassCache or VAEPassCache.
+
+    Returns:
+        a list of (name, dict), e.g. ``("down1", {"mean1": ..., ...})``; a
+        head's dict is empty unless it has batch norm.
+    """
+    found = []
+
+    def block(name, c: networks.GaussianBlockCache, head_name):
+        found.extend([(name, c.mlp.new_state), (head_name, c.head.new_state)])
+
+    if isinstance(cache, VAEPassCache):
+        for i, c in cache.up.items():
+            block(f"up{i}", c.posterior, f"q{i}")
+        for i, c in cache.kl.items():
+            block(f"down{i}", c.prior, f"p{i}")
+    else:
+        for i, c in cache.ladder.items():
+            if isinstance(c, steps.UnsharedLadderStepCache):
+                block(f"tdown{i}", c.inference, f"tp{i}")
+            block(f"down{i}", c.prior, f"p{i}")
+    found.append(("down0", cache.output.mlp.new_state))
+    return found
 
 
 PASSES = {"lvae": (ladder_pass_forward, ladder_pass_backward),

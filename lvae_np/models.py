@@ -42,36 +42,54 @@ Layers are numbered as in the paper, i = 1..L. Inside the model's loops
 per-layer values are dicts keyed by i (``z[i]`` is z_i); at the interfaces
 (the noise, the outputs) they are lists in the same order, z_1 first.
 
-Parameters are one flat dict of arrays; its keys name the block::
+Parameters are one flat dict of arrays whose keys name the block: ``up{i}``,
+``q{i}`` (inference), ``down{i}``, ``p{i}`` (generative; ``p0`` the output
+layer); ``state`` holds the batch-norm running averages under the same
+prefixes. ``architecture.py`` lists the names and the widths.
 
-    up{i}.*    i = 1..L  the bottom-up MLP block under z_i (input x for i = 1)
-    q{i}.*     i = 1..L  the Gaussian head of q(z_i | .) (LVAE: of mu_hat_i, var_hat_i)
-    down{i}.*  i = 0..L-1  the top-down MLP block on z_{i+1}
-    p{i}.*     i = 1..L-1  the Gaussian head of p(z_i | z_{i+1})
-    p0.*       the output layer: W, b (Bernoulli logits) or a Gaussian head
+The original code's choices, as options of ``ModelConfig`` (the defaults
+are the paper's form):
 
-The decoder mirrors the encoder, as in the original code: block down_i has
-the width of up_{i+1} (z5 -> 32 -> z4 ... z1 -> 512 -> x with the defaults).
-``state`` holds the batch-norm running averages under the same prefixes.
+* ``head_batch_norm``: every q and p Gaussian head (not the output layer)
+  is Dense -> BatchNorm -> (identity for mu, softplus for var), its dense
+  layers without bias; the heads' running averages are state too
+  (``q1.mean_mu``, ``q1.var_mu``, ``q1.mean_var``, ``q1.var_var``).
+* ``shared_top_down=False`` (LVAE): the top-down inference path has its own
+  blocks and heads ``tdown{i}``, ``tp{i}``, whose Gaussian is merged with
+  (mu_hat_i, var_hat_i); ``down{i}``, ``p{i}`` then give p(z_i | z_{i+1})
+  only, for the KL and for generation.
+* ``only_mu_up`` (LVAE): the bottom-up block up_{i+1} reads mu_hat_i, not d_i.
+* ``generative_widths="original"`` (LVAE): block down_i (and tdown_i) has
+  width H_i instead of H_{i+1}, one size wider.
+* ``init="original"``: Glorot-normal weights with the ReLU gain sqrt(2) in
+  the MLP blocks (gain 1 in the heads and the output layer), variance-head
+  bias (or beta) 1.
+* ``bn_eps``: batch norm's epsilon (1e-4, Lasagne's; the original code used 1e-10).
+
+The LVAE-only options leave the VAE as it is.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import gaussian, layers, networks, steps
+from . import architecture, gaussian, layers, networks, steps
 from .backend import Backend, get_backend, namespace
-from .inference import PASSES, Outputs, VAEPassCache, XPart, XPartGrad, by_layer, tile_part
+from .inference import PASSES, Outputs, XPart, XPartGrad, by_layer, new_states, tile_part
+from .networks import INITS
 from .params import blocks, merge, subtree, with_prefix
 from .steps import KL_ESTIMATORS
 
 KINDS = ("lvae", "vae")
+GENERATIVE_WIDTHS = ("mirror", "original")
 LIKELIHOODS = ("bernoulli", "gaussian")
 PAPER_LATENT = (64, 32, 16, 8, 4)       # the paper's MNIST model: sizes of z_1 .. z_5
 PAPER_HIDDEN = (512, 256, 128, 64, 32)  # width of the deterministic block under each z_i
 
-__all__ = ["KINDS", "KL_ESTIMATORS", "LIKELIHOODS", "PAPER_LATENT", "PAPER_HIDDEN",
+__all__ = ["KINDS", "GENERATIVE_WIDTHS", "INITS", "KL_ESTIMATORS", "LIKELIHOODS",
+           "PAPER_LATENT", "PAPER_HIDDEN",
            "ModelConfig", "Model", "XPart", "XPartGrad", "Outputs", "tile_part"]
 
 
@@ -84,8 +102,26 @@ class ModelConfig:
     batch_norm: bool = True                  # Dense -> BN -> lrelu (else Dense -> lrelu)
     likelihood: str = "bernoulli"            # p(x | z_1): "bernoulli" or "gaussian"
     slope: float = layers.LEAKY_RELU_SLOPE   # leaky ReLU slope for negative inputs
+    # The original code's choices (see the module docstring); the defaults are the paper's form.
+    head_batch_norm: bool = False            # q and p heads: Dense -> BN -> (identity | softplus)
+    shared_top_down: bool = True             # LVAE: top-down inference on the generative blocks
+    only_mu_up: bool = False                 # LVAE: block up_{i+1} reads mu_hat_i, not d_i
+    generative_widths: str = "mirror"        # LVAE: "original" widens p(z_i | z_{i+1}) blocks
+    init: str = "glorot-uniform"             # "original": Glorot-normal, ReLU gain, var bias 1
+    bn_eps: float = layers.BN_EPS            # batch norm's epsilon (the original code: 1e-10)
 
     def __post_init__(self):
+        for name in ("batch_norm", "head_batch_norm", "shared_top_down", "only_mu_up"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, not {getattr(self, name)!r}")
+        if self.generative_widths not in GENERATIVE_WIDTHS:
+            raise ValueError(f"unknown generative_widths {self.generative_widths!r}: "
+                             f"choose one of {', '.join(GENERATIVE_WIDTHS)}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}: choose one of {', '.join(INITS)}")
+        if (isinstance(self.bn_eps, bool) or not isinstance(self.bn_eps, (int, float))
+                or not 0 < self.bn_eps < math.inf):
+            raise ValueError(f"bn_eps must be a positive number, not {self.bn_eps!r}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown model {self.kind!r}: choose one of {', '.join(KINDS)}")
         if self.likelihood not in LIKELIHOODS:
@@ -151,61 +187,43 @@ class Model:
 
     # ------------------------------------------------------------------
     def init(self):
-        """Fresh parameters (Glorot-uniform weights, zero biases, BN gamma 1) and state."""
-        c, be = self.config, self.backend
-        rng, xp, dt = be.random.generator, be.xp, be.dtype
-        params, state = {}, {}
-        d_in = c.x_dim
-        for i in range(1, c.n_layers + 1):  # bottom-up blocks and q heads
-            p, s = networks.init_mlp(rng, (d_in, c.hidden[i - 1], c.hidden[i - 1]),
-                                     batch_norm=c.batch_norm, xp=xp, dtype=dt)
-            params.update(with_prefix(f"up{i}", p))
-            state.update(with_prefix(f"up{i}", s))
-            params.update(with_prefix(f"q{i}", networks.init_gaussian_head(
-                rng, c.hidden[i - 1], c.latent[i - 1], xp=xp, dtype=dt)))
-            d_in = c.hidden[i - 1] if c.kind == "lvae" else c.latent[i - 1]
-        for i in range(c.n_layers - 1, -1, -1):  # top-down blocks and p heads
-            p, s = networks.init_mlp(rng, (c.latent[i], c.hidden[i], c.hidden[i]),
-                                     batch_norm=c.batch_norm, xp=xp, dtype=dt)
-            params.update(with_prefix(f"down{i}", p))
-            state.update(with_prefix(f"down{i}", s))
-            if i > 0:
-                head = networks.init_gaussian_head(rng, c.hidden[i], c.latent[i - 1],
-                                                   xp=xp, dtype=dt)
-            elif c.likelihood == "gaussian":
-                head = networks.init_gaussian_head(rng, c.hidden[0], c.x_dim, xp=xp, dtype=dt)
-            else:
-                head = {"W": networks.glorot_uniform(rng, c.hidden[0], c.x_dim, xp, dt),
-                        "b": xp.zeros((c.x_dim,), dtype=dt)}
-            params.update(with_prefix(f"p{i}", head))
-        return params, state
+        """Fresh parameters and state (``architecture.init_params``): Glorot-uniform
+        weights, zero biases, BN gamma 1 (or the original code's initialisation)."""
+        be = self.backend
+        return architecture.init_params(self.config, be.random.generator, xp=be.xp,
+                                        dtype=be.dtype)
 
     def noise(self, n_rows: int) -> list:
         """Standard normal eps_i of shape (n_rows, latent_i), for i = 1..L."""
         return [self.backend.normal((n_rows, d)) for d in self.config.latent]
 
     def mode(self, training: bool = True, momentum: float = layers.BN_MOMENTUM) -> dict:
-        """The blocks' settings: batch norm on or off, batch or running statistics, slope."""
+        """The blocks' settings: batch norm on or off, batch or running statistics, slope, eps."""
         return {"batch_norm": self.config.batch_norm, "training": training,
-                "momentum": momentum, "slope": self.config.slope}
+                "momentum": momentum, "slope": self.config.slope, "eps": self.config.bn_eps}
 
     def fold_batch_norm(self, params, state):
         """The same network in evaluation mode, with batch norm folded into the dense layers.
 
         Returns (model, params) of a model without batch norm that computes
         what this one computes with its running averages (up to rounding),
-        skipping every normalisation (``networks.fold_batch_norm``, block by
-        block). The L_k estimate (``bounds.log_likelihood``) uses it.
+        skipping every normalisation (``networks.fold_batch_norm`` block by
+        block, ``networks.fold_head_batch_norm`` head by head). The L_k
+        estimate (``bounds.log_likelihood``) uses it.
         """
-        if not self.config.batch_norm:
+        c = self.config
+        if not (c.batch_norm or c.head_batch_norm):
             return self, params
         folded = {}
         for name in blocks(params):
             block = subtree(params, name)
             if "gamma1" in block:
-                block = networks.fold_batch_norm(block, subtree(state, name))
+                block = networks.fold_batch_norm(block, subtree(state, name), eps=c.bn_eps)
+            elif "gamma_mu" in block:
+                block = networks.fold_head_batch_norm(block, subtree(state, name), eps=c.bn_eps)
             folded.update(with_prefix(name, block))
-        return Model(dataclasses.replace(self.config, batch_norm=False), self.backend), folded
+        plain = dataclasses.replace(c, batch_norm=False, head_batch_norm=False)
+        return Model(plain, self.backend), folded
 
     # ------------------------------------------------------------------
     # Stage 1: the part that depends on x alone
@@ -228,10 +246,13 @@ class Model:
         layers_ = self.config.n_layers if self.config.kind == "lvae" else 1
         d, ds, mus, vars_, caches = x, [], [], [], []
         for i in range(1, layers_ + 1):
-            # d_i = MLP_i(d_{i-1}), (mu_hat_i, var_hat_i) = head_i(d_i)
+            # d_i = MLP_i(d_{i-1}) (only_mu_up: MLP_i(mu_hat_{i-1}))
+            # (mu_hat_i, var_hat_i) = head_i(d_i)
+            below = mus[-1] if self.config.only_mu_up and i > 1 else d
             (d, mu_hat, var_hat), c = steps.bottom_up_step_forward(
-                d, subtree(params, f"up{i}"), subtree(params, f"q{i}"),
-                state=subtree(state, f"up{i}") or None, mode=mode, input_grad=i > 1)
+                below, subtree(params, f"up{i}"), subtree(params, f"q{i}"),
+                state=subtree(state, f"up{i}") or None,
+                head_state=subtree(state, f"q{i}") or None, mode=mode, input_grad=i > 1)
             ds.append(d)
             mus.append(mu_hat)
             vars_.append(var_hat)
@@ -239,11 +260,18 @@ class Model:
         return XPart(x, ds, mus, vars_), BottomUpCache(tuple(caches))
 
     def bottom_up_backward(self, dpart: XPartGrad, cache: BottomUpCache) -> dict:
-        """The x-part's parameter gradients; the data x gets none."""
+        """The x-part's parameter gradients; the data x gets none.
+
+        The gradient of block up_{i+1}'s input joins d_i's (or, with
+        ``only_mu_up``, mu_hat_i's, whose d_i then feeds its head alone).
+        """
         grads, dd = [], None
         for i in range(len(cache.steps), 0, -1):
+            dmu_hat = dpart.mu_hat[i - 1]
+            if self.config.only_mu_up and dd is not None:
+                dmu_hat, dd = dmu_hat + dd, None
             dd, dblock, dhead = steps.bottom_up_step_backward(
-                (dd, dpart.mu_hat[i - 1], dpart.var_hat[i - 1]), cache.steps[i - 1])
+                (dd, dmu_hat, dpart.var_hat[i - 1]), cache.steps[i - 1])
             grads += [with_prefix(f"q{i}", dhead), with_prefix(f"up{i}", dblock)]
         return merge(grads)
 
@@ -302,8 +330,8 @@ class Model:
                                                     beta=beta, kl=kl, training=training,
                                                     bn_momentum=bn_momentum)
         new_state = dict(state) if state else {}
-        for name, mlp_cache in _mlp_caches(c_up, c_sample):
-            new_state.update(with_prefix(name, mlp_cache.new_state))
+        for name, block_state in _new_states(c_up, c_sample):
+            new_state.update(with_prefix(name, block_state))
         return outputs._replace(state=new_state), ForwardCache(k, c_up, c_sample)
 
     def backward(self, dout, cache: ForwardCache) -> dict:
@@ -375,7 +403,7 @@ class Model:
         h, _ = networks.mlp_forward(z1, subtree(params, "down0"),
                                     state=subtree(state, "down0") or None,
                                     **self.mode(training=False))
-        head = subtree(params, "p0")
+        head = subtree(params, "p0")  # the output layer, never batch-normalised
         if self.config.likelihood == "bernoulli":
             return layers.sigmoid(layers.dense_forward(h, head["W"], head["b"])[0])
         (mu, _), _ = networks.gaussian_head_forward(h, head)
@@ -398,7 +426,8 @@ class Model:
         for i in range(top - 1, 0, -1):
             (mu_p, var_p), _ = networks.gaussian_block_forward(
                 z[i + 1], subtree(params, f"down{i}"), subtree(params, f"p{i}"),
-                state=subtree(state, f"down{i}") or None, **self.mode(training=False))
+                state=subtree(state, f"down{i}") or None,
+                head_state=subtree(state, f"p{i}") or None, **self.mode(training=False))
             z[i], _ = gaussian.reparameterize_forward(mu_p, var_p, eps[i])  # z_i ~ p
         return self.data_mean(params, state, z[1]), [z[i] for i in range(1, top + 1)]
 
@@ -409,13 +438,9 @@ class Model:
         return self.data_mean(params, state, outputs.z[0])
 
 
-def _mlp_caches(bottom_up: BottomUpCache, per_sample):
-    """(state prefix, MLPCache) for every MLP block run in a forward pass."""
-    found = [(f"up{i}", c.mlp) for i, c in enumerate(bottom_up.steps, start=1)]
-    if isinstance(per_sample, VAEPassCache):
-        found += [(f"up{i}", c.posterior.mlp) for i, c in per_sample.up.items()]
-        found += [(f"down{i}", c.prior.mlp) for i, c in per_sample.kl.items()]
-    else:
-        found += [(f"down{i}", c.prior.mlp) for i, c in per_sample.ladder.items()]
-    found.append(("down0", per_sample.output.mlp))
-    return found
+def _new_states(bottom_up: BottomUpCache, per_sample) -> list:
+    """(prefix, new running averages) of every block and head run in a forward pass."""
+    found = []
+    for i, c in enumerate(bottom_up.steps, start=1):
+        found += [(f"up{i}", c.mlp.new_state), (f"q{i}", c.head.new_state)]
+    return found + new_states(per_sample)

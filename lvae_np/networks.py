@@ -21,6 +21,14 @@ zero gradient). Without batch norm each layer is Dense (with bias) -> leaky ReLU
 Keys of an MLP block's parameters, for layer j = 1, 2:
 ``W{j}`` (in, out); with batch norm ``gamma{j}`` and ``beta{j}`` (out,),
 without it ``b{j}`` (out,). Its state (batch norm only): ``mean{j}``, ``var{j}``.
+
+A Gaussian head's keys: ``W_mu``, ``W_var`` (in, M) and the biases ``b_mu``,
+``b_var`` (M,); a head with batch norm (Dense -> BatchNorm -> identity or
+softplus, as the original code's heads) has no biases but ``gamma_mu``,
+``beta_mu``, ``gamma_var``, ``beta_var`` (M,), and its state is
+``mean_mu``, ``var_mu``, ``mean_var``, ``var_var`` (M,): the running mean and
+variance of the mu half and of the var half. A head is batch-normalised
+exactly when its parameters hold ``gamma_mu``.
 """
 from __future__ import annotations
 
@@ -34,17 +42,41 @@ from .backend import namespace
 # ----------------------------------------------------------------------------
 # Initialisation (NumPy generator in, arrays of namespace xp out)
 # ----------------------------------------------------------------------------
+INITS = ("glorot-uniform", "original")  # the weight initialisations (``init_mlp``)
+RELU_GAIN = math.sqrt(2.0)               # the original code's gain in the MLP blocks
+ORIGINAL_VAR_BIAS = 1.0                  # its variance heads' initial bias
+
+
 def glorot_uniform(rng, fan_in: int, fan_out: int, xp, dtype):
     """W ~ U(-a, a), a = sqrt(6 / (fan_in + fan_out)): Lasagne's default for dense layers."""
     a = math.sqrt(6.0 / (fan_in + fan_out))
     return xp.asarray(rng.uniform(-a, a, size=(fan_in, fan_out)), dtype=dtype)
 
 
-def init_mlp(rng, sizes, *, batch_norm: bool, xp, dtype):
-    """Parameters and state of an MLP block with layer widths ``sizes`` = (in, h1, h2)."""
+def glorot_normal(rng, fan_in: int, fan_out: int, xp, dtype, gain: float = 1.0):
+    """W ~ N(0, s^2), s = gain * sqrt(2 / (fan_in + fan_out)): Lasagne's GlorotNormal."""
+    s = gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return xp.asarray(rng.normal(0.0, s, size=(fan_in, fan_out)), dtype=dtype)
+
+
+def init_weights(rng, fan_in: int, fan_out: int, xp, dtype, *, init: str = "glorot-uniform",
+                 gain: float = 1.0):
+    """A dense layer's weights (fan_in, fan_out): Glorot-uniform, or under ``init="original"``
+    Glorot-normal with ``gain`` (the ReLU gain sqrt(2) in the MLP blocks, 1 elsewhere)."""
+    if init == "original":
+        return glorot_normal(rng, fan_in, fan_out, xp, dtype, gain)
+    return glorot_uniform(rng, fan_in, fan_out, xp, dtype)
+
+
+def init_mlp(rng, sizes, *, batch_norm: bool, xp, dtype, init: str = "glorot-uniform"):
+    """Parameters and state of an MLP block with layer widths ``sizes`` = (in, h1, h2).
+
+    ``init``: ``"glorot-uniform"`` (gain 1) or ``"original"`` (Glorot-normal
+    with the ReLU gain sqrt(2), as the original code); biases and beta 0, gamma 1.
+    """
     params, state = {}, {}
     for j, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        params[f"W{j}"] = glorot_uniform(rng, d_in, d_out, xp, dtype)
+        params[f"W{j}"] = init_weights(rng, d_in, d_out, xp, dtype, init=init, gain=RELU_GAIN)
         if batch_norm:
             params[f"gamma{j}"] = xp.ones((d_out,), dtype=dtype)
             params[f"beta{j}"] = xp.zeros((d_out,), dtype=dtype)
@@ -55,12 +87,32 @@ def init_mlp(rng, sizes, *, batch_norm: bool, xp, dtype):
     return params, state
 
 
-def init_gaussian_head(rng, d_in: int, d_out: int, *, xp, dtype):
-    """Parameters of a Gaussian head: ``W_mu``, ``b_mu``, ``W_var``, ``b_var``."""
-    return {"W_mu": glorot_uniform(rng, d_in, d_out, xp, dtype),
-            "b_mu": xp.zeros((d_out,), dtype=dtype),
-            "W_var": glorot_uniform(rng, d_in, d_out, xp, dtype),
-            "b_var": xp.zeros((d_out,), dtype=dtype)}
+def init_gaussian_head(rng, d_in: int, d_out: int, *, xp, dtype, batch_norm: bool = False,
+                       init: str = "glorot-uniform"):
+    """Parameters of a Gaussian head: ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
+
+    With ``batch_norm`` the biases give way to ``gamma_mu``, ``beta_mu``,
+    ``gamma_var``, ``beta_var`` (its state: ``init_head_state``). Under
+    ``init="original"`` the weights are Glorot-normal (gain 1) and the
+    variance half starts at bias (or beta) 1, so var = softplus(1) at first.
+    """
+    W_mu = init_weights(rng, d_in, d_out, xp, dtype, init=init)
+    W_var = init_weights(rng, d_in, d_out, xp, dtype, init=init)
+    var_shift = xp.full((d_out,), ORIGINAL_VAR_BIAS if init == "original" else 0.0, dtype=dtype)
+    if batch_norm:
+        return {"W_mu": W_mu, "gamma_mu": xp.ones((d_out,), dtype=dtype),
+                "beta_mu": xp.zeros((d_out,), dtype=dtype),
+                "W_var": W_var, "gamma_var": xp.ones((d_out,), dtype=dtype),
+                "beta_var": var_shift}
+    return {"W_mu": W_mu, "b_mu": xp.zeros((d_out,), dtype=dtype), "W_var": W_var,
+            "b_var": var_shift}
+
+
+def init_head_state(d_out: int, *, xp, dtype) -> dict:
+    """A batch-normalised head's running averages before any batch: means 0, variances 1."""
+    return {"mean_mu": xp.zeros((d_out,), dtype=dtype), "var_mu": xp.ones((d_out,), dtype=dtype),
+            "mean_var": xp.zeros((d_out,), dtype=dtype),
+            "var_var": xp.ones((d_out,), dtype=dtype)}
 
 
 # ----------------------------------------------------------------------------
@@ -82,7 +134,8 @@ def _layer_count(p) -> int:
 
 
 def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
-                momentum: float = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE):
+                momentum: float = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE,
+                eps: float = layers.BN_EPS):
     """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
 
     Args:
@@ -93,6 +146,7 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
         training: batch statistics (True) or the running averages (False).
         momentum: weight of this batch in the new running averages.
         slope: the leaky ReLU's slope for negative inputs.
+        eps: batch norm's epsilon.
 
     Returns:
         h: array of shape (N, D_out).
@@ -104,7 +158,7 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
             a, c_dense = layers.dense_forward(h, p[f"W{j}"], None)
             bn_state = None if state is None else layers.BNState(state[f"mean{j}"], state[f"var{j}"])
             a, c_bn = layers.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
-                                          training=training, momentum=momentum)
+                                          training=training, momentum=momentum, eps=eps)
             if c_bn.new_state is not None:
                 new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
         else:
@@ -180,10 +234,17 @@ def gaussian_head_plain_backward(dout, cache: GaussianHeadPlainCache):
 class GaussianHeadCache(NamedTuple):
     dense: layers.DenseCache     # the one product for both halves, h [W_mu | W_var]
     softplus: layers.XCache      # the var half's softplus
-    m: int                  # M, where the var half starts
+    m: int                       # M, where the var half starts
+    bn: Any = None               # BatchNormCache of both halves side by side, or None
+    new_state: Any = None        # a batch-normalised head's running averages after this call
 
 
-def gaussian_head_forward(h, p):
+HEAD_BN_KEYS = (("gamma_mu", "gamma_var"), ("beta_mu", "beta_var"))
+HEAD_STATE_KEYS = (("mean_mu", "mean_var"), ("var_mu", "var_var"))
+
+
+def gaussian_head_forward(h, p, *, state=None, training: bool = True,
+                          momentum: float = layers.BN_MOMENTUM, eps: float = layers.BN_EPS):
     """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
 
     The two products share h, so they run as one (N, D) @ (D, 2M) product
@@ -193,35 +254,70 @@ def gaussian_head_forward(h, p):
         [a_mu | a_var] = h [W_mu | W_var] + [b_mu | b_var]
         mu = a_mu,  var = softplus(a_var)
 
+    A head with batch norm (its parameters hold ``gamma_mu``; see the module
+    docstring) is the original code's Dense -> BatchNorm -> (identity or
+    softplus), the dense layers without bias::
+
+        [a_mu | a_var] = BN(h [W_mu | W_var]; [gamma_mu | gamma_var], [beta_mu | beta_var])
+
+    Batch norm acts on each column alone, so one batch norm over the 2M
+    columns side by side is the two halves' batch norms.
+
     Args:
         h: array of shape (N, D).
-        p: ``W_mu``, ``W_var`` (D, M) and ``b_mu``, ``b_var`` (M,).
+        p: ``W_mu``, ``W_var`` (D, M) and ``b_mu``, ``b_var`` (M,), or with
+            batch norm ``gamma_mu``, ``beta_mu``, ``gamma_var``, ``beta_var`` (M,).
+        state: a batch-normalised head's running averages (``mean_mu``,
+            ``var_mu``, ``mean_var``, ``var_var``, (M,) each); needed in
+            evaluation mode; unused without batch norm.
+        training, momentum, eps: batch norm's settings (as for ``mlp_forward``).
 
     Returns:
         out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
-        cache: GaussianHeadCache.
+        cache: GaussianHeadCache; ``cache.new_state`` holds a batch-normalised
+            head's new running averages ({} without batch norm or state).
     """
     xp = namespace(h)
     m = p["W_mu"].shape[1]
     W = xp.concat([p["W_mu"], p["W_var"]], axis=1)
-    b = xp.concat([p["b_mu"], p["b_var"]], axis=0)
-    a, c_dense = layers.dense_forward(h, W, b)
+    if "gamma_mu" not in p:
+        b = xp.concat([p["b_mu"], p["b_var"]], axis=0)
+        a, c_dense = layers.dense_forward(h, W, b)
+        var, c_sp = layers.softplus_forward(a[:, m:])
+        return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, None, {})
+    a, c_dense = layers.dense_forward(h, W, None)
+    gamma, beta = (xp.concat([p[k] for k in keys], axis=0) for keys in HEAD_BN_KEYS)
+    bn_state = None if not state else layers.BNState(
+        *(xp.concat([state[k] for k in keys], axis=0) for keys in HEAD_STATE_KEYS))
+    a, c_bn = layers.batchnorm_forward(a, gamma, beta, state=bn_state, training=training,
+                                       momentum=momentum, eps=eps)
+    new_state = {}
+    if c_bn.new_state is not None:
+        for keys, value in zip(HEAD_STATE_KEYS, c_bn.new_state):
+            new_state[keys[0]], new_state[keys[1]] = value[:m], value[m:]
     var, c_sp = layers.softplus_forward(a[:, m:])
-    return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m)
+    return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, c_bn, new_state)
 
 
 def gaussian_head_backward(dout, cache: GaussianHeadCache):
     """With dout = (G_mu, G_var): returns (dh, dp).
 
     dh = G_mu W_mu^T + G_a W_var^T, with G_a the gradient through the
-    softplus, is the one product [G_mu | G_a] [W_mu | W_var]^T.
+    softplus, is the one product [G_mu | G_a] [W_mu | W_var]^T. With batch
+    norm, [G_mu | G_a] first goes back through it (giving the gammas' and
+    betas' gradients), and the dense layers have no bias.
     """
     xp = namespace(dout[0])
     g_mu, g_var = dout
     (da,) = layers.softplus_backward(g_var, cache.softplus)
-    dh, dW, db = layers.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
     m = cache.m
-    return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
+    if cache.bn is None:
+        dh, dW, db = layers.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
+        return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
+    da, dgamma, dbeta = layers.batchnorm_backward(xp.concat([g_mu, da], axis=1), cache.bn)
+    dh, dW, _ = layers.dense_backward(da, cache.dense)
+    return dh, {"W_mu": dW[:, :m], "gamma_mu": dgamma[:m], "beta_mu": dbeta[:m],
+                "W_var": dW[:, m:], "gamma_var": dgamma[m:], "beta_var": dbeta[m:]}
 
 
 # ----------------------------------------------------------------------------
@@ -232,9 +328,9 @@ class GaussianBlockCache(NamedTuple):
     head: GaussianHeadCache
 
 
-def gaussian_block_forward(h, block, head, *, state=None, batch_norm: bool,
+def gaussian_block_forward(h, block, head, *, state=None, head_state=None, batch_norm: bool,
                            training: bool = True, momentum: float = layers.BN_MOMENTUM,
-                           slope: float = layers.LEAKY_RELU_SLOPE):
+                           slope: float = layers.LEAKY_RELU_SLOPE, eps: float = layers.BN_EPS):
     """A diagonal Gaussian from an MLP block and a head: (mu, var) = head(block(h)).
 
     Every conditional Gaussian of the models is one: p(z_i | z_{i+1}) from
@@ -243,16 +339,18 @@ def gaussian_block_forward(h, block, head, *, state=None, batch_norm: bool,
     Args:
         h: array of shape (N, D_in).
         block: the MLP block's parameters (see the module docstring).
-        head: the Gaussian head's ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
-        state, batch_norm, training, momentum, slope: as for ``mlp_forward``.
+        head: the Gaussian head's parameters (see ``gaussian_head_forward``).
+        state, batch_norm, training, momentum, slope, eps: as for ``mlp_forward``.
+        head_state: a batch-normalised head's running averages (or None).
 
     Returns:
         out: (mu, var), each of shape (N, M).
         cache: GaussianBlockCache.
     """
     g, c_mlp = mlp_forward(h, block, state=state, batch_norm=batch_norm, training=training,
-                           momentum=momentum, slope=slope)
-    out, c_head = gaussian_head_forward(g, head)
+                           momentum=momentum, slope=slope, eps=eps)
+    out, c_head = gaussian_head_forward(g, head, state=head_state, training=training,
+                                        momentum=momentum, eps=eps)
     return out, GaussianBlockCache(c_mlp, c_head)
 
 
@@ -291,6 +389,34 @@ def fold_batch_norm(block, state, *, eps: float = layers.BN_EPS) -> dict:
         scale = block[f"gamma{j}"] / xp.sqrt(state[f"var{j}"] + eps)
         folded[f"W{j}"] = block[f"W{j}"] * scale
         folded[f"b{j}"] = block[f"beta{j}"] - state[f"mean{j}"] * scale
+    return folded
+
+
+def head_settings(mode: dict) -> dict:
+    """The batch-norm settings of a model's ``mode`` dict that a Gaussian head takes."""
+    return {k: mode[k] for k in ("training", "momentum", "eps") if k in mode}
+
+
+def fold_head_batch_norm(head, state, *, eps: float = layers.BN_EPS) -> dict:
+    """A batch-normalised Gaussian head in evaluation mode as a plain head (``W_*``, ``b_*``).
+
+    As ``fold_batch_norm``, half by half: W_mu s_mu with bias
+    beta_mu - mean_mu s_mu, s_mu = gamma_mu / sqrt(var_mu + eps), and the same for var.
+
+    Args:
+        head: ``W_mu``, ``W_var`` (D, M), ``gamma_*``, ``beta_*`` (M,).
+        state: ``mean_mu``, ``var_mu``, ``mean_var``, ``var_var`` (M,).
+        eps: batch norm's epsilon.
+
+    Returns:
+        a new dict ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
+    """
+    folded = {}
+    for half in ("mu", "var"):
+        xp = namespace(head[f"gamma_{half}"])
+        scale = head[f"gamma_{half}"] / xp.sqrt(state[f"var_{half}"] + eps)
+        folded[f"W_{half}"] = head[f"W_{half}"] * scale
+        folded[f"b_{half}"] = head[f"beta_{half}"] - state[f"mean_{half}"] * scale
     return folded
 
 

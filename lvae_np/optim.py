@@ -100,6 +100,24 @@ def clip_by_global_norm(grads: dict, max_norm: float):
     return {k: g * scale for k, g in grads.items()}, norm
 
 
+def clip_elementwise(grads: dict, value: float) -> dict:
+    """Clip every gradient element to [-value, value], as the released LVAE code does after
+    its norm clipping (``max(min(g, value), -value)``, element by element). Returns new arrays.
+    """
+    return {k: namespace(g).clip(g, -value, value) for k, g in grads.items()}
+
+
+def clip_gradients(grads: dict, max_norm: float = 0.0, elementwise: float = 0.0) -> dict:
+    """The released code's clipping, in its order: total norm to ``max_norm``, then each
+    element to +-``elementwise`` (each step skipped when its value is 0).
+    """
+    if max_norm > 0:
+        grads, _ = clip_by_global_norm(grads, max_norm)
+    if elementwise > 0:
+        grads = clip_elementwise(grads, elementwise)
+    return grads
+
+
 class FlatAdam:
     """In-place Adam over one flat buffer of all parameters: a handful of passes per step.
 
@@ -144,18 +162,21 @@ class FlatAdam:
         self.whole_buffer = is_cupy(self.buffer) if whole_buffer is None else whole_buffer
         self._views = {"t": t, "m": flat.unpack(m, self.layout), "v": flat.unpack(v, self.layout)}
 
-    def step(self, grads: dict, max_grad_norm: float = 0.0) -> None:
-        """One Adam step in place; the gradients are first clipped to ``max_grad_norm`` if > 0."""
+    def step(self, grads: dict, max_grad_norm: float = 0.0, clip_value: float = 0.0) -> None:
+        """One Adam step in place, on gradients clipped first (``clip_gradients``).
+
+        Args:
+            grads: one array per parameter, of its shape.
+            max_grad_norm: clip the total norm to this first (0: no).
+            clip_value: then clip each element to +-this (0: no).
+        """
         if not self.whole_buffer:
-            if max_grad_norm > 0:
-                grads, _ = clip_by_global_norm(grads, max_grad_norm)
+            grads = clip_gradients(grads, max_grad_norm, clip_value)
             self._views["t"] = self._opt["t"]
             adam_update_(self.params, grads, self._views, self.config)
             self._opt["t"] = self._views["t"]
             return
-        g = {"all": flat.pack(grads, self.layout)}
-        if max_grad_norm > 0:
-            g, _ = clip_by_global_norm(g, max_grad_norm)
+        g = clip_gradients({"all": flat.pack(grads, self.layout)}, max_grad_norm, clip_value)
         adam_update_({"all": self.buffer}, g, self._opt, self.config)
 
     def state_dict(self) -> dict:

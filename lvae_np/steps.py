@@ -10,7 +10,10 @@ Layers are numbered as in the paper: z_1 next to the data, z_L at the top.
 Shapes: R rows (samples times inputs), D_i the size of z_i. ``block`` and
 ``head`` are the dicts of one MLP block and one Gaussian head (cut from the
 model's flat dict with ``params.subtree``); ``mode`` is the dict of the
-blocks' settings (``batch_norm``, ``training``, ``momentum``, ``slope``).
+blocks' settings (``batch_norm``, ``training``, ``momentum``, ``slope``,
+``eps``). ``state`` and ``head_state`` are the block's and the head's
+batch-norm running averages (None where they have none; a head has some only
+with batch norm, see ``networks.gaussian_head_forward``).
 
 The KL estimators (``estimator``): ``"analytic"``, the closed form
 KL(q || p), or ``"mc"``, the single-sample estimate log q(z) - log p(z) at the
@@ -94,7 +97,7 @@ class BottomUpStepCache(NamedTuple):
     input_grad: bool                   # False where d_{i-1} is the data x
 
 
-def bottom_up_step_forward(d_below, block, head, *, state=None, mode: dict,
+def bottom_up_step_forward(d_below, block, head, *, state=None, head_state=None, mode: dict,
                            input_grad: bool = True):
     """One layer of the deterministic upward pass.
 
@@ -104,7 +107,7 @@ def bottom_up_step_forward(d_below, block, head, *, state=None, mode: dict,
     Args:
         d_below: d_{i-1}, shape (R, H_{i-1}) (x for i = 1).
         block, head: the parameters of ``up{i}`` and ``q{i}``.
-        state: the block's running averages (or None).
+        state, head_state: the block's and the head's running averages (or None).
         mode: the blocks' settings.
         input_grad: False where d_below is the data: its gradient is not computed
             (returned as None), which saves the largest matrix product.
@@ -114,7 +117,8 @@ def bottom_up_step_forward(d_below, block, head, *, state=None, mode: dict,
         cache: BottomUpStepCache.
     """
     d, c_mlp = networks.mlp_forward(d_below, block, state=state, **mode)
-    (mu_hat, var_hat), c_head = networks.gaussian_head_forward(d, head)
+    (mu_hat, var_hat), c_head = networks.gaussian_head_forward(d, head, state=head_state,
+                                                               **networks.head_settings(mode))
     return (d, mu_hat, var_hat), BottomUpStepCache(c_mlp, c_head, input_grad)
 
 
@@ -144,7 +148,7 @@ class LadderStepCache(NamedTuple):
 
 
 def ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head, *, state=None,
-                        mode: dict, estimator: str):
+                        head_state=None, mode: dict, estimator: str):
     """One top-down step of the LVAE's inference: the generative model, corrected by the data.
 
     The paper's equations, for layer i < L::
@@ -163,7 +167,7 @@ def ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head, *, state=Non
         mu_hat, var_hat: the bottom-up estimate for layer i, shape (R, D_i).
         eps: standard normal noise, shape (R, D_i).
         block, head: the parameters of ``down{i}`` and ``p{i}``.
-        state: the block's running averages (or None).
+        state, head_state: the block's and the head's running averages (or None).
         mode: the blocks' settings.
         estimator: "analytic" (exact here: q and p condition on the same z_{i+1}) or "mc".
 
@@ -172,7 +176,7 @@ def ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head, *, state=Non
         cache: LadderStepCache; ``cache.mu_q`` is the posterior mean.
     """
     (mu_p, var_p), c_prior = networks.gaussian_block_forward(z_above, block, head, state=state,
-                                                             **mode)
+                                                             head_state=head_state, **mode)
     (mu_q, var_q), c_merge = gaussian.merge_forward(mu_hat, var_hat, mu_p, var_p)
     z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
     kl, c_kl = kl_term_forward(z, mu_q, var_q, mu_p, var_p, estimator=estimator)
@@ -206,6 +210,78 @@ def ladder_step_backward(dout, cache: LadderStepCache):
         (dmu_p + dmu_p_kl, dvar_p + dvar_p_kl), cache.prior)
     return dz_above, dmu_hat, dvar_hat, deps, dblock, dhead
     ### END SOLUTION
+
+
+class UnsharedLadderStepCache(NamedTuple):
+    inference: networks.GaussianBlockCache  # (mu_td,i, var_td,i) from z_{i+1}: tdown{i}, tp{i}
+    prior: networks.GaussianBlockCache      # (mu_p,i, var_p,i) from z_{i+1}: down{i}, p{i}
+    merge: gaussian.MergeCache              # (mu_q,i, var_q,i)
+    sample: gaussian.ReparamCache           # z_i
+    kl: KLTermCache                         # KL_i
+    mu_q: Any                               # (R, D_i) the posterior mean, for inspection
+    var_q: Any                              # (R, D_i)
+
+
+def unshared_ladder_step_forward(z_above, mu_hat, var_hat, eps, td_block, td_head, block, head,
+                                 *, td_state=None, td_head_state=None, state=None,
+                                 head_state=None, mode: dict, estimator: str):
+    """A top-down step of the LVAE whose inference path has its own blocks (the original code's
+    default, ``ladder_share_params=False``)::
+
+        (mu_td,i, var_td,i) = tp_i(tdown_i(z_{i+1}))               top-down inference
+        (mu_p,i, var_p,i)   = p_i(down_i(z_{i+1}))                 p(z_i | z_{i+1})
+        var_q,i = 1 / (1/var_hat_i + 1/var_td,i)                   precision-weighted
+        mu_q,i  = (mu_hat_i/var_hat_i + mu_td,i/var_td,i) * var_q,i  merge
+        z_i = mu_q,i + sqrt(var_q,i) * eps_i
+        KL_i = KL(q(z_i | z_{i+1}, x) || p(z_i | z_{i+1}))
+
+    ``ladder_step_forward`` is the case tdown_i = down_i, tp_i = p_i. Both
+    Gaussians condition on the same z_{i+1}, so the closed-form KL stays exact.
+
+    Args:
+        z_above: the sample z_{i+1}, shape (R, D_{i+1}).
+        mu_hat, var_hat: the bottom-up estimate for layer i, shape (R, D_i).
+        eps: standard normal noise, shape (R, D_i).
+        td_block, td_head: the parameters of ``tdown{i}`` and ``tp{i}``.
+        block, head: the parameters of ``down{i}`` and ``p{i}``.
+        td_state, td_head_state, state, head_state: their running averages (or None).
+        mode: the blocks' settings.
+        estimator: "analytic" or "mc".
+
+    Returns:
+        out: (z_i, KL_i), each of shape (R, D_i).
+        cache: UnsharedLadderStepCache.
+    """
+    (mu_td, var_td), c_inf = networks.gaussian_block_forward(
+        z_above, td_block, td_head, state=td_state, head_state=td_head_state, **mode)
+    (mu_p, var_p), c_prior = networks.gaussian_block_forward(
+        z_above, block, head, state=state, head_state=head_state, **mode)
+    (mu_q, var_q), c_merge = gaussian.merge_forward(mu_hat, var_hat, mu_td, var_td)
+    z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
+    kl, c_kl = kl_term_forward(z, mu_q, var_q, mu_p, var_p, estimator=estimator)
+    return (z, kl), UnsharedLadderStepCache(c_inf, c_prior, c_merge, c_sample, c_kl, mu_q, var_q)
+
+
+def unshared_ladder_step_backward(dout, cache: UnsharedLadderStepCache):
+    """Gradients of the unshared ladder step.
+
+    Args:
+        dout: (G_z, G_kl), the gradients of z_i and KL_i, each (R, D_i).
+        cache: UnsharedLadderStepCache.
+
+    Returns:
+        (dz_above, dmu_hat, dvar_hat, deps, dtd_block, dtd_head, dblock, dhead):
+        z_{i+1} feeds both blocks, so dz_above is the sum of their input gradients.
+    """
+    dz, dkl = dout
+    dz_kl, dmu_q, dvar_q, dmu_p, dvar_p = kl_term_backward(dkl, cache.kl)
+    dmu_r, dvar_r, deps = gaussian.reparameterize_backward(_plus(dz, dz_kl), cache.sample)
+    dmu_hat, dvar_hat, dmu_td, dvar_td = gaussian.merge_backward(
+        (dmu_q + dmu_r, dvar_q + dvar_r), cache.merge)
+    dz_td, dtd_block, dtd_head = networks.gaussian_block_backward((dmu_td, dvar_td),
+                                                                  cache.inference)
+    dz_p, dblock, dhead = networks.gaussian_block_backward((dmu_p, dvar_p), cache.prior)
+    return dz_td + dz_p, dmu_hat, dvar_hat, deps, dtd_block, dtd_head, dblock, dhead
 
 
 class TopStepCache(NamedTuple):
@@ -246,7 +322,7 @@ class VAEStepCache(NamedTuple):
     sample: gaussian.ReparamCache           # z_i
 
 
-def vae_step_forward(z_below, eps, block, head, *, state=None, mode: dict):
+def vae_step_forward(z_below, eps, block, head, *, state=None, head_state=None, mode: dict):
     """One bottom-up step of the VAE's inference, i = 2 .. L::
 
         (mu_q,i, var_q,i) = head_i(MLP_i(z_{i-1}))      q(z_i | z_{i-1})
@@ -256,7 +332,7 @@ def vae_step_forward(z_below, eps, block, head, *, state=None, mode: dict):
         z_below: the sample z_{i-1}, shape (R, D_{i-1}).
         eps: standard normal noise, shape (R, D_i).
         block, head: the parameters of ``up{i}`` and ``q{i}``.
-        state: the block's running averages (or None).
+        state, head_state: the block's and the head's running averages (or None).
         mode: the blocks' settings.
 
     Returns:
@@ -265,7 +341,7 @@ def vae_step_forward(z_below, eps, block, head, *, state=None, mode: dict):
         cache: VAEStepCache.
     """
     (mu_q, var_q), c_q = networks.gaussian_block_forward(z_below, block, head, state=state,
-                                                         **mode)
+                                                         head_state=head_state, **mode)
     z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
     return (z, mu_q, var_q), VAEStepCache(c_q, c_sample)
 
@@ -284,7 +360,8 @@ class VAEKLStepCache(NamedTuple):
     kl: KLTermCache                     # always the single-sample estimate
 
 
-def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, mode: dict):
+def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, head_state=None,
+                        mode: dict):
     """The VAE's KL term of layer i < L, once z_{i+1} is drawn::
 
         (mu_p,i, var_p,i) = head_i(MLP_i(z_{i+1}))          p(z_i | z_{i+1})
@@ -299,7 +376,7 @@ def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, mod
         mu_q, var_q: q(z_i | z_{i-1})'s mean and variance, shape (R, D_i).
         z_above: the sample z_{i+1}, shape (R, D_{i+1}).
         block, head: the parameters of ``down{i}`` and ``p{i}``.
-        state: the block's running averages (or None).
+        state, head_state: the block's and the head's running averages (or None).
         mode: the blocks' settings.
 
     Returns:
@@ -307,7 +384,7 @@ def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, mod
         cache: VAEKLStepCache.
     """
     (mu_p, var_p), c_prior = networks.gaussian_block_forward(z_above, block, head, state=state,
-                                                             **mode)
+                                                             head_state=head_state, **mode)
     kl, c_kl = kl_term_forward(z, mu_q, var_q, mu_p, var_p, estimator="mc")
     return kl, VAEKLStepCache(c_prior, c_kl)
 

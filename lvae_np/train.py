@@ -42,8 +42,8 @@ from . import data
 from .backend import BACKENDS, DTYPES, get_backend
 from .checkpoint import CheckpointError
 from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings, positive_ints
-from .config import (CIRCUMSTANCES, PRESETS, RESUMABLE, TrainConfig, check_config,
-                     config_as_dict)
+from .config import (CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE, TrainConfig,
+                     check_config, config_as_dict)
 from .evaluate import evaluate_run
 from .fileio import atomic_write_many, atomic_write_text, remove_stale_temporaries
 from .metrics import LogError
@@ -69,7 +69,10 @@ def build_parser() -> Parser:
                            "hand-written gradients. Defaults follow the paper's MNIST protocol.")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="a named protocol; options given explicitly override it. paper-mnist: "
-                        "2000 epochs, warm-up 200, batch norm, test L_5000 at the end")
+                        "2000 epochs, warm-up 200, batch norm, test L_5000 at the end. "
+                        "original-code: the released code's choices (head batch norm, "
+                        "unshared top-down path, only mu up, its widths, init and bn eps "
+                        "1e-10, clipping 4 then 0.9, drop last, MC KL, lr 2e-4)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
     p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
@@ -87,18 +90,44 @@ def build_parser() -> Parser:
                    help="Dense -> BatchNorm -> leaky ReLU blocks (else Dense -> leaky ReLU)")
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help="beta rises linearly from 0 to 1 over this many epochs (0: none)")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="beta rises linearly from 0 to 1 over this many optimizer steps, "
+                        "step by step (0: none); given alone it sets --warmup-epochs to 0")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help="train until this many epochs are done (with --resume: the new total)")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam's step size")
     p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the total gradient norm to this (0: no clipping)")
+    p.add_argument("--clip-elementwise", type=float, default=d.clip_elementwise,
+                   help="then clip each gradient element to +-this (0: no clipping)")
+    p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=d.drop_last,
+                   help="drop the last partial batch of each epoch")
     p.add_argument("--iw-samples", type=int, default=d.iw_samples,
                    help="importance samples per example in the training objective "
                         "(1: the warm-up ELBO; >1: the IWAE bound, MC KL)")
     p.add_argument("--kl", choices=KL_ESTIMATORS, default=d.kl,
                    help="KL estimator: analytic where exact (LVAE every layer, VAE top "
                         "layer), or mc (single-sample) everywhere")
+    p.add_argument("--head-batch-norm", action=argparse.BooleanOptionalAction,
+                   default=d.head_batch_norm,
+                   help="batch norm on every Gaussian head of q and p (not the x output)")
+    p.add_argument("--shared-top-down", action=argparse.BooleanOptionalAction,
+                   default=d.shared_top_down,
+                   help="LVAE: the top-down inference path shares the generative model's "
+                        "blocks (else its own MLP)")
+    p.add_argument("--only-mu-up", action=argparse.BooleanOptionalAction,
+                   default=d.only_mu_up,
+                   help="each bottom-up block reads the previous layer's mu_hat (else the "
+                        "previous block's output)")
+    p.add_argument("--generative-widths", choices=GENERATIVE_WIDTHS,
+                   default=d.generative_widths,
+                   help="LVAE generative blocks: mirror (the VAE's) or original (the "
+                        "released code's, width hidden[i-1])")
+    p.add_argument("--init", choices=INITS, default=d.init,
+                   help="glorot-uniform (gain 1, zero biases) or original (the released "
+                        "code's)")
+    p.add_argument("--bn-eps", type=float, default=d.bn_eps, help="batch norm's epsilon")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="evaluate test ELBO and active units every N epochs")
     p.add_argument("--eval-iw-samples", type=int, default=d.eval_iw_samples,
@@ -129,6 +158,9 @@ def parse_args(argv=None):
         args = parser.parse_args(argv)
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
                          if hasattr(args, f.name)})
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if _explicit(argv, "warmup_steps") and not _explicit(argv, "warmup_epochs"):
+        cfg.warmup_epochs = 0  # the warm-up is given in steps instead
     try:
         check_config(cfg)
     except ValueError as exc:
@@ -252,6 +284,10 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
                                progress=not args.no_progress)
     except ValueError as exc:
         return fail(PROG, exc)
+    if cfg.drop_last and ds.train.shape[0] < cfg.batch_size:
+        return fail(PROG, f"--drop-last with --batch-size {cfg.batch_size} leaves no batch of "
+                          f"the {ds.train.shape[0]} training examples: choose a smaller "
+                          "--batch-size", status=2)
     cfg.data_variant = ds.variant
     trainer = Trainer(cfg, run_dir, backend, ds,
                       progress=sys.stdout.isatty() and not args.no_progress)

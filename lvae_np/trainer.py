@@ -137,10 +137,30 @@ class Trainer:
 
     # -- one epoch -------------------------------------------------------------
     def batch_order(self, epoch: int):
-        """The epoch's shuffled batches, a function of (seed, epoch) alone, so resumable."""
+        """The epoch's shuffled batches, a function of (seed, epoch) alone, so resumable.
+
+        With ``drop_last`` the last partial batch is left out (every batch is full).
+        """
         n, bs = self.train_x.shape[0], self.cfg.batch_size
         perm = numpy.random.default_rng([self.cfg.seed, 0, epoch]).permutation(n)
-        return [perm[i:i + bs] for i in range(0, n, bs)]
+        end = n - n % bs if self.cfg.drop_last else n
+        return [perm[i:i + bs] for i in range(0, end, bs)]
+
+    def beta(self, epoch: int, batch: int, batches: int) -> float:
+        """The warm-up's beta for batch ``batch`` (0-based) of ``epoch``, of ``batches`` each.
+
+        Constant over an epoch with ``warmup_epochs``; with ``warmup_steps`` it
+        rises step by step, the step counting every batch trained before.
+        """
+        if self.cfg.warmup_steps:
+            return bounds.warmup_beta(epoch * batches + batch, self.cfg.warmup_steps)
+        return bounds.warmup_beta(epoch, self.cfg.warmup_epochs)
+
+    def epoch_beta(self, epoch: int, batches: int) -> float:
+        """The mean beta over the epoch's steps (its one beta with ``warmup_epochs``)."""
+        if not self.cfg.warmup_steps:
+            return self.beta(epoch, 0, batches)
+        return math.fsum(self.beta(epoch, b, batches) for b in range(batches)) / batches
 
     def batch_data(self, idx, epoch: int, b: int):
         """The examples ``idx`` (batch ``b`` of ``epoch``), binarised afresh if the data wants."""
@@ -160,14 +180,18 @@ class Trainer:
         else:
             loss, grads, st = self.model.loss_and_grads(self.params, self.state, x, beta,
                                                         kl=cfg.kl)
-        self.opt.step(grads, cfg.max_grad_norm)  # in place, on one buffer: the run owns it
+        # in place, on one buffer: the run owns it
+        self.opt.step(grads, cfg.max_grad_norm, cfg.clip_elementwise)
         self.state = st["state"]
         return loss, st
 
     def train_epoch(self, bar=None):
-        """Run the rest of the current epoch; updates self.pos as batches finish."""
-        epoch, cfg = self.pos.epoch, self.cfg
-        beta = bounds.warmup_beta(epoch, cfg.warmup_epochs)
+        """Run the rest of the current epoch; updates self.pos as batches finish.
+
+        Returns:
+            The epoch's beta for its log row: ``epoch_beta``, the mean over its steps.
+        """
+        epoch = self.pos.epoch
         order = self.batch_order(epoch)
         # NaN checks need the loss on the host; on a GPU only every few batches.
         check_every = 1 if self.be.name == "numpy" else 25
@@ -176,7 +200,7 @@ class Trainer:
             if self.stop_requested:
                 raise KeyboardInterrupt
             x = self.batch_data(order[b], epoch, b)
-            loss, st = self.step(x, beta)
+            loss, st = self.step(x, self.beta(epoch, b, len(order)))
             metrics.accumulate(self.pos.sums, st, loss, x.shape[0])
             self.pos.batch = b + 1
             self.pos.seconds = time.perf_counter() - start
@@ -187,7 +211,7 @@ class Trainer:
                                         f"by batch {b + 1} of {len(order)}", epoch + 1)
             if bar is not None:
                 bar.update(1)
-        return beta
+        return self.epoch_beta(epoch, len(order))
 
     def evaluate(self, epoch: int) -> dict:
         """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""

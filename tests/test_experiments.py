@@ -97,7 +97,38 @@ def test_paired_differences_are_taken_example_by_example():
                                  rec("lvae", [0.0, -2.0], layers=2)]) == []
 
 
+def test_the_kl_estimator_is_part_of_the_spec_and_only_equal_ones_are_paired():
+    mc = E.RunSpec.paper("mnist", "lvae", 5, kl="mc")
+    assert mc.run_id() == "mnist-lvae-L5-bn-wu-mc"
+    assert mc.run_id(2) == "mnist-lvae-L5-bn-wu-mc-seed2"
+    assert E.RunSpec.paper("mnist", "lvae", 5).run_id() == "mnist-lvae-L5-bn-wu"  # as before
+    assert mc.train_config(epochs=1, warmup_epochs=3, batch_size=8, seed=0).kl == "mc"
+    assert E.Settings().config(E.RunSpec.paper("mnist", "vae", 5)).kl == "analytic"
+
+    def rec(model, kl):
+        r = E.RunRecord(tiny(model, kl=kl), "id", Path("."), 1)
+        r.eval = {"lk": -1.5, "lk_per_example": [-1.0, -2.0], "epoch": 1, "limit": None}
+        return r
+
+    assert E.paired_differences([rec("vae", "mc"), rec("lvae", "analytic")]) == []
+    both = E.paired_differences([rec("vae", "mc"), rec("lvae", "mc"),
+                                 rec("vae", "analytic"), rec("lvae", "analytic")])
+    assert [q["kl"] for q in both] == ["mc", "analytic"]
+
+
+def test_warmup_in_steps_replaces_the_epochs_and_is_never_scaled():
+    spec = E.RunSpec.paper("mnist", "lvae", 5)
+    cfg = E.Settings(epochs=10, warmup_epochs=0, warmup_steps=9400).config(spec)
+    assert (cfg.warmup_steps, cfg.warmup_epochs, cfg.epochs) == (9400, 0, 10)
+    off = E.Settings(warmup_epochs=0, warmup_steps=9400).config(
+        E.RunSpec.paper("mnist", "lvae", 5, warmup=False))
+    assert (off.warmup_steps, off.warmup_epochs) == (0, 0)
+    with pytest.raises(E.ExperimentError, match="warm-up in steps or in epochs"):
+        E.Settings(warmup_steps=100).check()   # warmup_epochs 200 by default
+
+
 @pytest.mark.parametrize("kw,match", [
+    (dict(kl="exact"), "unknown KL estimator"),
     (dict(model="iwae"), "unknown model"),
     (dict(dataset="cifar"), "unknown dataset"),
     (dict(latent=(4, 2), hidden=(16,)), "one size per stochastic layer"),
@@ -267,8 +298,19 @@ def test_collecting_runs_that_do_not_exist_yet(tmp_path):
         ["active_units.png", "test_elbo.png"]
     assert not list((tmp_path / "out").glob("*.png"))
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| 2 (4/2) | on | on | -/1 | not started | - | - | - | - | - |" in md
+    assert "| 2 (4/2) | on | on | analytic | -/1 | not started | - | - | - | - | - |" in md
     assert "Note: test_elbo.png skipped" in md
+
+
+def terminate_once_training(run_dir, timeout):
+    """SIGTERM to this process, from a thread, once the run has logged an epoch."""
+    def terminate():
+        deadline = time.monotonic() + timeout
+        while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate, daemon=True).start()
 
 
 def test_sigterm_stops_the_trainings_with_their_checkpoints(tmp_path, capsys):
@@ -276,13 +318,7 @@ def test_sigterm_stops_the_trainings_with_their_checkpoints(tmp_path, capsys):
     run_dir = tmp_path / "runs" / spec.run_id()
     handler = signal.getsignal(signal.SIGTERM)
 
-    def terminate_once_training():
-        deadline = time.monotonic() + 60
-        while not (run_dir / "metrics.csv").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=terminate_once_training, daemon=True).start()
+    terminate_once_training(run_dir, 60)
     report = run([spec], tmp_path, epochs=500, command="THE COMMAND")
     assert report.exit_status == 130 and report.interrupted
     meta = E.saved_meta(run_dir)
@@ -344,3 +380,115 @@ def test_cli_lists_states_and_gives_one_line_errors(tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err.strip()
         assert err.startswith("lvae_np.experiments: error:") and match in err, err
         assert "\n" not in err
+
+
+def test_results_go_under_the_runs_folder_unless_published(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)   # results/ here is this test's, not the repository's
+    monkeypatch.setitem(E.EXPERIMENTS, "tiny", E.Experiment("tiny", "a test", (tiny("lvae", 1),)))
+    common = ["tiny", "--runs-dir", "runs", "--no-train", "--no-eval", "--no-progress",
+              "--epochs", "1"]
+    assert main(common) == 0
+    assert (tmp_path / "runs" / "results" / "tiny" / "results.md").exists()
+    assert not (tmp_path / "results").exists()
+    committed = tmp_path / "results" / "experiments" / "tiny" / "results.md"
+    committed.parent.mkdir(parents=True)
+    committed.write_text("committed")
+    assert main(common + ["--runs-dir", "other"]) == 0   # the default never touches it
+    assert committed.read_text() == "committed"
+    assert (tmp_path / "other" / "results" / "tiny" / "results.md").exists()
+    assert main(common + ["--publish"]) == 0
+    assert committed.read_text().startswith("Produced by `python -m lvae_np.experiments tiny")
+    assert main(common + ["--out", "results/experiments/mine"]) == 0
+    assert (tmp_path / "results" / "experiments" / "mine" / "results.md").exists()
+    capsys.readouterr()
+    assert main(common + ["--publish", "--out", "x"]) == 2
+    assert "--out and --publish" in capsys.readouterr().err
+    cmd = runner._command_line("tiny", E.Settings(runs_dir=Path("runs")),
+                               E.default_out("runs", "tiny", publish=True))
+    assert cmd.endswith("tiny --runs-dir runs --publish")
+    assert runner._command_line("tiny", E.Settings(), E.default_out(E.DEFAULT_RUNS_DIR,
+                                                                          "tiny")).endswith("tiny")
+
+
+def test_the_cli_trains_with_the_kl_and_warmup_steps_given(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(E.EXPERIMENTS, "tiny", E.Experiment(
+        "tiny", "a test", (tiny("vae", 1), tiny("lvae", 2))))
+    assert main(["tiny", "--runs-dir", str(tmp_path / "runs"), "--kl", "mc",
+                 "--warmup-steps", "5", "--iw-samples", "3", "--batch-size", "250",
+                 "--epochs", "1", "--no-progress"]) == 0
+    for run_id in ("synthetic-vae-L1-bn-wu-z4-h16-mc", "synthetic-lvae-L2-bn-wu-z4.2-h16.8-mc"):
+        saved = E.saved_meta(tmp_path / "runs" / run_id)["config"]
+        assert (saved["kl"], saved["warmup_steps"], saved["warmup_epochs"]) == ("mc", 5, 0)
+    out = tmp_path / "runs" / "results" / "tiny"
+    assert {r["kl"] for r in csv_rows(out / "results.csv")} == {"mc"}
+    assert [r["warmup_steps"] for r in csv_rows(out / "results.csv")] == ["5", "5"]
+    md = (out / "results.md").read_text()
+    assert "warm-up over 5 steps" in md and "| 1 (4) | on | on | mc |" in md
+    assert main(["tiny", "--runs-dir", str(tmp_path / "runs"), "--kl", "mc", "--list",
+                 "--warmup-steps", "5", "--iw-samples", "3", "--epochs", "1"]) == 0
+    assert "synthetic-lvae-L2-bn-wu-z4.2-h16.8-mc" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------
+# Runs as jobs through submitit
+# ----------------------------------------------------------------------------
+try:
+    import submitit  # noqa: F401
+    HAVE_SUBMITIT = True
+except ImportError:
+    HAVE_SUBMITIT = False
+needs_submitit = pytest.mark.skipif(
+    not HAVE_SUBMITIT, reason="submitit is not installed (the optional [cluster] extra)")
+
+
+@needs_submitit
+def test_submitit_jobs_give_the_pools_runs_and_table(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")      # the same BLAS threads in both
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    specs = [tiny("vae", 1), tiny("lvae", 2)]
+    pool = run(specs, tmp_path / "pool", epochs=1, jobs=2)
+    jobs = run(specs, tmp_path / "jobs", epochs=1, jobs=2, executor="local")
+    assert pool.exit_status == jobs.exit_status == 0
+    strip = lambda rows: [{k: v for k, v in r.items() if "seconds" not in k}  # noqa: E731
+                          for r in rows]
+    for a, b in zip(pool.records, jobs.records):
+        assert b.trained and b.evaluated and b.status == "done"
+        assert strip(csv_rows(a.run_dir / "metrics.csv")) == \
+            strip(csv_rows(b.run_dir / "metrics.csv"))
+        assert list((b.run_dir / "submitit").iterdir())       # submitit's own files
+        assert "(a local job)" in (b.run_dir / E.LOG).read_text()
+        assert "lvae_np.train: " in (b.run_dir / E.LOG).read_text()  # the job's output
+    table = (tmp_path / "pool" / "out" / "results.csv").read_text()
+    assert table == (tmp_path / "jobs" / "out" / "results.csv").read_text()
+    again = run(specs, tmp_path / "jobs", epochs=1, executor="local")   # nothing left to do
+    assert not any(r.trained or r.evaluated for r in again.records)
+
+
+@needs_submitit
+def test_a_stop_reaches_the_training_inside_the_job(tmp_path):
+    spec = tiny("lvae", 1)
+    run_dir = tmp_path / "runs" / spec.run_id()
+
+    terminate_once_training(run_dir, 120)
+    report = run([spec], tmp_path, epochs=500, executor="local", command="THE COMMAND")
+    assert report.exit_status == 130 and report.interrupted
+    assert 1 <= E.saved_meta(run_dir)["epoch"] < 500     # stopped early, checkpoint written
+    assert read_status(run_dir)["state"] == "interrupted"
+
+
+def test_executor_options_and_errors(monkeypatch, tmp_path):
+    from lvae_np.experiments import executors
+    assert executors.parse_options(["slurm_partition=gpu", "timeout_min=600", "a=b=c"]) == \
+        {"slurm_partition": "gpu", "timeout_min": 600, "a": "b=c"}
+    with pytest.raises(E.ExperimentError, match="give KEY=VALUE"):
+        executors.parse_options(["gpu"])
+    with pytest.raises(E.ExperimentError, match="--executor must be one of pool, slurm, local"):
+        E.Settings(executor="dask").check()
+    monkeypatch.setitem(sys.modules, "submitit", None)   # as if not installed
+    with pytest.raises(E.ExperimentError, match=r"pip install 'lvae_np\[cluster\]'"):
+        run([tiny("vae", 1)], tmp_path, epochs=1, executor="slurm")
+    assert not (tmp_path / "runs").exists()   # refused before any run folder or lock
+    cmd = runner._command_line("tiny", E.Settings(executor="slurm", executor_options=(
+        "slurm_partition=gpu", "gpus_per_node=1")), None)
+    assert cmd.endswith("tiny --executor slurm --executor-option slurm_partition=gpu "
+                        "--executor-option gpus_per_node=1")

@@ -10,6 +10,11 @@ calls no lvae_np function: given the same parameter dict and the same noise,
 it computes the same scalar loss, and torch's autograd gives the gradient of
 every parameter, which must agree with our hand-written backward passes.
 
+It knows the original code's options too (``ModelConfig``): heads with batch
+norm (each half normalised on its own here, where ours normalise the two
+side by side), the LVAE's unshared top-down path (``tdown{i}``, ``tp{i}``),
+``only_mu_up``, the wider generative blocks (shapes only) and ``bn_eps``.
+
 Skipped, with the reason, where PyTorch is not installed (it is optional:
 ``pip install torch==2.13.0``). The package itself never imports it.
 """
@@ -28,7 +33,7 @@ RTOL, ATOL = 1e-10, 1e-12
 # The constants of the paper's setup (Lasagne's defaults in the original code),
 # written out here rather than imported, so the oracle stays independent.
 SLOPE = 0.01          # leaky ReLU
-BN_EPS = 1e-4         # batch norm epsilon
+BN_EPS = 1e-4         # batch norm epsilon (the default of ModelConfig.bn_eps)
 BN_MOMENTUM = 0.1     # weight of the new batch in the running averages
 VAR_FLOOR = 1e-8      # lower bound on every variance (never active here)
 LOG_2PI = math.log(2.0 * math.pi)
@@ -72,34 +77,47 @@ class TorchReference:
         self.new_state = dict(self.state)
 
     # -- blocks ------------------------------------------------------------
+    def batch_norm(self, a, name, suffix):
+        """gamma * (a - mean) / sqrt(var + eps) + beta, with ``{name}.gamma{suffix}`` etc."""
+        P = self.params
+        if self.training:
+            mean = a.mean(dim=0)
+            var = ((a - mean) ** 2).mean(dim=0)      # biased batch variance
+            for stat, value in (("mean", mean), ("var", var)):
+                key = f"{name}.{stat}{suffix}"
+                self.new_state[key] = ((1.0 - BN_MOMENTUM) * self.state[key]
+                                       + BN_MOMENTUM * value.detach())
+        else:
+            mean, var = self.state[f"{name}.mean{suffix}"], self.state[f"{name}.var{suffix}"]
+        return (P[f"{name}.gamma{suffix}"] * (a - mean) / torch.sqrt(var + self.c.bn_eps)
+                + P[f"{name}.beta{suffix}"])
+
     def mlp(self, h, name):
         """Two layers: h <- lrelu(BN(h W)) with batch norm, h <- lrelu(h W + b) without."""
         P = self.params
         for j in (1, 2):
             a = h @ P[f"{name}.W{j}"]
             if self.c.batch_norm:
-                if self.training:
-                    mean = a.mean(dim=0)
-                    var = ((a - mean) ** 2).mean(dim=0)      # biased batch variance
-                    for stat, value in (("mean", mean), ("var", var)):
-                        key = f"{name}.{stat}{j}"
-                        self.new_state[key] = ((1.0 - BN_MOMENTUM) * self.state[key]
-                                               + BN_MOMENTUM * value.detach())
-                else:
-                    mean, var = self.state[f"{name}.mean{j}"], self.state[f"{name}.var{j}"]
-                a = P[f"{name}.gamma{j}"] * (a - mean) / torch.sqrt(var + BN_EPS) \
-                    + P[f"{name}.beta{j}"]
+                a = self.batch_norm(a, name, j)
             else:
                 a = a + P[f"{name}.b{j}"]
             h = torch.where(a > 0, a, SLOPE * a)
         return h
 
     def head(self, h, name):
-        """A diagonal Gaussian: mu = h W_mu + b_mu, var = softplus(h W_var + b_var)."""
+        """A diagonal Gaussian: mu = h W_mu + b_mu, var = softplus(h W_var + b_var).
+
+        With head_batch_norm (not the output layer p0): mu = BN(h W_mu),
+        var = softplus(BN(h W_var)), each half with its own batch norm.
+        """
         P = self.params
-        mu = h @ P[f"{name}.W_mu"] + P[f"{name}.b_mu"]
-        var = softplus(h @ P[f"{name}.W_var"] + P[f"{name}.b_var"]).clamp_min(VAR_FLOOR)
-        return mu, var
+        if self.c.head_batch_norm and name != "p0":
+            mu = self.batch_norm(h @ P[f"{name}.W_mu"], name, "_mu")
+            a_var = self.batch_norm(h @ P[f"{name}.W_var"], name, "_var")
+        else:
+            mu = h @ P[f"{name}.W_mu"] + P[f"{name}.b_mu"]
+            a_var = h @ P[f"{name}.W_var"] + P[f"{name}.b_var"]
+        return mu, softplus(a_var).clamp_min(VAR_FLOOR)
 
     # -- the x-only part ---------------------------------------------------
     def bottom_up(self, x):
@@ -107,7 +125,8 @@ class TorchReference:
         n_up = self.c.n_layers if self.c.kind == "lvae" else 1
         h, mus, vars_ = x, [], []
         for i in range(1, n_up + 1):
-            h = self.mlp(h, f"up{i}")
+            below = mus[-1] if self.c.only_mu_up and i > 1 else h   # only_mu_up: mu_hat_{i-1}
+            h = self.mlp(below, f"up{i}")
             mu, var = self.head(h, f"q{i}")
             mus.append(mu)
             vars_.append(var)
@@ -126,9 +145,13 @@ class TorchReference:
                                                                torch.ones_like(z)))
             for i in range(Lz - 1, 0, -1):
                 mu_p, var_p = self.head(self.mlp(z, f"down{i}"), f"p{i}")
+                if self.c.shared_top_down:
+                    mu_td, var_td = mu_p, var_p
+                else:  # the top-down inference path's own block and head
+                    mu_td, var_td = self.head(self.mlp(z, f"tdown{i}"), f"tp{i}")
                 mu_hat, var_hat = mus[i - 1], vars_[i - 1]
-                var_q = 1.0 / (1.0 / var_hat + 1.0 / var_p)          # paper eq. (19)
-                mu_q = (mu_hat / var_hat + mu_p / var_p) * var_q     # paper eq. (18)
+                var_q = 1.0 / (1.0 / var_hat + 1.0 / var_td)         # paper eq. (19)
+                mu_q = (mu_hat / var_hat + mu_td / var_td) * var_q   # paper eq. (18)
                 z = mu_q + torch.sqrt(var_q) * eps[i - 1]
                 kls[i] = (kl_normal(mu_q, var_q, mu_p, var_p) if analytic else
                           log_normal(z, mu_q, var_q) - log_normal(z, mu_p, var_p))
@@ -198,11 +221,14 @@ class TorchReference:
 # ----------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------
-def make_problem(kind, n_layers, batch_norm, likelihood="bernoulli", *, seed, k=1):
-    """A model at slightly perturbed parameters, data and noise (k*N rows of noise)."""
+def make_problem(kind, n_layers, batch_norm, likelihood="bernoulli", *, seed, k=1, **options):
+    """A model at slightly perturbed parameters, data and noise (k*N rows of noise).
+
+    ``options``: more ModelConfig fields (the original code's options).
+    """
     config = ModelConfig(kind=kind, x_dim=X_DIM, latent=LATENT[:n_layers],
                          hidden=HIDDEN[:n_layers], batch_norm=batch_norm,
-                         likelihood=likelihood)
+                         likelihood=likelihood, **options)
     model = Model(config)
     params, state = model.init()
     rng = np.random.default_rng(seed)
@@ -238,9 +264,9 @@ def assert_state_matches(new_state, ref, state):
 
 
 def check_elbo(kind, n_layers, batch_norm, kl, *, likelihood="bernoulli", beta=0.7,
-               training=True, seed=0):
+               training=True, seed=0, **options):
     model, params, state, x, noise, rng = make_problem(kind, n_layers, batch_norm, likelihood,
-                                                       seed=seed)
+                                                       seed=seed, **options)
     if not training:  # running averages away from their initial 0 and 1
         state = {key: (v + 0.3 * rng.normal(size=v.shape) if key.split(".")[1].startswith("mean")
                        else v * rng.uniform(0.5, 2.0, size=v.shape))
@@ -256,7 +282,7 @@ def check_elbo(kind, n_layers, batch_norm, kl, *, likelihood="bernoulli", beta=0
     for i, (ours, theirs) in enumerate(zip(stats["kl_units"], t_kls), start=1):
         assert_close(ours, theirs.mean(dim=0).detach().numpy(), f"stats['kl_units'] of z_{i}")
     assert_grads_match(grads, ref, params)
-    if batch_norm:
+    if batch_norm or options.get("head_batch_norm"):
         assert_state_matches(stats["state"], ref, state)
     else:
         assert stats["state"] == {}
@@ -306,3 +332,56 @@ def test_iwae_bound_and_gradients(kind, batch_norm, beta):
     assert_grads_match(grads, ref, params)
     if batch_norm:  # x-only blocks over N rows, the others over k*N rows
         assert_state_matches(stats["state"], ref, state)
+
+
+# ----------------------------------------------------------------------------
+# The original code's options
+# ----------------------------------------------------------------------------
+OPTIONS = {
+    "head_bn": {"head_batch_norm": True},
+    "unshared": {"shared_top_down": False},
+    "only_mu_up": {"only_mu_up": True},
+    "widths": {"generative_widths": "original"},
+    "eps": {"bn_eps": 1e-10},
+    "init": {"init": "original"},
+    "all": {"head_batch_norm": True, "shared_top_down": False, "only_mu_up": True,
+            "generative_widths": "original", "init": "original", "bn_eps": 1e-10},
+}
+
+
+@pytest.mark.parametrize("kl", ["analytic", "mc"])
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_lvae_options_elbo_gradients_and_running_averages(option, kl):
+    check_elbo("lvae", 3, True, kl, seed=31 + sorted(OPTIONS).index(option), **OPTIONS[option])
+
+
+@pytest.mark.parametrize("option", ["head_bn", "eps", "all"])
+def test_vae_options_elbo_gradients_and_running_averages(option):
+    check_elbo("vae", 3, True, "mc", seed=41, **OPTIONS[option])
+
+
+@pytest.mark.parametrize("kind", ["lvae", "vae"])
+def test_batch_normalised_heads_without_batch_norm_in_the_blocks(kind):
+    check_elbo(kind, 2, False, "analytic", seed=43, head_batch_norm=True)
+
+
+@pytest.mark.parametrize("kind", ["lvae", "vae"])
+def test_batch_normalised_heads_in_evaluation_mode(kind):
+    check_elbo(kind, 3, True, "analytic", training=False, seed=47, **OPTIONS["all"])
+
+
+def test_gaussian_data_keeps_its_output_head_without_batch_norm():
+    check_elbo("lvae", 2, True, "mc", likelihood="gaussian", seed=53, **OPTIONS["all"])
+
+
+def test_iwae_bound_with_every_option():
+    k = 3
+    model, params, state, x, noise, _ = make_problem("lvae", 3, True, seed=59, k=k,
+                                                     **OPTIONS["all"])
+    loss, grads, stats = iwae_loss_and_grads(model, params, state, x, k=k, beta=1.0,
+                                             noise=noise)
+    ref = TorchReference(model.config, params, state)
+    t_loss = ref.iwae_loss(x, noise, k, 1.0)
+    assert_close(loss, t_loss.item(), "IWAE loss")
+    assert_grads_match(grads, ref, params)
+    assert_state_matches(stats["state"], ref, state)

@@ -263,6 +263,10 @@ CONFIGS = [
                 final_iw_samples=100, validation=500, dtype="float64", seed=123),
     TrainConfig(dataset="norb", latent=(6, 5, 4), hidden=(20, 10, 5), warmup_epochs=17,
                 epochs=1, batch_size=1, lr=0.00012345678901234567, seed=0),
+    TrainConfig(model="vae", dataset="synthetic", latent=(4, 2), hidden=(16, 8),
+                warmup_epochs=0, warmup_steps=123, max_grad_norm=4.0, clip_elementwise=0.9,
+                drop_last=True, head_batch_norm=True, shared_top_down=False, only_mu_up=True,
+                generative_widths="original", init="original", bn_eps=1e-10, kl="mc"),
 ]
 
 

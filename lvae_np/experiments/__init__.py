@@ -31,8 +31,11 @@ For each run the runner
    ``--eval-limit M``), and the evaluation is skipped when that file already
    holds the same epoch, K and limit;
 
-then writes ``results.md``, ``results.csv`` and figures to ``--out``; where
-an experiment has a VAE and an LVAE with the same settings, results.md also
+then writes ``results.md``, ``results.csv`` and figures to ``--out``, by
+default ``RUNS_DIR/results/NAME`` (ignored by git; ``--publish`` writes to
+``results/experiments/NAME``, the committed results); where
+an experiment has a VAE and an LVAE with the same settings (the KL estimator
+of training included: ``--kl`` sets it for every run), results.md also
 gives their difference in L_K on the same test examples, with the standard
 error of that paired difference (much smaller than either model's own,
 since most of the spread of L_K is between images). Up to
@@ -56,6 +59,7 @@ Examples::
 
 The modules, each importing only those after it: ``__main__`` (the command
 line), ``runner`` (child processes, scheduling, signals, resume and skip),
+``executors`` (the steps as SLURM jobs through submitit, ``--executor slurm``),
 ``locks`` (one runner per run folder), ``report`` (tables, paired
 differences, listing), ``figures``, ``state`` (what a run folder says) and
 ``specs`` (runs, run ids, the named experiments).
@@ -66,15 +70,15 @@ from .report import describe_runs, format_csv, format_markdown, paired_differenc
     table_rows, write_results
 from .runner import THREAD_VARS, Report, child_env, evaluate_command, prepare, \
     run_experiment, train_command
-from .specs import DEFAULT_OUT_DIR, DEFAULT_RUNS_DIR, EXPERIMENTS, LOG, MODELS, Experiment, \
-    ExperimentError, RunSpec, Settings
+from .specs import DEFAULT_OUT_DIR, DEFAULT_RUNS_DIR, EXECUTORS, EXPERIMENTS, LOG, MODELS, \
+    RESULTS, Experiment, ExperimentError, RunSpec, Settings, default_out
 from .state import RunRecord, cached_eval, config_mismatches, eval_path, last_test_elbo, \
     read_eval, saved_meta
 
 __all__ = [
-    "DEFAULT_OUT_DIR", "DEFAULT_RUNS_DIR", "EXPERIMENTS", "LOCK", "LOG", "MODELS",
-    "THREAD_VARS", "Experiment", "ExperimentError", "Report", "RunRecord", "RunSpec",
-    "Settings", "cached_eval", "child_env", "config_mismatches", "describe_runs",
+    "DEFAULT_OUT_DIR", "DEFAULT_RUNS_DIR", "EXECUTORS", "EXPERIMENTS", "LOCK", "LOG", "MODELS",
+    "RESULTS", "THREAD_VARS", "Experiment", "ExperimentError", "Report", "RunRecord", "RunSpec",
+    "Settings", "cached_eval", "child_env", "config_mismatches", "default_out", "describe_runs",
     "draw_figures", "eval_path", "evaluate_command", "format_csv", "format_markdown",
     "last_test_elbo", "lock_runs", "paired_differences", "plot_active_units", "plot_depth",
     "plot_test_elbo", "prepare", "read_eval", "run_experiment", "saved_meta", "table_rows",

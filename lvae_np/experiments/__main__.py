@@ -10,15 +10,17 @@ from __future__ import annotations
 import shlex
 import sys
 import textwrap
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..backend import BACKENDS
 from ..cli import Parser, RawHelpFormatter, entry
 from ..data import ENV_VAR
+from ..models import KL_ESTIMATORS
 from .report import describe_runs
 from .runner import THREAD_VARS, run_experiment
-from .specs import DEFAULT_OUT_DIR, EXPERIMENTS, ExperimentError, Settings
+from .specs import (DEFAULT_OUT_DIR, EXECUTORS, EXPERIMENTS, RESULTS, ExperimentError, Settings,
+                    default_out)
 
 PROG = "lvae_np.experiments"
 DESCRIPTION = """\
@@ -26,7 +28,9 @@ Run the paper's comparisons. Each run of the experiment NAME is trained with
 lvae_np.train (resuming what exists, up to --epochs), evaluated with
 lvae_np.evaluate (test ELBO, L_k, KL and active units per layer), and the
 results go to OUT/results.md, OUT/results.csv and figures (test_elbo.png,
-depth.png, active_units.png). Runs live in RUNS_DIR/<run id>/, e.g.
+depth.png, active_units.png); OUT is RUNS_DIR/results/NAME unless --out or
+--publish (results/experiments/NAME) says otherwise, so committed results
+are never overwritten by default. Runs live in RUNS_DIR/<run id>/, e.g.
 mnist-lvae-L5-bn-wu, shared by the experiments that contain them; each keeps
 the output of its trainings and evaluations in train.log. A run that diverges
 (non-finite loss) is reported and the others go on. Ctrl-C stops the
@@ -54,13 +58,23 @@ def build_parser() -> Parser:
     p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
                    help="warm-up length of the runs with warm-up (the paper's: 200); runs "
                         "without warm-up get 0. Cannot change for an existing run")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
+                   help="the warm-up in optimizer steps instead (sets --warmup-epochs to 0 "
+                        "unless given; never scaled with --epochs)")
+    p.add_argument("--kl", choices=KL_ESTIMATORS, default="analytic",
+                   help="the KL estimator of every run, the VAE's and the LVAE's alike "
+                        "(mc adds -mc to the run ids)")
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="trainings at once; each gets cpu_count // JOBS BLAS threads "
                         f"({', '.join(THREAD_VARS)}) unless set already")
     p.add_argument("--runs-dir", default=str(d.runs_dir), metavar="DIR",
                    help="folder of the run folders, shared by all experiments")
     p.add_argument("--out", metavar="DIR",
-                   help=f"where results and figures go (default: {DEFAULT_OUT_DIR}/NAME)")
+                   help=f"where results and figures go (default: RUNS_DIR/{RESULTS}/NAME, "
+                        "ignored by git)")
+    p.add_argument("--publish", action="store_true",
+                   help=f"write results and figures to {DEFAULT_OUT_DIR}/NAME, the committed "
+                        "results")
     p.add_argument("--iw-samples", type=int, default=d.iw_samples, metavar="K",
                    help="importance samples of the test L_k (0: ELBO only)")
     p.add_argument("--limit", "--eval-limit", dest="eval_limit", type=int, metavar="M",
@@ -78,6 +92,15 @@ def build_parser() -> Parser:
                    help="passed to lvae_np.train and lvae_np.evaluate")
     p.add_argument("--data-dir", metavar="DIR",
                    help=f"folder with the data files (also ${ENV_VAR})")
+    p.add_argument("--executor", choices=EXECUTORS, default=d.executor,
+                   help="pool: up to --jobs subprocesses on this machine; slurm: each "
+                        "training and evaluation a SLURM job through submitit (pip install "
+                        "'lvae_np[cluster]'), up to --jobs at once; local: submitit's local "
+                        "executor, jobs on this machine")
+    p.add_argument("--executor-option", dest="executor_options", action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="a submitit parameter of every job, e.g. slurm_partition=gpu, "
+                        "gpus_per_node=1, cpus_per_task=8, timeout_min=600 (repeatable)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (the line per finished run still shows)")
     return p
@@ -88,24 +111,35 @@ def main(argv=None) -> int:
     """The command line; returns the exit status (2 with a one-line error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    settings = Settings(epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-                        jobs=args.jobs, runs_dir=Path(args.runs_dir),
+    warmup_epochs = args.warmup_epochs
+    if args.warmup_steps and not any(a == "--warmup-epochs" or a.startswith("--warmup-epochs=")
+                                     for a in argv):
+        warmup_epochs = 0  # the warm-up is given in steps instead
+    settings = Settings(epochs=args.epochs, warmup_epochs=warmup_epochs,
+                        warmup_steps=args.warmup_steps, jobs=args.jobs,
+                        runs_dir=Path(args.runs_dir),
                         iw_samples=args.iw_samples, eval_limit=args.eval_limit,
                         train=not args.no_train, evaluate=not args.no_eval,
                         batch_size=args.batch_size, seed=args.seed, backend=args.backend,
-                        data_dir=args.data_dir, progress=not args.no_progress)
+                        data_dir=args.data_dir, progress=not args.no_progress,
+                        executor=args.executor, executor_options=tuple(args.executor_options))
     settings.check()
     if args.list:
-        print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings))
+        print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings,
+                            kl=args.kl))
         return 0
     if args.name is None:
         raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
                               + "), or use --list (see --help)")
-    out = Path(args.out) if args.out else DEFAULT_OUT_DIR / args.name
+    if args.out and args.publish:
+        raise ExperimentError("--out and --publish both say where results go: give one")
+    out = Path(args.out) if args.out else default_out(settings.runs_dir, args.name,
+                                                      publish=args.publish)
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {out} is a file, not a folder: choose another --out")
+    specs = [replace(spec, kl=args.kl) for spec in EXPERIMENTS[args.name].specs]
     report = run_experiment(
-        EXPERIMENTS[args.name].specs, **asdict(settings),
+        specs, **asdict(settings),
         out=out, name=args.name,
         command=shlex.join(["python", "-m", "lvae_np.experiments"] + argv))
     return report.exit_status

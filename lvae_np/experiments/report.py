@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy
@@ -30,8 +31,8 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
     n_layers = max(r.spec.layers for r in records) if records else 0
     z = range(1, n_layers + 1)
     cols = (["run_id", "dataset", "model", "layers", "latent", "batch_norm", "warmup",
-             "warmup_epochs", "epochs_done", "target_epochs", "status", "eval_epoch",
-             "test_elbo", "lk", "lk_stderr", "iw_samples", "n"]
+             "warmup_epochs", "warmup_steps", "kl", "epochs_done", "target_epochs", "status",
+             "eval_epoch", "test_elbo", "lk", "lk_stderr", "iw_samples", "n"]
             + [f"kl_z{i}" for i in z] + [f"au_z{i}" for i in z] + [f"au_kl_z{i}" for i in z])
     rows = []
     for rec in records:
@@ -40,7 +41,8 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
         row.update(run_id=rec.run_id, dataset=spec.dataset, model=spec.model,
                    layers=spec.layers, latent="/".join(map(str, spec.latent)),
                    batch_norm=spec.batch_norm, warmup=spec.warmup,
-                   warmup_epochs=settings.warmup_epochs if spec.warmup else 0,
+                   warmup_epochs=settings.config(spec).warmup_epochs,
+                   warmup_steps=settings.config(spec).warmup_steps, kl=spec.kl,
                    epochs_done=rec.epoch, target_epochs=rec.target, status=rec.status)
         if ev:
             row.update(eval_epoch=ev.get("epoch"), test_elbo=ev.get("elbo"), lk=ev.get("lk"),
@@ -57,7 +59,7 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
 def paired_differences(records: list) -> list:
     """L_K of the LVAE minus the VAE's, example by example, for runs that differ only in model.
 
-    For each (dataset, sizes, BN, WU) with an evaluated VAE and LVAE whose
+    For each (dataset, sizes, BN, WU, KL estimator) with an evaluated VAE and LVAE whose
     per-example values cover the same test examples, a dict with both means,
     the mean difference and its standard error. The per-example difference
     removes the variation between images, which dominates each model's own
@@ -66,10 +68,10 @@ def paired_differences(records: list) -> list:
     by_key = {}
     for rec in records:
         s = rec.spec
-        by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup),
+        by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup, s.kl),
                           {})[s.model] = rec
     out = []
-    for (dataset, latent, _, bn, wu), pair in by_key.items():
+    for (dataset, latent, _, bn, wu, kl), pair in by_key.items():
         vae, lvae = pair.get("vae"), pair.get("lvae")
         ev = [r.eval if r is not None else None for r in (vae, lvae)]
         if any(e is None or "lk_per_example" not in e for e in ev) or \
@@ -77,7 +79,7 @@ def paired_differences(records: list) -> list:
                 ev[0].get("limit") != ev[1].get("limit"):
             continue
         d = numpy.asarray(ev[1]["lk_per_example"]) - numpy.asarray(ev[0]["lk_per_example"])
-        out.append(dict(dataset=dataset, layers=len(latent), batch_norm=bn, warmup=wu,
+        out.append(dict(dataset=dataset, layers=len(latent), batch_norm=bn, warmup=wu, kl=kl,
                         epochs=(ev[0].get("epoch"), ev[1].get("epoch")), n=len(d),
                         vae=ev[0]["lk"], lvae=ev[1]["lk"], diff=float(d.mean()),
                         diff_stderr=float(d.std(ddof=1) / math.sqrt(len(d)))
@@ -121,15 +123,16 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         f"({seconds:.0f} s this time).",
         "",
         f"Experiment `{name}`: {len(rows)} runs in `{settings.runs_dir}`. Budget: "
-        f"{settings.epochs} epochs per run, warm-up over {settings.warmup_epochs} epochs where "
+        f"{settings.epochs} epochs per run, warm-up over {_warmup(settings)} where "
         f"WU is on (else none), batch {settings.batch_size}, seed {settings.seed}; "
         + (f"evaluated by `lvae_np.evaluate` with L_{k} on {test} "
            f"(batch-norm statistics re-collected over the training set)."
            if k else f"evaluated by `lvae_np.evaluate` (ELBO only) on {test}."),
         "",
-        f"| run | model | layers | BN | WU | epochs | status | test ELBO | L_{k} (s.e., n) "
-        "| KL per layer, z1/.../zL (nats) | active units A_u | units with KL > 0.01 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| run | model | layers | BN | WU | KL in training | epochs | status | test ELBO "
+        f"| L_{k} (s.e., n) | KL per layer, z1/.../zL (nats) | active units A_u "
+        "| units with KL > 0.01 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lk = "-" if r["lk"] is None else \
@@ -139,7 +142,7 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         lines.append(" | ".join([
             f"| {r['run_id']}", "VAE = LVAE" if L == 1 else r["model"].upper(),
             f"{L} ({r['latent']})",
-            "on" if r["batch_norm"] else "off", "on" if r["warmup"] else "off", epochs,
+            "on" if r["batch_norm"] else "off", "on" if r["warmup"] else "off", r["kl"], epochs,
             r["status"], format_number(r["test_elbo"]), lk,
             _per_layer(r, "kl_z", L, lambda v: f"{v:.2f}"),
             _per_layer(r, "au_z", L, str), _per_layer(r, "au_kl_z", L, str)]) + " |")
@@ -153,11 +156,12 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         lines += ["", f"LVAE minus VAE in L_{k}, example by example on the same test "
                   "examples (positive: the LVAE is better); the standard error is that of the "
                   "paired difference:", "",
-                  f"| dataset | layers | BN | WU | epochs (VAE, LVAE) | n | VAE L_{k} "
-                  f"| LVAE L_{k} | LVAE - VAE (s.e.) |", "|---|---|---|---|---|---|---|---|---|"]
+                  f"| dataset | layers | BN | WU | KL in training | epochs (VAE, LVAE) | n "
+                  f"| VAE L_{k} | LVAE L_{k} | LVAE - VAE (s.e.) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for q in paired:
             lines.append(f"| {q['dataset']} | {q['layers']} | {'on' if q['batch_norm'] else 'off'}"
-                         f" | {'on' if q['warmup'] else 'off'} | {q['epochs'][0]}, "
+                         f" | {'on' if q['warmup'] else 'off'} | {q['kl']} | {q['epochs'][0]}, "
                          f"{q['epochs'][1]} | {q['n']} | {q['vae']:.2f} | {q['lvae']:.2f} | "
                          f"{q['diff']:+.2f} ({q['diff_stderr']:.2f}) |")
     if figures:
@@ -165,6 +169,13 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
     if notes:
         lines += [""] + [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _warmup(settings: Settings) -> str:
+    """The warm-up's length in words: "200 epochs" or "10000 steps"."""
+    if settings.warmup_steps:
+        return f"{settings.warmup_steps} steps"
+    return f"{settings.warmup_epochs} epochs"
 
 
 def write_results(records: list, out: Path, *, settings: Settings, name: str, command: str,
@@ -193,13 +204,17 @@ def write_results(records: list, out: Path, *, settings: Settings, name: str, co
     return written + figures, notes
 
 
-def describe_runs(names: list, settings: Settings) -> str:
-    """The experiments and their runs, each with epochs done / target and evaluation state."""
+def describe_runs(names: list, settings: Settings, kl: str = "analytic") -> str:
+    """The experiments and their runs, each with epochs done / target and evaluation state.
+
+    ``kl``: the KL estimator the runs are trained with (``--kl``).
+    """
     lines = []
     for name in names:
         exp = EXPERIMENTS[name]
         lines.append(f"{name}: {exp.description} ({len(exp.specs)} runs)")
         for spec in exp.specs:
+            spec = replace(spec, kl=kl)
             run_id = spec.run_id(settings.seed)
             run_dir = Path(settings.runs_dir) / run_id
             try:

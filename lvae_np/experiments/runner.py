@@ -24,9 +24,10 @@ from pathlib import Path
 
 from ..runs import STATUS, read_status
 from ..train import command_line
+from .executors import Submitter, parse_options
 from .locks import lock_runs, unlock_runs
 from .report import write_results
-from .specs import DEFAULT_OUT_DIR, DEFAULT_RUNS_DIR, LOG, ExperimentError, RunSpec, Settings
+from .specs import DEFAULT_RUNS_DIR, LOG, ExperimentError, RunSpec, Settings, default_out
 from .state import RunRecord, cached_eval, config_mismatches, eval_path, saved_meta
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -115,6 +116,12 @@ class _Runner:
     def __init__(self, settings: Settings):
         self.s = settings
         self.env = child_env(settings.jobs)
+        self.submitter = None
+        if settings.executor != "pool":  # SLURM jobs get their own CPUs: no thread counts
+            threads = {} if settings.executor == "slurm" else \
+                {name: self.env[name] for name in THREAD_VARS}
+            self.submitter = Submitter(settings.executor,
+                                       parse_options(settings.executor_options), threads)
         self.active: list[_Job] = []
         self.stopping = 0  # signals received
 
@@ -165,16 +172,21 @@ class _Runner:
         rec = job.record
         rec.run_dir.mkdir(parents=True, exist_ok=True)
         log = open(rec.run_dir / LOG, "a")
-        log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} lvae_np.experiments: "
+        where = "" if self.submitter is None else f" (a {self.s.executor} job)"
+        log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} lvae_np.experiments{where}: "
                   f"{shlex.join(cmd)}\n")
         log.flush()
         job.status_file = _identity(rec.run_dir / STATUS)
         try:
-            # A new session: a Ctrl-C in the terminal reaches only this process, which
-            # forwards one SIGTERM (lvae_np.train treats a second signal as "stop now").
-            job.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
-                                        stdin=subprocess.DEVNULL, start_new_session=True,
-                                        preexec_fn=die_with_parent())
+            if self.submitter is not None:  # the job appends to the log itself
+                log.close()
+                job.proc = self.submitter.submit(cmd, rec.run_dir)
+            else:
+                # A new session: a Ctrl-C in the terminal reaches only this process, which
+                # forwards one SIGTERM (lvae_np.train treats a second signal as "stop now").
+                job.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=die_with_parent())
         finally:
             log.close()
         job.step, job.signals = step, 0
@@ -287,11 +299,13 @@ def prepare(specs, settings: Settings) -> list:
     return records
 
 
-def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs: int = 1,
+def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
+                   warmup_steps: int = 0, jobs: int = 1,
                    runs_dir=DEFAULT_RUNS_DIR, out=None, iw_samples: int = 5000,
                    eval_limit: int | None = None, train: bool = True, evaluate: bool = True,
                    batch_size: int = 256, seed: int = 0, backend: str = "auto",
-                   data_dir=None, progress: bool = True, name: str = "experiment",
+                   data_dir=None, progress: bool = True, executor: str = "pool",
+                   executor_options: tuple = (), name: str = "experiment",
                    command: str | None = None, stream=None) -> Report:
     """Train, evaluate and tabulate the runs ``specs``.
 
@@ -299,6 +313,7 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
         specs: iterable of RunSpec; runs with the same id are run once.
         epochs: target epochs of every run (a run past it is left as it is).
         warmup_epochs: warm-up of the runs with ``warmup`` on (the others get 0).
+        warmup_steps: > 0: their warm-up in steps instead (``warmup_epochs`` must be 0).
         jobs: subprocesses at once.
         runs_dir: folder holding one folder per run id.
         out: where results.md, results.csv and the figures go (None: not written).
@@ -311,6 +326,9 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
         backend: passed to lvae_np.train and lvae_np.evaluate.
         data_dir: passed to lvae_np.train and lvae_np.evaluate.
         progress: a progress bar over runs on stderr when it is a terminal.
+        executor: "pool" (subprocesses here), or submit each step through submitit:
+            "slurm" (SLURM jobs) or "local" (its local executor), see ``executors``.
+        executor_options: ``KEY=VALUE`` parameters of the submitit executor.
         name: the experiment's name, for the heading of results.md.
         command: the command that produced the results (default: rebuilt from
             the settings), for the heading of results.md.
@@ -323,16 +341,18 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
     Raises:
         ExperimentError: bad settings, or a run folder trained with other settings.
     """
-    s = Settings(epochs=epochs, warmup_epochs=warmup_epochs, jobs=jobs,
-                 runs_dir=Path(runs_dir), iw_samples=iw_samples, eval_limit=eval_limit,
+    s = Settings(epochs=epochs, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
+                 jobs=jobs, runs_dir=Path(runs_dir), iw_samples=iw_samples, eval_limit=eval_limit,
                  train=train, evaluate=evaluate, batch_size=batch_size, seed=seed,
-                 backend=backend, data_dir=data_dir, progress=progress)
+                 backend=backend, data_dir=data_dir, progress=progress, executor=executor,
+                 executor_options=tuple(executor_options))
     s.check()
     stream = sys.stdout if stream is None else stream
     records = prepare(list(specs), s)
     for rec in records:
         rec.run_dir = rec.run_dir.absolute()
     steps = ["train"] * s.train + ["eval"] * s.evaluate
+    runner = _Runner(s)   # before the locks: it may refuse (submitit missing, bad options)
     locks = lock_runs(records, create=s.train) if steps else []
     bar = None
     if progress and sys.stderr.isatty() and records:
@@ -352,7 +372,6 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
         else:
             print(line, file=stream, flush=True)
 
-    runner = _Runner(s)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {sig: signal.signal(sig, runner.request_stop)
@@ -367,7 +386,7 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
         if bar is not None:
             bar.close()
     if command is None:
-        command = _command_line(name, s, out)
+        command = _command_line(name, s, out, {r.spec.kl for r in records})
     if runner.stopping:
         print("lvae_np.experiments: interrupted; the trainings under way stopped at a batch "
               f"boundary and wrote their checkpoints. Continue with:\n  {command}",
@@ -387,19 +406,29 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200, jobs:
     return report
 
 
-def _command_line(name: str, s: Settings, out) -> str:
-    """The command line that reproduces these settings (defaults left out)."""
+def _command_line(name: str, s: Settings, out, kls=()) -> str:
+    """The command line that reproduces these settings (defaults left out).
+
+    ``kls``: the runs' KL estimators; one other than "analytic" gives ``--kl``.
+    """
     d = Settings()
     parts = ["python", "-m", "lvae_np.experiments", name]
     for f in fields(Settings):
         value, default = getattr(s, f.name), getattr(d, f.name)
         flag = "--" + f.name.replace("_", "-")
-        if f.name in ("train", "evaluate", "progress"):
+        if f.name == "executor_options":
+            for item in value:
+                parts += ["--executor-option", item]
+        elif f.name in ("train", "evaluate", "progress"):
             if not value:
                 parts.append({"train": "--no-train", "evaluate": "--no-eval",
                               "progress": "--no-progress"}[f.name])
         elif value != default and value is not None:
             parts += [flag, str(value)]
-    if out is not None and Path(out) != DEFAULT_OUT_DIR / name:
+    if len(kls) == 1 and set(kls) != {"analytic"}:
+        parts += ["--kl", next(iter(kls))]
+    if out is not None and Path(out) == default_out(s.runs_dir, name, publish=True):
+        parts.append("--publish")
+    elif out is not None and Path(out) != default_out(s.runs_dir, name):
         parts += ["--out", str(out)]
     return shlex.join(parts)

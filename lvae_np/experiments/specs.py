@@ -12,12 +12,24 @@ from pathlib import Path
 
 from ..config import TrainConfig
 from ..data import DATASETS
-from ..models import PAPER_HIDDEN, PAPER_LATENT
+from ..models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT
 
 MODELS = ("vae", "lvae")
 LOG = "train.log"     # in a run folder: the output of its trainings and evaluations
 DEFAULT_RUNS_DIR = Path("runs") / "experiments"
-DEFAULT_OUT_DIR = Path("results") / "experiments"
+DEFAULT_OUT_DIR = Path("results") / "experiments"   # where --publish writes NAME's results
+EXECUTORS = ("pool", "slurm", "local")   # pool: subprocesses here; the others: submitit
+RESULTS = "results"   # RUNS_DIR/results/NAME/: an experiment's tables and figures by default
+
+
+def default_out(runs_dir, name: str, publish: bool = False) -> Path:
+    """Where experiment ``name``'s tables and figures go without ``--out``.
+
+    Under the runs folder (``RUNS_DIR/results/NAME``, ignored by git), so a run
+    never overwrites the committed results; with ``publish``,
+    ``results/experiments/NAME``.
+    """
+    return DEFAULT_OUT_DIR / name if publish else Path(runs_dir) / RESULTS / name
 
 
 class ExperimentError(Exception):
@@ -34,7 +46,10 @@ class RunSpec:
         latent: sizes of z_1 .. z_L.
         hidden: widths of the deterministic blocks under z_1 .. z_L.
         batch_norm: Dense -> BatchNorm -> leaky ReLU blocks.
-        warmup: beta rises over the experiment's ``warmup_epochs`` (else 0: none).
+        warmup: beta rises over the experiment's warm-up, ``warmup_epochs`` or
+            ``warmup_steps`` (else none).
+        kl: the KL estimator of the training objective, "analytic" or "mc"; the
+            VAE and LVAE compared with each other always share it.
     """
 
     dataset: str = "mnist"
@@ -43,6 +58,7 @@ class RunSpec:
     hidden: tuple = PAPER_HIDDEN
     batch_norm: bool = True
     warmup: bool = True
+    kl: str = "analytic"
 
     def __post_init__(self):
         object.__setattr__(self, "latent", tuple(int(v) for v in self.latent))
@@ -52,6 +68,9 @@ class RunSpec:
                              f"{', '.join(DATASETS)}")
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose vae or lvae")
+        if self.kl not in KL_ESTIMATORS:
+            raise ValueError(f"unknown KL estimator {self.kl!r}: choose one of "
+                             f"{', '.join(KL_ESTIMATORS)}")
         if not self.latent or len(self.latent) != len(self.hidden):
             raise ValueError(f"latent {self.latent} and hidden {self.hidden} must give one "
                              "size per stochastic layer, at least one layer")
@@ -61,12 +80,12 @@ class RunSpec:
 
     @classmethod
     def paper(cls, dataset: str, model: str, layers: int, *, batch_norm: bool = True,
-              warmup: bool = True) -> "RunSpec":
+              warmup: bool = True, kl: str = "analytic") -> "RunSpec":
         """The paper's model with ``layers`` stochastic layers (the first L paper sizes)."""
         if not 1 <= layers <= len(PAPER_LATENT):
             raise ValueError(f"layers must be between 1 and {len(PAPER_LATENT)}, got {layers}")
         return cls(dataset, model, PAPER_LATENT[:layers], PAPER_HIDDEN[:layers],
-                   batch_norm, warmup)
+                   batch_norm, warmup, kl)
 
     @property
     def layers(self) -> int:
@@ -77,9 +96,9 @@ class RunSpec:
         """The canonical folder name, e.g. ``mnist-lvae-L5-bn-wu``.
 
         Sizes other than the paper's (the first L of ``PAPER_LATENT`` and
-        ``PAPER_HIDDEN``) are spelled out (``-z4.2-h16.8``); a seed other than
-        0 is appended (``-seed1``), so repeats with other seeds get their own
-        folders.
+        ``PAPER_HIDDEN``) are spelled out (``-z4.2-h16.8``); the Monte Carlo KL
+        adds ``-mc``; a seed other than 0 is appended (``-seed1``), so repeats
+        with other seeds get their own folders.
         """
         parts = [self.dataset, self.model, f"L{self.layers}",
                  "bn" if self.batch_norm else "nobn", "wu" if self.warmup else "nowu"]
@@ -87,17 +106,25 @@ class RunSpec:
                                           PAPER_HIDDEN[:self.layers]):
             parts += ["z" + ".".join(map(str, self.latent)),
                       "h" + ".".join(map(str, self.hidden))]
+        if self.kl != "analytic":
+            parts.append(self.kl)
         if seed:
             parts.append(f"seed{seed}")
         return "-".join(parts)
 
     def train_config(self, *, epochs: int, warmup_epochs: int, batch_size: int,
-                     seed: int) -> TrainConfig:
-        """The TrainConfig this run is trained with (lvae_np.train's defaults elsewhere)."""
+                     seed: int, warmup_steps: int = 0) -> TrainConfig:
+        """The TrainConfig this run is trained with (lvae_np.train's defaults elsewhere).
+
+        With warm-up on, ``warmup_steps`` (if > 0) gives it in steps instead of
+        ``warmup_epochs``; either is used as given, never scaled.
+        """
+        steps = warmup_steps if self.warmup else 0
+        epochs_wu = warmup_epochs if self.warmup and not steps else 0
         return TrainConfig(model=self.model, dataset=self.dataset, latent=self.latent,
                            hidden=self.hidden, batch_norm=self.batch_norm,
-                           warmup_epochs=warmup_epochs if self.warmup else 0, epochs=epochs,
-                           batch_size=batch_size, seed=seed)
+                           warmup_epochs=epochs_wu, warmup_steps=steps, epochs=epochs,
+                           batch_size=batch_size, kl=self.kl, seed=seed)
 
 
 @dataclass(frozen=True)
@@ -138,6 +165,7 @@ class Settings:
 
     epochs: int = 2000
     warmup_epochs: int = 200
+    warmup_steps: int = 0          # > 0: the warm-up in steps (then warmup_epochs is 0)
     jobs: int = 1
     runs_dir: Path = DEFAULT_RUNS_DIR
     iw_samples: int = 5000
@@ -149,14 +177,23 @@ class Settings:
     backend: str = "auto"
     data_dir: str | None = None
     progress: bool = True
+    executor: str = "pool"         # or submit each step through submitit: "slurm", "local"
+    executor_options: tuple = ()   # KEY=VALUE parameters of the submitit executor
 
     def check(self) -> None:
         """Raise ExperimentError for a value out of range."""
-        for name, low in (("epochs", 1), ("warmup_epochs", 0), ("jobs", 1), ("iw_samples", 0),
-                          ("batch_size", 1), ("seed", 0)):
+        for name, low in (("epochs", 1), ("warmup_epochs", 0), ("warmup_steps", 0), ("jobs", 1),
+                          ("iw_samples", 0), ("batch_size", 1), ("seed", 0)):
             if getattr(self, name) < low:
                 raise ExperimentError(f"--{name.replace('_', '-')} must be >= {low}, "
                                       f"got {getattr(self, name)}")
+        if self.warmup_steps and self.warmup_epochs:
+            raise ExperimentError(f"--warmup-steps {self.warmup_steps} and --warmup-epochs "
+                                  f"{self.warmup_epochs}: give the warm-up in steps or in "
+                                  "epochs, not both (the other 0)")
+        if self.executor not in EXECUTORS:
+            raise ExperimentError(f"--executor must be one of {', '.join(EXECUTORS)}, got "
+                                  f"{self.executor!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ExperimentError(f"--limit/--eval-limit must be >= 1, got {self.eval_limit}")
         for folder in (Path(self.runs_dir), *Path(self.runs_dir).parents):
@@ -167,4 +204,5 @@ class Settings:
     def config(self, spec: RunSpec) -> TrainConfig:
         """The TrainConfig of ``spec`` under these options."""
         return spec.train_config(epochs=self.epochs, warmup_epochs=self.warmup_epochs,
-                                 batch_size=self.batch_size, seed=self.seed)
+                                 warmup_steps=self.warmup_steps, batch_size=self.batch_size,
+                                 seed=self.seed)

@@ -48,6 +48,7 @@ from .case import (  # noqa: F401  (KINDS, NAME and Case are part of the registr
     running_averages,
     variances,
 )
+from .option_cases import OPTION_COMPOSITE_CASES, OPTION_STEP_CASES
 from .step_cases import STEP_CASES
 
 # ----------------------------------------------------------------------------
@@ -253,14 +254,24 @@ register(
 )
 
 
+register(*OPTION_COMPOSITE_CASES)  # the batch-normalised head (option_cases.py)
 register(*STEP_CASES)  # the models' steps (steps.py), before the whole models
+register(*OPTION_STEP_CASES)  # the unshared ladder step (option_cases.py)
 
 
 # ----------------------------------------------------------------------------
 # Whole models, end to end
 # ----------------------------------------------------------------------------
+OPTION_TAGS = {  # ModelConfig option -> (its value in the case, the tag in the case's name)
+    "head_batch_norm": (True, "headbn"),
+    "shared_top_down": (False, "unshared"),
+    "only_mu_up": (True, "muup"),
+    "generative_widths": ("original", "widths"),
+}
+
+
 def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
-               iw: int = 1) -> Case:
+               iw: int = 1, **options) -> Case:
     """A whole VAE or LVAE as one op: parameters in, per-example objective out.
 
     The inputs are the parameter arrays (sorted by key), perturbed off the
@@ -277,12 +288,18 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
         kl: the KL estimator, ``"mc"`` or ``"analytic"`` (with ``iw`` = 1).
         beta: the KL's weight (with ``iw`` = 1).
         iw: importance samples per example.
+        options: ModelConfig fields of the original code's options, each
+            tagged in the name: ``head_batch_norm=True`` (``-headbn``),
+            ``shared_top_down=False`` (``-unshared``), ``only_mu_up=True``
+            (``-muup``), ``generative_widths="original"`` (``-widths``),
+            ``bn_eps`` (``-eps1e-10``).
 
     Returns:
-        a Case named like ``lvae-L3-bn-mc-beta0.5`` or ``vae-L2-nobn-iw3``.
+        a Case named like ``lvae-L3-bn-mc-beta0.5`` or ``vae-L2-nobn-iw3``,
+        or with options ``lvae-L3-bn-analytic-beta0.5-unshared``.
     """
     cfg = ModelConfig(kind=kind, x_dim=6, latent=(3, 2, 2)[:layers],
-                      hidden=(5, 4, 3)[:layers], batch_norm=batch_norm)
+                      hidden=(5, 4, 3)[:layers], batch_norm=batch_norm, **options)
     model = Model(cfg, get_backend("numpy", dtype="float64", seed=layers))
     params, state = model.init()
     keys = sorted(params)
@@ -318,10 +335,18 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
     title = (f"{kind.upper()}, {layers} stochastic layer{'s' if layers > 1 else ''}, "
              f"{'batch norm' if batch_norm else 'no batch norm'}, "
              + (f"IWAE bound k = {iw}" if iw > 1 else f"KL {kl}, beta = {beta:g}"))
-    return Case(f"{kind}-L{layers}-{bn}-{objective}", forward, backward,
+    tags = [OPTION_TAGS[k][1] for k in OPTION_TAGS if k in options]
+    tags += [f"eps{options['bn_eps']:g}"] if "bn_eps" in options else []
+    title += "".join(f", {k} = {v}" for k, v in options.items())
+    uses = model_uses(kind, batch_norm, kl if iw == 1 else "mc", iw)
+    if options.get("head_batch_norm"):
+        uses += ("gaussian-head-bn",)
+    if kind == "lvae" and options.get("shared_top_down") is False:
+        uses += ("unshared-ladder-step" if kl == "analytic" and iw == 1 else
+                 "unshared-ladder-step-mc",)
+    return Case("-".join([f"{kind}-L{layers}-{bn}-{objective}"] + tags), forward, backward,
                 lambda rng: [a.copy() for a in start], module="models", kind="model",
-                title=title, names=tuple(keys), step=1e-5,
-                uses=model_uses(kind, batch_norm, kl if iw == 1 else "mc", iw))
+                title=title, names=tuple(keys), step=1e-5, uses=uses)
 
 
 def model_uses(kind: str, batch_norm: bool, kl: str, iw: int = 1) -> tuple:
@@ -349,3 +374,13 @@ register(*[model_case(kind, 3, True, kl, 0.5) for kind in ("vae", "lvae")
             for kl in ("mc", "analytic")])
 register(*[model_case(kind, 2, bn, "mc", 1.0, iw=3) for kind in ("vae", "lvae")
             for bn in (True, False)])
+register(  # the original code's options, each alone, then all at once
+    model_case("lvae", 3, True, "mc", 0.5, head_batch_norm=True),
+    model_case("vae", 2, True, "mc", 0.5, head_batch_norm=True),
+    model_case("lvae", 3, True, "analytic", 0.5, shared_top_down=False),
+    model_case("lvae", 3, True, "mc", 0.5, only_mu_up=True),
+    model_case("lvae", 3, True, "analytic", 0.5, generative_widths="original"),
+    model_case("lvae", 2, True, "mc", 0.5, bn_eps=1e-10),
+    model_case("lvae", 3, False, "mc", 0.5, head_batch_norm=True, shared_top_down=False,
+               only_mu_up=True, generative_widths="original"),
+)
