@@ -109,6 +109,9 @@ class Case:
             (directly; theirs follow). The autograder checks those first and
             reports this case "blocked" when one of them fails.
         points: what the case is worth to the autograder (default by kind, POINTS).
+        course: part of the course's grading (``grade()`` with no names, and the
+            groups ``all``, ``ops``...); False for the cases of the original
+            code's options, which the checker runs but a course does not assign.
 
     ``forward`` and ``backward``, when they are functions of an lvae_np
     module (or partials of one), are kept as ``Late`` references.
@@ -126,6 +129,7 @@ class Case:
     step: float = DEFAULT_STEP
     uses: tuple = ()
     points: int = 0
+    course: bool = True
 
     def __post_init__(self):
         object.__setattr__(self, "forward", late(self.forward))
@@ -197,7 +201,8 @@ MLP_SIZES = (5, 4, 3)  # the MLP block's widths (in, h1, h2)
 
 def composite_case(name: str, forward: Callable, backward: Callable, make_arrays: Callable,
                    params: dict, *, names: tuple, module: str = "networks",
-                   title: str = "", uses: tuple = (), points: int = 0) -> Case:
+                   title: str = "", uses: tuple = (), points: int = 0,
+                   course: bool = True) -> Case:
     """An op taking arrays, then dicts of parameters (a block, a head, a step), as a case.
 
     Args:
@@ -231,7 +236,8 @@ def composite_case(name: str, forward: Callable, backward: Callable, make_arrays
     param_names = [f"{arg}.{k}" if len(groups) > 1 else k
                    for arg, keys in zip(params, groups) for k in keys]
     return Case(name, fwd, bwd, make_inputs, module=module, kind="composite", title=title,
-                names=tuple(names) + tuple(param_names), uses=uses, points=points)
+                names=tuple(names) + tuple(param_names), uses=uses, points=points,
+                course=course)
 
 
 def mlp_state(like, widths=MLP_SIZES[1:]) -> dict:

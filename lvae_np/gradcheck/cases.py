@@ -346,7 +346,7 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
                  "unshared-ladder-step-mc",)
     return Case("-".join([f"{kind}-L{layers}-{bn}-{objective}"] + tags), forward, backward,
                 lambda rng: [a.copy() for a in start], module="models", kind="model",
-                title=title, names=tuple(keys), step=1e-5, uses=uses)
+                title=title, names=tuple(keys), step=1e-5, uses=uses, course=not options)
 
 
 def model_uses(kind: str, batch_norm: bool, kl: str, iw: int = 1) -> tuple:

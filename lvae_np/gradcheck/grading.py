@@ -157,13 +157,18 @@ class GradeReport:
 # Which cases
 # ----------------------------------------------------------------------------
 def groups() -> dict:
-    """Group name -> its cases: ``all``, ``ops``, ``composites``, ``models`` and each module."""
-    found = {"all": list(cases.CASES)}
+    """Group name -> its cases: ``all``, ``ops``, ``composites``, ``models`` and each module.
+
+    Only the course's cases (``Case.course``): the original code's options
+    are graded by name alone.
+    """
+    course = [c for c in cases.CASES if c.course]
+    found = {"all": course}
     for group, kind in KIND_GROUPS.items():
-        found[group] = [c for c in cases.CASES if c.kind == kind]
-    for case in cases.CASES:
+        found[group] = [c for c in course if c.kind == kind]
+    for case in course:
         if case.module not in found:
-            found[case.module] = [c for c in cases.CASES if c.module == case.module]
+            found[case.module] = [c for c in course if c.module == case.module]
     return found
 
 
@@ -177,7 +182,7 @@ def select(names=None) -> list:
         cases.UnknownCaseError: a name is neither (one line, naming close ones).
     """
     if names is None:
-        return list(cases.CASES)
+        return [c for c in cases.CASES if c.course]
     if isinstance(names, str):
         names = [names]
     known, wanted = groups(), []

@@ -71,11 +71,13 @@ OPTION_COMPOSITE_CASES = [
     composite_case("gaussian-head-bn", _head_bn(True), networks.gaussian_head_backward,
                    normal_input((ROWS, HEAD_IN)), HEAD_BN, names=("h",),
                    uses=("dense", "batchnorm", "softplus"),
-                   title="Gaussian head with batch norm: Dense -> BN -> (identity, softplus)"),
+                   title="Gaussian head with batch norm: Dense -> BN -> (identity, softplus)",
+                   course=False),
     composite_case("gaussian-head-bn-eval", _head_bn(False), networks.gaussian_head_backward,
                    normal_input((ROWS, HEAD_IN)), HEAD_BN, names=("h",),
                    uses=("dense", "batchnorm-eval", "softplus"), points=1,
-                   title="Gaussian head with batch norm, evaluation mode (running averages)"),
+                   title="Gaussian head with batch norm, evaluation mode (running averages)",
+                   course=False),
 ]
 
 OPTION_STEP_CASES = [
@@ -83,9 +85,10 @@ OPTION_STEP_CASES = [
                    steps.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
                    names=LADDER_NAMES, module="steps", uses=LADDER_USES + ("kl-normal",),
                    points=3, title="LVAE ladder step with its own top-down block: merge with "
-                                   "tp(tdown(z_{i+1})), KL against p(z_i | z_{i+1})"),
+                                   "tp(tdown(z_{i+1})), KL against p(z_i | z_{i+1})",
+                   course=False),
     composite_case("unshared-ladder-step-mc", _unshared_ladder_step("mc"),
                    steps.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
                    names=LADDER_NAMES, module="steps", uses=LADDER_USES + ("kl-sample",),
-                   title="unshared LVAE ladder step with the single-sample KL"),
+                   title="unshared LVAE ladder step with the single-sample KL", course=False),
 ]
