@@ -14,6 +14,7 @@ Examples::
 
     python -m lvae_np.evaluate runs/quick                      # L_5000 on the test set
     python -m lvae_np.evaluate runs/quick --iw-samples 100 --json
+    python -m lvae_np.evaluate runs/quick --subset 1000 --subset-seed 0   # a random sample
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from .checkpoint import CheckpointError
 from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings
 from .fileio import atomic_write_text
 from .metrics import ACTIVE_THRESHOLD, KL_ACTIVE_THRESHOLD, Summary, recollect_bn_state, summarize
-from .runs import eval_file_name, evaluation_train_set, load_run
+from .runs import eval_file_name, evaluation_train_set, load_run, subset_indices
 
 PROG = "lvae_np.evaluate"
 SPLITS = ("test", "train", "valid")
@@ -40,11 +41,14 @@ BN_CHOICES = ("recollect", "running")
 def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: str = "recollect",
                  backend: str = "auto", data_dir=None, batch_size: int = 500,
                  au_samples: int = 10, limit: int | None = None, seed: int = 0,
-                 progress: bool = True, per_example: bool = False, write: bool = True) -> dict:
+                 progress: bool = True, per_example: bool = False, write: bool = True,
+                 subset: int | None = None, subset_seed: int = 0) -> dict:
     """Evaluate the checkpoint in ``run_dir``; writes the result there too (``write_result``).
 
     The file is ``eval-<split>-k<k>.json``, or ``eval-<split>-k<k>-first<limit>.json``
-    for an evaluation of the first ``limit`` examples (see ``runs.eval_file_name``).
+    for an evaluation of the first ``limit`` examples, or
+    ``eval-<split>-k<k>-subset<M>-seed<S>.json`` for a seeded random subset (see
+    ``runs.eval_file_name``).
 
     Args:
         run_dir: a folder written by ``lvae_np.train``.
@@ -55,20 +59,30 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
         backend, data_dir, seed: as in ``runs.load_run``.
         batch_size: examples per forward pass.
         au_samples: samples of z averaged for each posterior mean (active units).
-        limit: evaluate only the first ``limit`` examples (None: all).
+        limit: evaluate only the first ``limit`` examples (None: all). For a split
+            ordered by class (the OMNIGLOT rebuild) that is not a sample: use ``subset``.
         progress: progress bars on stderr.
         per_example: also give each example's L_K (``lk_per_example``), so that two
             models evaluated on the same examples can be compared pairwise.
         write: write the result file (else the caller does, with ``write_result``).
+        subset: evaluate ``subset`` examples drawn by a permutation of the split seeded
+            with ``subset_seed`` (``runs.subset_indices``; None: no subset). The same
+            seed gives every run the same examples; the result records ``subset``,
+            ``subset_seed`` and ``split_size``. Not together with ``limit``.
+        subset_seed: the seed of that permutation.
 
     Returns:
         The result: the ``Summary``'s values (``result_dict``) and where they come from.
 
     Raises:
         CheckpointError, data.DataError: the run or its data cannot be read.
+        ValueError: ``limit`` and ``subset`` both given, or ``subset`` larger than the split.
         OSError: the result file cannot be written (the result is lost then:
             the command line prints it before it writes it).
     """
+    if limit and subset:
+        raise ValueError("give --limit (the first N examples) or --subset (a seeded random "
+                         "sample), not both")
     run = load_run(run_dir, data_dir, backend=backend, seed=seed, progress=progress)
     be = run.model.backend
     train = evaluation_train_set(run.dataset)
@@ -80,6 +94,9 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
         x = run.dataset.valid
     else:
         x = train
+    split_size = len(x)
+    if subset:
+        x = x[subset_indices(split_size, subset, subset_seed)]
     x = be.asarray(x[:limit] if limit else x)
     t0 = time.perf_counter()
     state = run.state
@@ -91,6 +108,8 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
                         progress=progress)
     result = result_dict(summary, run.model, run.config.kl, per_example=per_example)
     result.update(run=str(run_dir), split=split, epoch=run.meta["epoch"], bn=bn, limit=limit,
+                  subset=subset, subset_seed=subset_seed if subset else None,
+                  split_size=split_size,
                   model=run.config.model, dataset=run.config.dataset, data=run.dataset.variant,
                   backend=be.name, seconds=time.perf_counter() - t0)
     if write:
@@ -101,7 +120,8 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
 def write_result(result: dict) -> Path:
     """Write an evaluation result to its file in its run folder (atomically); the file's path."""
     path = Path(result["run"]) / eval_file_name(result["split"], result.get("iw_samples", 0),
-                                                result["limit"])
+                                                result["limit"], result.get("subset"),
+                                                result.get("subset_seed") or 0)
     atomic_write_text(path, json.dumps(result, indent=2) + "\n")
     return path
 
@@ -130,7 +150,9 @@ def result_dict(s: Summary, model, kl: str, *, per_example: bool = False) -> dic
 
 def format_result(r: dict) -> str:
     """An evaluation result as the lines ``python -m lvae_np.evaluate`` prints."""
-    lines = [f"{r['model'].upper()} on {r['dataset']} ({r['split']} split, {r['n']} examples), "
+    drawn = f" drawn with seed {r['subset_seed']}" if r.get("subset") else ""
+    lines = [f"{r['model'].upper()} on {r['dataset']} ({r['split']} split, {r['n']} examples"
+             f"{drawn}), "
              f"after {r['epoch']} epochs; batch norm: {r['bn']}",
              f"  ELBO                 {r['elbo']:10.3f}"]
     if "lk" in r:
@@ -158,7 +180,14 @@ def build_parser() -> Parser:
     p.add_argument("--au-samples", type=int, default=10,
                    help="samples averaged for each posterior mean (active units)")
     p.add_argument("--batch-size", type=int, default=500, help="inputs per pass")
-    p.add_argument("--limit", type=int, help="evaluate only the first N examples")
+    p.add_argument("--limit", type=int,
+                   help="evaluate only the first N examples (not a sample: the OMNIGLOT "
+                        "test set is ordered by alphabet; see --subset)")
+    p.add_argument("--subset", type=int, metavar="M",
+                   help="evaluate M examples drawn by a permutation of the split seeded "
+                        "with --subset-seed: the same M for every run with that seed")
+    p.add_argument("--subset-seed", type=int, default=0, metavar="S",
+                   help="seed of --subset's permutation")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${data.ENV_VAR})")
@@ -174,10 +203,14 @@ def build_parser() -> Parser:
 def parse_args(argv=None):
     """Parse and check the command line; raises UsageError with a one-line message."""
     args = build_parser().parse_args(argv)
-    for name, low in (("iw_samples", 0), ("au_samples", 1), ("batch_size", 1), ("limit", 1)):
+    for name, low in (("iw_samples", 0), ("au_samples", 1), ("batch_size", 1), ("limit", 1),
+                        ("subset", 1), ("subset_seed", 0)):
         value = getattr(args, name)
         if value is not None and value < low:
             raise UsageError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if args.limit and args.subset:
+        raise UsageError("give --limit (the first N examples) or --subset (a seeded random "
+                         "sample), not both")
     return args
 
 
@@ -197,7 +230,8 @@ def main(argv=None) -> int:
                           batch_size=args.batch_size, au_samples=args.au_samples,
                           limit=args.limit, seed=args.seed,
                           progress=sys.stderr.isatty() and not args.no_progress,
-                          per_example=args.per_example, write=False)
+                          per_example=args.per_example, write=False,
+                          subset=args.subset, subset_seed=args.subset_seed)
     try:
         print(json.dumps(result, indent=2) if args.json else format_result(result), flush=True)
     except BrokenPipeError:  # the reader took what it wanted (| head): still keep the result

@@ -56,18 +56,50 @@ STATES = ("training", "done", "diverged", "interrupted")
 EVAL_BINARIZATION_SEED = 1234  # binarises the training and validation sets once, for evaluation
 
 
-def eval_file_name(split: str, iw_samples: int, limit: int | None = None) -> str:
+def eval_file_name(split: str, iw_samples: int, limit: int | None = None,
+                   subset: int | None = None, subset_seed: int = 0) -> str:
     """The name of the file ``lvae_np.evaluate`` writes into the run folder.
 
     Args:
         split: "test", "train" or "valid".
         iw_samples: K of the L_K estimate (0: ELBO only).
         limit: the number of leading examples evaluated (None: all).
+        subset: the number of examples drawn by a seeded permutation of the split
+            (None: no subset; see ``subset_indices``).
+        subset_seed: the seed of that permutation.
 
     Returns:
-        ``eval-<split>-k<K>.json``, or ``eval-<split>-k<K>-first<limit>.json``.
+        ``eval-<split>-k<K>.json``, ``eval-<split>-k<K>-first<limit>.json``, or
+        ``eval-<split>-k<K>-subset<subset>-seed<subset_seed>.json``.
     """
-    return f"eval-{split}-k{iw_samples}" + (f"-first{limit}" if limit else "") + ".json"
+    name = f"eval-{split}-k{iw_samples}" + (f"-first{limit}" if limit else "")
+    if subset:
+        name += f"-subset{subset}-seed{subset_seed}"
+    return name + ".json"
+
+
+def subset_indices(n: int, subset: int, seed: int) -> numpy.ndarray:
+    """The examples of a seeded random subset of a split, in increasing order.
+
+    The first ``subset`` entries of a permutation of ``range(n)`` drawn with
+    ``numpy.random.default_rng(seed)``: every run evaluated with the same
+    ``(n, subset, seed)`` gets the same examples, so per-example values of two
+    runs stay paired.
+
+    Args:
+        n: the number of examples in the split.
+        subset: how many to take, 1 <= subset <= n.
+        seed: the seed of the permutation.
+
+    Returns:
+        (subset,) int64 array of example indices, sorted.
+
+    Raises:
+        ValueError: ``subset`` out of range (one-line message).
+    """
+    if not 1 <= subset <= n:
+        raise ValueError(f"--subset must be between 1 and the split's {n} examples, got {subset}")
+    return numpy.sort(numpy.random.default_rng(seed).permutation(n)[:subset])
 
 
 # ----------------------------------------------------------------------------

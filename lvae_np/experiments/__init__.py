@@ -16,6 +16,8 @@ Experiments (``EXPERIMENTS``):
 * ``mnist-ablation``: the 5-layer VAE and LVAE without batch norm (BN) and
   warm-up (WU), with either, and with both;
 * ``omniglot``: the 5-layer VAE and LVAE on OMNIGLOT, BN and WU on;
+* ``mnist-headline``: the 5-layer VAE and LVAE on MNIST, BN and WU on (the
+  paper's headline comparison, to be run with ``--seeds``);
 * ``all``: the union, each run once.
 
 For each run the runner
@@ -28,8 +30,10 @@ For each run the runner
 2. evaluates the checkpoint with ``python -m lvae_np.evaluate`` (ELBO, L_K
    with each test example's value, KL and active units per layer); the result
    is kept in ``<run>/eval-test-k<K>.json`` (``-first<M>.json`` added with
-   ``--eval-limit M``), and the evaluation is skipped when that file already
-   holds the same epoch, K and limit;
+   ``--eval-limit M``, the first M examples; ``-subset<M>-seed<S>.json`` with
+   ``--eval-subset M --eval-subset-seed S``, M examples drawn by a seeded
+   permutation, the same for every run), and the evaluation is skipped when
+   that file already holds the same epoch, K and examples;
 
 then writes ``results.md``, ``results.csv`` and figures to ``--out``, by
 default ``RUNS_DIR/results/NAME`` (ignored by git; ``--publish`` writes to
@@ -50,6 +54,12 @@ runner sharing that run stops with an error instead of training it too; the
 training itself holds the folder's own lock (``lvae_np.runlock``), and the
 children die with the runner (on Linux, however it ends).
 
+``--preset original-code`` gives every run ``lvae_np.config.PRESETS``' settings
+of that name and run ids ending in ``-orig``; ``--seeds 0,1,2`` runs every run
+once per seed (ids of seeds other than 0 end in ``-seed<S>``), and results.md
+and seeds.csv give each model's L_K and the paired LVAE - VAE difference as a
+mean over the seeds with its standard deviation and standard error.
+
 Examples::
 
     python -m lvae_np.experiments --list
@@ -61,8 +71,9 @@ The modules, each importing only those after it: ``__main__`` (the command
 line), ``runner`` (child processes, scheduling, signals, resume and skip),
 ``executors`` (the steps as SLURM jobs through submitit, ``--executor slurm``),
 ``locks`` (one runner per run folder), ``report`` (tables, paired
-differences, listing), ``figures``, ``state`` (what a run folder says) and
-``specs`` (runs, run ids, the named experiments).
+differences, listing), ``figures``, ``seeds`` (summaries across seeds),
+``state`` (what a run folder says) and ``specs`` (runs, run ids, the named
+experiments).
 """
 from .figures import draw_figures, plot_active_units, plot_depth, plot_test_elbo
 from .locks import LOCK, lock_runs, unlock_runs
@@ -70,14 +81,16 @@ from .report import describe_runs, format_csv, format_markdown, paired_differenc
     table_rows, write_results
 from .runner import THREAD_VARS, Report, child_env, evaluate_command, prepare, \
     run_experiment, train_command
+from .seeds import across_seeds, spread
 from .specs import DEFAULT_OUT_DIR, DEFAULT_RUNS_DIR, EXECUTORS, EXPERIMENTS, LOG, MODELS, \
-    RESULTS, Experiment, ExperimentError, RunSpec, Settings, default_out
+    PRESET_SUFFIXES, PROTOCOLS, RESULTS, Experiment, ExperimentError, RunSpec, Settings, \
+    default_out
 from .state import RunRecord, cached_eval, config_mismatches, eval_path, last_test_elbo, \
     read_eval, saved_meta
 
 __all__ = [
     "DEFAULT_OUT_DIR", "DEFAULT_RUNS_DIR", "EXECUTORS", "EXPERIMENTS", "LOCK", "LOG", "MODELS",
-    "RESULTS", "THREAD_VARS", "Experiment", "ExperimentError", "Report", "RunRecord", "RunSpec",
+    "PRESET_SUFFIXES", "PROTOCOLS", "RESULTS", "across_seeds", "spread", "THREAD_VARS", "Experiment", "ExperimentError", "Report", "RunRecord", "RunSpec",
     "Settings", "cached_eval", "child_env", "config_mismatches", "default_out", "describe_runs",
     "draw_figures", "eval_path", "evaluate_command", "format_csv", "format_markdown",
     "last_test_elbo", "lock_runs", "paired_differences", "plot_active_units", "plot_depth",

@@ -14,13 +14,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..backend import BACKENDS
-from ..cli import Parser, RawHelpFormatter, entry
+from ..cli import Parser, RawHelpFormatter, UsageError, entry
+from ..config import PRESETS
 from ..data import ENV_VAR
 from ..models import KL_ESTIMATORS
 from .report import describe_runs
 from .runner import THREAD_VARS, run_experiment
-from .specs import (DEFAULT_OUT_DIR, EXECUTORS, EXPERIMENTS, RESULTS, ExperimentError, Settings,
-                    default_out)
+from .specs import (DEFAULT_OUT_DIR, EXECUTORS, EXPERIMENTS, PRESET_SUFFIXES, RESULTS,
+                    ExperimentError, Settings, default_out)
 
 PROG = "lvae_np.experiments"
 DESCRIPTION = """\
@@ -61,9 +62,15 @@ def build_parser() -> Parser:
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
                    help="the warm-up in optimizer steps instead (sets --warmup-epochs to 0 "
                         "unless given; never scaled with --epochs)")
-    p.add_argument("--kl", choices=KL_ESTIMATORS, default="analytic",
+    p.add_argument("--kl", choices=KL_ESTIMATORS,
                    help="the KL estimator of every run, the VAE's and the LVAE's alike "
-                        "(mc adds -mc to the run ids)")
+                        "(default: analytic, or the preset's; mc adds -mc to the run ids)")
+    p.add_argument("--preset", choices=list(PRESET_SUFFIXES),
+                   help="every run gets the settings of lvae_np.train's --preset of that "
+                        "name (original-code: the released code's choices, its Monte Carlo "
+                        "KL and learning rate) and a suffix to its run ids ("
+                        + ", ".join(f"-{v}" for v in PRESET_SUFFIXES.values())
+                        + "); default: the paper's protocol")
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="trainings at once; each gets cpu_count // JOBS BLAS threads "
                         f"({', '.join(THREAD_VARS)}) unless set already")
@@ -79,7 +86,14 @@ def build_parser() -> Parser:
                    help="importance samples of the test L_k (0: ELBO only)")
     p.add_argument("--limit", "--eval-limit", dest="eval_limit", type=int, metavar="M",
                    help="evaluate on the first M test examples (default: all), as "
-                        "lvae_np.evaluate --limit does")
+                        "lvae_np.evaluate --limit does; not a sample where the test set is "
+                        "ordered (OMNIGLOT's is, by alphabet): prefer --eval-subset")
+    p.add_argument("--eval-subset", type=int, metavar="M",
+                   help="evaluate on M test examples drawn by a permutation seeded with "
+                        "--eval-subset-seed, the same M for every run and seed "
+                        "(lvae_np.evaluate --subset); the LVAE - VAE differences pair on them")
+    p.add_argument("--eval-subset-seed", type=int, default=d.eval_subset_seed, metavar="S",
+                   help="seed of --eval-subset's permutation")
     p.add_argument("--no-eval", action="store_true",
                    help="skip evaluations (stored ones of the same epoch still show)")
     p.add_argument("--no-train", action="store_true",
@@ -88,6 +102,10 @@ def build_parser() -> Parser:
                    help="training batch size (cannot change for an existing run)")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of every run; other than 0 it is part of the run ids")
+    p.add_argument("--seeds", type=seed_list, metavar="S,S,...",
+                   help="run every run once per seed (0 keeps its run id, others add "
+                        "-seed<S>); results.md gives each model's mean, s.d. and s.e. of L_k "
+                        "across the seeds, and of the paired LVAE - VAE difference")
     p.add_argument("--backend", choices=BACKENDS, default=d.backend,
                    help="passed to lvae_np.train and lvae_np.evaluate")
     p.add_argument("--data-dir", metavar="DIR",
@@ -106,6 +124,18 @@ def build_parser() -> Parser:
     return p
 
 
+def seed_list(text: str) -> tuple:
+    """``--seeds``' value: comma-separated distinct integers >= 0, e.g. "0,1,2"."""
+    try:
+        seeds = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {text!r}") \
+            from None
+    if min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds must be distinct integers >= 0, got {text!r}")
+    return seeds
+
+
 @entry(PROG, errors=(ExperimentError,))
 def main(argv=None) -> int:
     """The command line; returns the exit status (2 with a one-line error)."""
@@ -119,14 +149,17 @@ def main(argv=None) -> int:
                         warmup_steps=args.warmup_steps, jobs=args.jobs,
                         runs_dir=Path(args.runs_dir),
                         iw_samples=args.iw_samples, eval_limit=args.eval_limit,
+                        eval_subset=args.eval_subset, eval_subset_seed=args.eval_subset_seed,
                         train=not args.no_train, evaluate=not args.no_eval,
-                        batch_size=args.batch_size, seed=args.seed, backend=args.backend,
+                        batch_size=args.batch_size, seed=args.seed, seeds=args.seeds or (),
+                        backend=args.backend,
                         data_dir=args.data_dir, progress=not args.no_progress,
                         executor=args.executor, executor_options=tuple(args.executor_options))
     settings.check()
+    kl = args.kl or (PRESETS[args.preset]["kl"] if args.preset else "analytic")
     if args.list:
         print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings,
-                            kl=args.kl))
+                            kl=kl, preset=args.preset))
         return 0
     if args.name is None:
         raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
@@ -137,7 +170,7 @@ def main(argv=None) -> int:
                                                       publish=args.publish)
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {out} is a file, not a folder: choose another --out")
-    specs = [replace(spec, kl=args.kl) for spec in EXPERIMENTS[args.name].specs]
+    specs = [replace(spec, kl=kl, preset=args.preset) for spec in EXPERIMENTS[args.name].specs]
     report = run_experiment(
         specs, **asdict(settings),
         out=out, name=args.name,

@@ -1,8 +1,9 @@
 """The experiment's results in words and numbers: tables, paired differences, run listing.
 
 ``write_results`` writes ``results.csv`` (every value in full precision),
-the figures and ``results.md`` (how the results were made, the budget, the
-table, and the LVAE's paired difference from the VAE in L_K). The values
+the figures and ``results.md`` (how the results were made, the protocol, the
+budget, the table, and the LVAE's paired difference from the VAE in L_K; with
+several seeds also their mean and spread across seeds, and ``seeds.csv``). The values
 come from each run's stored evaluation, unchanged. ``describe_runs`` is the
 ``--list`` listing of where each run stands.
 """
@@ -19,7 +20,8 @@ import numpy
 
 from ..fileio import atomic_write_text
 from .figures import draw_figures
-from .specs import EXPERIMENTS, ExperimentError, Settings
+from .seeds import across_seeds, format_seeds_csv, format_seeds_markdown
+from .specs import EXPERIMENTS, PROTOCOLS, ExperimentError, Settings
 from .state import config_mismatches, format_number, read_eval, saved_meta
 
 
@@ -41,8 +43,8 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
         row.update(run_id=rec.run_id, dataset=spec.dataset, model=spec.model,
                    layers=spec.layers, latent="/".join(map(str, spec.latent)),
                    batch_norm=spec.batch_norm, warmup=spec.warmup,
-                   warmup_epochs=settings.config(spec).warmup_epochs,
-                   warmup_steps=settings.config(spec).warmup_steps, kl=spec.kl,
+                   warmup_epochs=settings.config(spec, rec.seed).warmup_epochs,
+                   warmup_steps=settings.config(spec, rec.seed).warmup_steps, kl=spec.kl,
                    epochs_done=rec.epoch, target_epochs=rec.target, status=rec.status)
         if ev:
             row.update(eval_epoch=ev.get("epoch"), test_elbo=ev.get("elbo"), lk=ev.get("lk"),
@@ -56,30 +58,47 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
     return cols, rows
 
 
+EXAMPLE_KEYS = ("limit", "subset", "subset_seed", "split_size")  # which examples were evaluated
+
+
 def paired_differences(records: list) -> list:
     """L_K of the LVAE minus the VAE's, example by example, for runs that differ only in model.
 
-    For each (dataset, sizes, BN, WU, KL estimator) with an evaluated VAE and LVAE whose
-    per-example values cover the same test examples, a dict with both means,
-    the mean difference and its standard error. The per-example difference
+    For each (dataset, sizes, BN, WU, KL estimator, preset, seed) with an evaluated VAE
+    and LVAE whose per-example values cover the same test examples, a dict with both
+    means, the mean difference and its standard error. The per-example difference
     removes the variation between images, which dominates each model's own
-    standard error.
+    standard error. Evaluations of other lengths or limits are not paired.
+
+    Raises:
+        ExperimentError: the two evaluations have as many values but one of them is
+            of a seeded subset (``lvae_np.evaluate --subset``) and they do not
+            record the same subset, seed and split size.
     """
     by_key = {}
     for rec in records:
         s = rec.spec
-        by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup, s.kl),
-                          {})[s.model] = rec
+        by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup, s.kl,
+                           s.preset, rec.seed), {})[s.model] = rec
     out = []
-    for (dataset, latent, _, bn, wu, kl), pair in by_key.items():
+    for (dataset, latent, hidden, bn, wu, kl, preset, seed), pair in by_key.items():
         vae, lvae = pair.get("vae"), pair.get("lvae")
         ev = [r.eval if r is not None else None for r in (vae, lvae)]
         if any(e is None or "lk_per_example" not in e for e in ev) or \
                 len(ev[0]["lk_per_example"]) != len(ev[1]["lk_per_example"]) or \
                 ev[0].get("limit") != ev[1].get("limit"):
             continue
+        which = [tuple(e.get(k) for k in EXAMPLE_KEYS) for e in ev]
+        if which[0] != which[1] and (ev[0].get("subset") or ev[1].get("subset")):
+            differ = ", ".join(f"{k} {a} and {b}"
+                               for k, a, b in zip(EXAMPLE_KEYS, *which) if a != b)
+            raise ExperimentError(
+                f"cannot pair {vae.run_id} and {lvae.run_id}: they were evaluated on other "
+                f"test examples ({differ}); evaluate both with the same --eval-subset and "
+                "--eval-subset-seed")
         d = numpy.asarray(ev[1]["lk_per_example"]) - numpy.asarray(ev[0]["lk_per_example"])
-        out.append(dict(dataset=dataset, layers=len(latent), batch_norm=bn, warmup=wu, kl=kl,
+        out.append(dict(dataset=dataset, layers=len(latent), latent=latent, hidden=hidden,
+                        batch_norm=bn, warmup=wu, kl=kl, preset=preset, seed=seed,
                         epochs=(ev[0].get("epoch"), ev[1].get("epoch")), n=len(d),
                         vae=ev[0]["lk"], lvae=ev[1]["lk"], diff=float(d.mean()),
                         diff_stderr=float(d.std(ddof=1) / math.sqrt(len(d)))
@@ -113,18 +132,34 @@ def format_csv(cols: list, rows: list) -> str:
 
 
 def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
-                    seconds: float, figures: list, notes: list, paired: list = ()) -> str:
-    """results.md: how it was made, the budget, the table (missing values: "-"), figures."""
+                    seconds: float, figures: list, notes: list, paired: list = (),
+                    protocol: str | None = None, summary: list = ()) -> str:
+    """results.md: how it was made, the protocol, the budget, the table, figures.
+
+    ``protocol``: the runs' preset (None: the paper's protocol); ``summary``:
+    ``seeds.across_seeds``'s rows, shown when there are several seeds. Missing
+    values are "-".
+    """
     k = settings.iw_samples
-    test = "the whole test set" if settings.eval_limit is None else \
-        f"the first {settings.eval_limit} test examples"
+    if settings.eval_subset is not None:
+        test = (f"{settings.eval_subset} test examples drawn at random (a permutation "
+                f"seeded with {settings.eval_subset_seed}, the same examples for every run)")
+    elif settings.eval_limit is not None:
+        test = f"the first {settings.eval_limit} test examples"
+    else:
+        test = "the whole test set"
+    seeds = settings.run_seeds
+    several = len(seeds) > 1
+    seed_text = f"seed {seeds[0]}" if not several else \
+        f"seeds {', '.join(map(str, seeds))} (each run once per seed)"
     lines = [
         f"Produced by `{command}` on {time.strftime('%Y-%m-%d %H:%M')} "
         f"({seconds:.0f} s this time).",
         "",
-        f"Experiment `{name}`: {len(rows)} runs in `{settings.runs_dir}`. Budget: "
+        f"Experiment `{name}`: {len(rows)} runs in `{settings.runs_dir}`. Protocol: "
+        f"{PROTOCOLS[protocol]}. Budget: "
         f"{settings.epochs} epochs per run, warm-up over {_warmup(settings)} where "
-        f"WU is on (else none), batch {settings.batch_size}, seed {settings.seed}; "
+        f"WU is on (else none), batch {settings.batch_size}, {seed_text}; "
         + (f"evaluated by `lvae_np.evaluate` with L_{k} on {test} "
            f"(batch-norm statistics re-collected over the training set)."
            if k else f"evaluated by `lvae_np.evaluate` (ELBO only) on {test}."),
@@ -156,14 +191,18 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         lines += ["", f"LVAE minus VAE in L_{k}, example by example on the same test "
                   "examples (positive: the LVAE is better); the standard error is that of the "
                   "paired difference:", "",
-                  f"| dataset | layers | BN | WU | KL in training | epochs (VAE, LVAE) | n "
-                  f"| VAE L_{k} | LVAE L_{k} | LVAE - VAE (s.e.) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  f"| dataset | layers | {'seed | ' * several}BN | WU | KL in training "
+                  f"| epochs (VAE, LVAE) | n | VAE L_{k} | LVAE L_{k} | LVAE - VAE (s.e.) |",
+                  "|---|---|---|---|---|---|---|---|---|---|" + "---|" * several]
         for q in paired:
-            lines.append(f"| {q['dataset']} | {q['layers']} | {'on' if q['batch_norm'] else 'off'}"
+            seed = f" | {q['seed']}" if several else ""
+            lines.append(f"| {q['dataset']} | {q['layers']}{seed} | "
+                         f"{'on' if q['batch_norm'] else 'off'}"
                          f" | {'on' if q['warmup'] else 'off'} | {q['kl']} | {q['epochs'][0]}, "
                          f"{q['epochs'][1]} | {q['n']} | {q['vae']:.2f} | {q['lvae']:.2f} | "
                          f"{q['diff']:+.2f} ({q['diff_stderr']:.2f}) |")
+    if several:
+        lines += format_seeds_markdown(list(summary), k)
     if figures:
         lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in figures]
     if notes:
@@ -192,30 +231,49 @@ def write_results(records: list, out: Path, *, settings: Settings, name: str, co
 
     Returns:
         (paths written, notes on the figures skipped).
+
+    Raises:
+        ExperimentError: a VAE and LVAE to pair were evaluated on other examples
+            (``paired_differences``).
+
+    With several seeds the figures show the first seed's runs, and ``seeds.csv``
+    holds the across-seed summary (``seeds.across_seeds``) in full precision.
     """
     cols, rows = table_rows(records, settings)
-    figures, notes = draw_figures(records, out)
+    paired = paired_differences(records)
+    seeds = settings.run_seeds
+    summary = across_seeds(records, paired) if len(seeds) > 1 else []
+    figures, notes = draw_figures([r for r in records if r.seed == seeds[0]], out)
+    if len(seeds) > 1 and figures:
+        notes = notes + [f"the figures show the runs of seed {seeds[0]}"]
+    presets = {r.spec.preset for r in records}
     md = format_markdown(rows, settings, name=name, command=command, seconds=seconds,
-                         figures=figures, notes=notes, paired=paired_differences(records))
+                         figures=figures, notes=notes, paired=paired,
+                         protocol=presets.pop() if len(presets) == 1 else None, summary=summary)
+    files = [("results.csv", format_csv(cols, rows)), ("results.md", md)]
+    if len(seeds) > 1:
+        files.append(("seeds.csv", format_seeds_csv(summary)))
     written = []
-    for file_name, text in (("results.csv", format_csv(cols, rows)), ("results.md", md)):
+    for file_name, text in files:
         atomic_write_text(out / file_name, text)
         written.append(out / file_name)
     return written + figures, notes
 
 
-def describe_runs(names: list, settings: Settings, kl: str = "analytic") -> str:
+def describe_runs(names: list, settings: Settings, kl: str = "analytic",
+                  preset: str | None = None) -> str:
     """The experiments and their runs, each with epochs done / target and evaluation state.
 
-    ``kl``: the KL estimator the runs are trained with (``--kl``).
+    ``kl``: the KL estimator the runs are trained with (``--kl``); ``preset``:
+    their preset (``--preset``); each run is listed once per seed of ``settings``.
     """
     lines = []
     for name in names:
         exp = EXPERIMENTS[name]
         lines.append(f"{name}: {exp.description} ({len(exp.specs)} runs)")
-        for spec in exp.specs:
-            spec = replace(spec, kl=kl)
-            run_id = spec.run_id(settings.seed)
+        for seed, spec in ((seed, spec) for seed in settings.run_seeds for spec in exp.specs):
+            spec = replace(spec, kl=kl, preset=preset)
+            run_id = spec.run_id(seed)
             run_dir = Path(settings.runs_dir) / run_id
             try:
                 meta = saved_meta(run_dir)
@@ -229,7 +287,7 @@ def describe_runs(names: list, settings: Settings, kl: str = "analytic") -> str:
             state = f"{epoch}/{settings.epochs} epochs"
             if batch:
                 state += f" (+{batch} batches)"
-            stored = read_eval(run_dir, settings.iw_samples, settings.eval_limit)
+            stored = read_eval(run_dir, settings.iw_samples, *settings.eval_name())
             if stored is None:
                 state += ", not evaluated"
             elif stored.get("epoch") == epoch:
@@ -237,7 +295,7 @@ def describe_runs(names: list, settings: Settings, kl: str = "analytic") -> str:
                          f"{format_number(stored.get('lk'))})"
             else:
                 state += f", evaluated at epoch {stored.get('epoch')} (out of date)"
-            bad = config_mismatches(settings.config(spec), meta)
+            bad = config_mismatches(settings.config(spec, seed), meta)
             if bad:
                 state += "; other settings: " + ", ".join(
                     f"{n} {h!r} (here {w!r})" for n, h, w in bad)

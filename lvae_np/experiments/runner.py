@@ -70,18 +70,28 @@ def child_env(jobs: int, environ=None) -> dict:
 
 
 def train_command(spec: RunSpec, run_dir: Path, settings: Settings, resume: bool) -> list:
-    """The ``lvae_np.train`` command line of a run (fresh, or continuing its checkpoint)."""
+    """The ``lvae_np.train`` command line of a run (fresh, or continuing its checkpoint).
+
+    The run's seed is ``settings.seed`` (see ``Settings.for_seed``).
+    """
     return command_line(settings.config(spec), run_dir, resume=resume,
                         backend=settings.backend, data_dir=settings.data_dir)
 
 
 def evaluate_command(run_dir: Path, settings: Settings) -> list:
-    """The ``lvae_np.evaluate`` command line of a run; it writes ``eval_path``'s file."""
+    """The ``lvae_np.evaluate`` command line of a run; it writes ``eval_path``'s file.
+
+    The importance samples are seeded with the run's seed, ``settings.seed``; the
+    examples of ``--eval-subset`` depend on ``settings.eval_subset_seed`` alone.
+    """
     cmd = [sys.executable, "-m", "lvae_np.evaluate", str(run_dir),
            "--iw-samples", str(settings.iw_samples), "--backend", settings.backend,
            "--seed", str(settings.seed), "--per-example", "--no-progress"]
     if settings.eval_limit is not None:
         cmd += ["--limit", str(settings.eval_limit)]
+    if settings.eval_subset is not None:
+        cmd += ["--subset", str(settings.eval_subset),
+                "--subset-seed", str(settings.eval_subset_seed)]
     if settings.data_dir:
         cmd += ["--data-dir", str(settings.data_dir)]
     return cmd
@@ -155,15 +165,16 @@ class _Runner:
             if step == "train":
                 if rec.epoch is not None and rec.epoch >= rec.target and not rec.batch:
                     continue
-                cmd = train_command(rec.spec, rec.run_dir, self.s, resume=rec.epoch is not None)
+                cmd = train_command(rec.spec, rec.run_dir, self.s.for_seed(rec.seed),
+                                    resume=rec.epoch is not None)
             else:
                 if rec.epoch is None or rec.batch or rec.train_failed or rec.interrupted:
                     continue
                 rec.eval = cached_eval(rec.run_dir, self.s.iw_samples, self.s.eval_limit,
-                                       rec.epoch)
+                                       rec.epoch, *self.s.eval_name()[1:])
                 if rec.eval is not None:
                     continue
-                cmd = evaluate_command(rec.run_dir, self.s)
+                cmd = evaluate_command(rec.run_dir, self.s.for_seed(rec.seed))
             self._launch(job, step, cmd)
             return True
         return False
@@ -218,9 +229,10 @@ class _Runner:
         if rc != 0:
             rec.eval_failed = not self.stopping  # an interrupted evaluation is no failure
             return
-        rec.eval = cached_eval(rec.run_dir, self.s.iw_samples, self.s.eval_limit, rec.epoch)
+        rec.eval = cached_eval(rec.run_dir, self.s.iw_samples, self.s.eval_limit, rec.epoch,
+                               *self.s.eval_name()[1:])
         if rec.eval is None:
-            path = eval_path(rec.run_dir, self.s.iw_samples, self.s.eval_limit)
+            path = eval_path(rec.run_dir, self.s.iw_samples, *self.s.eval_name())
             with open(rec.run_dir / LOG, "a") as log:
                 log.write("lvae_np.experiments: lvae_np.evaluate wrote no result for epoch "
                           f"{rec.epoch} to {path}\n")
@@ -271,22 +283,25 @@ def _identity(path: Path) -> tuple | None:
 
 
 def prepare(specs, settings: Settings) -> list:
-    """A record per distinct run, with its state on disk; checks saved settings first.
+    """A record per distinct run and seed, with its state on disk; checks saved settings first.
+
+    Each spec is run with each of ``settings.run_seeds``, seed by seed.
 
     Raises:
         ExperimentError: a run folder was trained with a setting that
             ``--resume`` cannot change and that differs from this experiment's.
     """
     records, seen = [], set()
-    for spec in specs:
-        run_id = spec.run_id(settings.seed)
+    for seed, spec in ((seed, spec) for seed in settings.run_seeds for spec in specs):
+        run_id = spec.run_id(seed)
         if run_id in seen:
             continue
         seen.add(run_id)
-        rec = RunRecord(spec, run_id, Path(settings.runs_dir) / run_id, settings.epochs)
+        rec = RunRecord(spec, run_id, Path(settings.runs_dir) / run_id, settings.epochs,
+                        seed=seed)
         meta = saved_meta(rec.run_dir)
         if meta is not None:
-            bad = config_mismatches(settings.config(spec), meta)
+            bad = config_mismatches(settings.config(spec, seed), meta)
             if bad:
                 what = "; ".join(f"{name} is {have!r} there but {want!r} here"
                                  for name, have, want in bad)
@@ -302,8 +317,10 @@ def prepare(specs, settings: Settings) -> list:
 def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
                    warmup_steps: int = 0, jobs: int = 1,
                    runs_dir=DEFAULT_RUNS_DIR, out=None, iw_samples: int = 5000,
-                   eval_limit: int | None = None, train: bool = True, evaluate: bool = True,
-                   batch_size: int = 256, seed: int = 0, backend: str = "auto",
+                   eval_limit: int | None = None, eval_subset: int | None = None,
+                   eval_subset_seed: int = 0, train: bool = True, evaluate: bool = True,
+                   batch_size: int = 256, seed: int = 0, seeds: tuple = (),
+                   backend: str = "auto",
                    data_dir=None, progress: bool = True, executor: str = "pool",
                    executor_options: tuple = (), name: str = "experiment",
                    command: str | None = None, stream=None) -> Report:
@@ -318,11 +335,18 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
         runs_dir: folder holding one folder per run id.
         out: where results.md, results.csv and the figures go (None: not written).
         iw_samples: L_K with K samples (0: the ELBO only).
-        eval_limit: evaluate on the first ``eval_limit`` test examples (None: all).
+        eval_limit: evaluate on the first ``eval_limit`` test examples (None: all;
+            not a sample where the test set is ordered, as OMNIGLOT's is).
+        eval_subset: evaluate on ``eval_subset`` test examples drawn by a permutation
+            seeded with ``eval_subset_seed``: the same examples for every run
+            (``lvae_np.evaluate --subset``); not with ``eval_limit``.
+        eval_subset_seed: the seed of that permutation.
         train: False trains nothing (what exists is still tabulated).
         evaluate: False evaluates nothing (stored evaluations still show).
         batch_size: passed to lvae_np.train.
         seed: passed to lvae_np.train and lvae_np.evaluate.
+        seeds: several seeds (``seed`` then 0): every run once per seed, and results.md
+            gives each model's mean and spread across them.
         backend: passed to lvae_np.train and lvae_np.evaluate.
         data_dir: passed to lvae_np.train and lvae_np.evaluate.
         progress: a progress bar over runs on stderr when it is a terminal.
@@ -343,7 +367,9 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
     """
     s = Settings(epochs=epochs, warmup_epochs=warmup_epochs, warmup_steps=warmup_steps,
                  jobs=jobs, runs_dir=Path(runs_dir), iw_samples=iw_samples, eval_limit=eval_limit,
+                 eval_subset=eval_subset, eval_subset_seed=eval_subset_seed,
                  train=train, evaluate=evaluate, batch_size=batch_size, seed=seed,
+                 seeds=tuple(seeds),
                  backend=backend, data_dir=data_dir, progress=progress, executor=executor,
                  executor_options=tuple(executor_options))
     s.check()
@@ -362,7 +388,8 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
 
     def done(rec: RunRecord) -> None:
         if rec.eval is None:
-            rec.eval = cached_eval(rec.run_dir, s.iw_samples, s.eval_limit, rec.epoch)
+            rec.eval = cached_eval(rec.run_dir, s.iw_samples, s.eval_limit, rec.epoch,
+                                   *s.eval_name()[1:])
         if not rec.trained:
             rec.note_divergence()
         line = rec.line(s.iw_samples)
@@ -386,7 +413,8 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
         if bar is not None:
             bar.close()
     if command is None:
-        command = _command_line(name, s, out, {r.spec.kl for r in records})
+        command = _command_line(name, s, out, {r.spec.kl for r in records},
+                                {r.spec.preset for r in records})
     if runner.stopping:
         print("lvae_np.experiments: interrupted; the trainings under way stopped at a batch "
               f"boundary and wrote their checkpoints. Continue with:\n  {command}",
@@ -406,10 +434,11 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
     return report
 
 
-def _command_line(name: str, s: Settings, out, kls=()) -> str:
+def _command_line(name: str, s: Settings, out, kls=(), presets=()) -> str:
     """The command line that reproduces these settings (defaults left out).
 
     ``kls``: the runs' KL estimators; one other than "analytic" gives ``--kl``.
+    ``presets``: the runs' presets; one other than None gives ``--preset``.
     """
     d = Settings()
     parts = ["python", "-m", "lvae_np.experiments", name]
@@ -419,12 +448,17 @@ def _command_line(name: str, s: Settings, out, kls=()) -> str:
         if f.name == "executor_options":
             for item in value:
                 parts += ["--executor-option", item]
+        elif f.name == "seeds":
+            if value:
+                parts += ["--seeds", ",".join(map(str, value))]
         elif f.name in ("train", "evaluate", "progress"):
             if not value:
                 parts.append({"train": "--no-train", "evaluate": "--no-eval",
                               "progress": "--no-progress"}[f.name])
         elif value != default and value is not None:
             parts += [flag, str(value)]
+    if len(presets) == 1 and set(presets) != {None}:
+        parts += ["--preset", next(iter(presets))]
     if len(kls) == 1 and set(kls) != {"analytic"}:
         parts += ["--kl", next(iter(kls))]
     if out is not None and Path(out) == default_out(s.runs_dir, name, publish=True):

@@ -7,10 +7,10 @@ and :class:`Settings` the options of one invocation, shared by all its runs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import TrainConfig
+from ..config import PRESETS, TrainConfig
 from ..data import DATASETS
 from ..models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT
 
@@ -20,6 +20,11 @@ DEFAULT_RUNS_DIR = Path("runs") / "experiments"
 DEFAULT_OUT_DIR = Path("results") / "experiments"   # where --publish writes NAME's results
 EXECUTORS = ("pool", "slurm", "local")   # pool: subprocesses here; the others: submitit
 RESULTS = "results"   # RUNS_DIR/results/NAME/: an experiment's tables and figures by default
+# --preset NAME: the lvae_np.config preset every run gets, and the suffix of its run ids
+PRESET_SUFFIXES = {"original-code": "orig"}
+PROTOCOLS = {None: "the paper's (lvae_np's defaults)",
+             "original-code": "the released code's (--preset original-code: "
+                              "lvae_np.config.PRESETS['original-code'])"}
 
 
 def default_out(runs_dir, name: str, publish: bool = False) -> Path:
@@ -50,6 +55,9 @@ class RunSpec:
             ``warmup_steps`` (else none).
         kl: the KL estimator of the training objective, "analytic" or "mc"; the
             VAE and LVAE compared with each other always share it.
+        preset: None (the paper's protocol, lvae_np's defaults) or a key of
+            ``PRESET_SUFFIXES``: the settings of ``lvae_np.config.PRESETS[preset]``
+            other than its KL estimator (``kl`` says that one).
     """
 
     dataset: str = "mnist"
@@ -59,6 +67,7 @@ class RunSpec:
     batch_norm: bool = True
     warmup: bool = True
     kl: str = "analytic"
+    preset: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "latent", tuple(int(v) for v in self.latent))
@@ -71,6 +80,9 @@ class RunSpec:
         if self.kl not in KL_ESTIMATORS:
             raise ValueError(f"unknown KL estimator {self.kl!r}: choose one of "
                              f"{', '.join(KL_ESTIMATORS)}")
+        if self.preset is not None and self.preset not in PRESET_SUFFIXES:
+            raise ValueError(f"unknown preset {self.preset!r}: choose one of "
+                             f"{', '.join(PRESET_SUFFIXES)}")
         if not self.latent or len(self.latent) != len(self.hidden):
             raise ValueError(f"latent {self.latent} and hidden {self.hidden} must give one "
                              "size per stochastic layer, at least one layer")
@@ -97,8 +109,9 @@ class RunSpec:
 
         Sizes other than the paper's (the first L of ``PAPER_LATENT`` and
         ``PAPER_HIDDEN``) are spelled out (``-z4.2-h16.8``); the Monte Carlo KL
-        adds ``-mc``; a seed other than 0 is appended (``-seed1``), so repeats
-        with other seeds get their own folders.
+        adds ``-mc``; a preset its suffix (``-orig`` for ``original-code``); a seed
+        other than 0 is appended (``-seed1``), so repeats with other seeds get
+        their own folders.
         """
         parts = [self.dataset, self.model, f"L{self.layers}",
                  "bn" if self.batch_norm else "nobn", "wu" if self.warmup else "nowu"]
@@ -108,6 +121,8 @@ class RunSpec:
                       "h" + ".".join(map(str, self.hidden))]
         if self.kl != "analytic":
             parts.append(self.kl)
+        if self.preset is not None:
+            parts.append(PRESET_SUFFIXES[self.preset])
         if seed:
             parts.append(f"seed{seed}")
         return "-".join(parts)
@@ -117,14 +132,17 @@ class RunSpec:
         """The TrainConfig this run is trained with (lvae_np.train's defaults elsewhere).
 
         With warm-up on, ``warmup_steps`` (if > 0) gives it in steps instead of
-        ``warmup_epochs``; either is used as given, never scaled.
+        ``warmup_epochs``; either is used as given, never scaled. A preset's
+        settings come first, and this run's own (model, sizes, switches, KL
+        estimator, budget) override them.
         """
         steps = warmup_steps if self.warmup else 0
         epochs_wu = warmup_epochs if self.warmup and not steps else 0
-        return TrainConfig(model=self.model, dataset=self.dataset, latent=self.latent,
-                           hidden=self.hidden, batch_norm=self.batch_norm,
-                           warmup_epochs=epochs_wu, warmup_steps=steps, epochs=epochs,
-                           batch_size=batch_size, kl=self.kl, seed=seed)
+        preset = PRESETS[self.preset] if self.preset is not None else {}
+        return TrainConfig(**{**preset, **dict(
+            model=self.model, dataset=self.dataset, latent=self.latent, hidden=self.hidden,
+            batch_norm=self.batch_norm, warmup_epochs=epochs_wu, warmup_steps=steps,
+            epochs=epochs, batch_size=batch_size, kl=self.kl, seed=seed)})
 
 
 @dataclass(frozen=True)
@@ -145,6 +163,7 @@ def _build_experiments() -> dict:
                      for bn, wu in ((False, False), (True, False), (False, True), (True, True))
                      for m in MODELS)
     omniglot = tuple(RunSpec.paper("omniglot", m, 5) for m in MODELS)
+    headline = tuple(RunSpec.paper("mnist", m, 5) for m in MODELS)
     union = tuple(dict.fromkeys(depth + ablation + omniglot))
     return {e.name: e for e in (
         Experiment("mnist-depth", "VAE and LVAE on MNIST with 1 to 5 stochastic layers, "
@@ -152,6 +171,9 @@ def _build_experiments() -> dict:
         Experiment("mnist-ablation", "the 5-layer VAE and LVAE on MNIST without and with "
                                      "batch norm (BN) and warm-up (WU)", ablation),
         Experiment("omniglot", "the 5-layer VAE and LVAE on OMNIGLOT, BN and WU on", omniglot),
+        Experiment("mnist-headline", "the 5-layer VAE and LVAE on MNIST, BN and WU on (the "
+                                     "paper's headline comparison; run it with --seeds)",
+                   headline),
         Experiment("all", "every run above, each once", union),
     )}
 
@@ -169,21 +191,30 @@ class Settings:
     jobs: int = 1
     runs_dir: Path = DEFAULT_RUNS_DIR
     iw_samples: int = 5000
-    eval_limit: int | None = None
+    eval_limit: int | None = None  # the first M test examples (not a sample for OMNIGLOT)
+    eval_subset: int | None = None  # M test examples drawn by a permutation seeded with:
+    eval_subset_seed: int = 0
     train: bool = True
     evaluate: bool = True
     batch_size: int = 256
     seed: int = 0
+    seeds: tuple = ()              # several seeds, each run once per seed (empty: seed's)
     backend: str = "auto"
     data_dir: str | None = None
     progress: bool = True
     executor: str = "pool"         # or submit each step through submitit: "slurm", "local"
     executor_options: tuple = ()   # KEY=VALUE parameters of the submitit executor
 
+    @property
+    def run_seeds(self) -> tuple:
+        """The seeds every run is trained with: ``seeds``, else ``(seed,)``."""
+        return tuple(self.seeds) or (self.seed,)
+
     def check(self) -> None:
         """Raise ExperimentError for a value out of range."""
         for name, low in (("epochs", 1), ("warmup_epochs", 0), ("warmup_steps", 0), ("jobs", 1),
-                          ("iw_samples", 0), ("batch_size", 1), ("seed", 0)):
+                          ("iw_samples", 0), ("batch_size", 1), ("seed", 0),
+                          ("eval_subset_seed", 0)):
             if getattr(self, name) < low:
                 raise ExperimentError(f"--{name.replace('_', '-')} must be >= {low}, "
                                       f"got {getattr(self, name)}")
@@ -196,13 +227,31 @@ class Settings:
                                   f"{self.executor!r}")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ExperimentError(f"--limit/--eval-limit must be >= 1, got {self.eval_limit}")
+        if self.eval_subset is not None and self.eval_subset < 1:
+            raise ExperimentError(f"--eval-subset must be >= 1, got {self.eval_subset}")
+        if self.eval_subset is not None and self.eval_limit is not None:
+            raise ExperimentError("give --eval-limit (the first M test examples) or "
+                                  "--eval-subset (a seeded random sample), not both")
+        if self.seeds and (min(self.seeds) < 0 or len(set(self.seeds)) != len(self.seeds)):
+            raise ExperimentError("--seeds must be distinct integers >= 0, got "
+                                  + ",".join(map(str, self.seeds)))
+        if self.seeds and self.seed:
+            raise ExperimentError("--seed and --seeds both say which seeds: give one")
         for folder in (Path(self.runs_dir), *Path(self.runs_dir).parents):
             if folder.exists() and not folder.is_dir():
                 raise ExperimentError(f"--runs-dir {self.runs_dir}: {folder} is a file, not a "
                                       "folder; choose another --runs-dir")
 
-    def config(self, spec: RunSpec) -> TrainConfig:
-        """The TrainConfig of ``spec`` under these options."""
+    def config(self, spec: RunSpec, seed: int | None = None) -> TrainConfig:
+        """The TrainConfig of ``spec`` under these options, with ``seed`` (None: ``seed``)."""
         return spec.train_config(epochs=self.epochs, warmup_epochs=self.warmup_epochs,
                                  warmup_steps=self.warmup_steps, batch_size=self.batch_size,
-                                 seed=self.seed)
+                                 seed=self.seed if seed is None else seed)
+
+    def for_seed(self, seed: int) -> "Settings":
+        """These options for the runs of one seed: ``seed`` set, ``seeds`` empty."""
+        return replace(self, seed=seed, seeds=())
+
+    def eval_name(self) -> tuple:
+        """(limit, subset, subset seed): what names a run's stored test-set evaluation."""
+        return self.eval_limit, self.eval_subset, self.eval_subset_seed

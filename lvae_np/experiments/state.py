@@ -55,25 +55,29 @@ def config_mismatches(expected: TrainConfig, meta: dict) -> list:
     return out
 
 
-def eval_path(run_dir, iw_samples: int, limit: int | None) -> Path:
-    """Where a run's test-set evaluation with K samples (and a limit) is kept."""
-    return Path(run_dir) / eval_file_name("test", iw_samples, limit)
+def eval_path(run_dir, iw_samples: int, limit: int | None, subset: int | None = None,
+              subset_seed: int = 0) -> Path:
+    """Where a run's test-set evaluation with K samples (and a limit or subset) is kept."""
+    return Path(run_dir) / eval_file_name("test", iw_samples, limit, subset, subset_seed)
 
 
-def read_eval(run_dir, iw_samples: int, limit: int | None) -> dict | None:
+def read_eval(run_dir, iw_samples: int, limit: int | None, subset: int | None = None,
+              subset_seed: int = 0) -> dict | None:
     """The stored evaluation (any epoch), or None when there is none or it is unreadable."""
-    path = eval_path(run_dir, iw_samples, limit)
+    path = eval_path(run_dir, iw_samples, limit, subset, subset_seed)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def cached_eval(run_dir, iw_samples: int, limit: int | None, epoch: int | None) -> dict | None:
-    """The stored evaluation when it is of ``epoch`` with the same K and limit, else None."""
-    result = read_eval(run_dir, iw_samples, limit)
+def cached_eval(run_dir, iw_samples: int, limit: int | None, epoch: int | None,
+                subset: int | None = None, subset_seed: int = 0) -> dict | None:
+    """The stored evaluation when it is of ``epoch`` with the same K, limit, subset; or None."""
+    result = read_eval(run_dir, iw_samples, limit, subset, subset_seed)
     if result is None or result.get("epoch") != epoch or result.get("limit") != limit \
-            or result.get("iw_samples", 0) != iw_samples:
+            or result.get("iw_samples", 0) != iw_samples or result.get("subset") != subset \
+            or (subset and result.get("subset_seed") != subset_seed):
         return None
     return result
 
@@ -118,6 +122,7 @@ class RunRecord:
     interrupted: bool = False
     diverged_at: int | None = None
     seconds: float = 0.0
+    seed: int = 0                     # the seed it is trained (and its L_K sampled) with
 
     @property
     def failed(self) -> bool:
