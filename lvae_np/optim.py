@@ -154,13 +154,13 @@ class FlatAdam:
         self.params = flat.unpack(self.buffer, self.layout)
         xp = namespace(self.buffer)
         if state is None:
-            m, v, t = xp.zeros_like(self.buffer), xp.zeros_like(self.buffer), 0
+            m, v, self.t = xp.zeros_like(self.buffer), xp.zeros_like(self.buffer), 0
         else:
-            m, v, t = flat.pack(state["m"], self.layout), flat.pack(state["v"], self.layout), \
-                state["t"]
-        self._opt = {"t": t, "m": {"all": m}, "v": {"all": v}}
+            m, v, self.t = (flat.pack(state["m"], self.layout), flat.pack(state["v"], self.layout),
+                            state["t"])
+        self.moments = {"m": m, "v": v}  # the flat buffers; their per-parameter views below
+        self.moment_views = {k: flat.unpack(b, self.layout) for k, b in self.moments.items()}
         self.whole_buffer = is_cupy(self.buffer) if whole_buffer is None else whole_buffer
-        self._views = {"t": t, "m": flat.unpack(m, self.layout), "v": flat.unpack(v, self.layout)}
 
     def step(self, grads: dict, max_grad_norm: float = 0.0, clip_value: float = 0.0) -> None:
         """One Adam step in place, on gradients clipped first (``clip_gradients``).
@@ -170,17 +170,15 @@ class FlatAdam:
             max_grad_norm: clip the total norm to this first (0: no).
             clip_value: then clip each element to +-this (0: no).
         """
-        if not self.whole_buffer:
-            grads = clip_gradients(grads, max_grad_norm, clip_value)
-            self._views["t"] = self._opt["t"]
-            adam_update_(self.params, grads, self._views, self.config)
-            self._opt["t"] = self._views["t"]
-            return
-        g = clip_gradients({"all": flat.pack(grads, self.layout)}, max_grad_norm, clip_value)
-        adam_update_({"all": self.buffer}, g, self._opt, self.config)
+        if self.whole_buffer:
+            params = {"all": self.buffer}
+            grads = {"all": flat.pack(grads, self.layout)}
+            state = {"t": self.t, "m": {"all": self.moments["m"]}, "v": {"all": self.moments["v"]}}
+        else:
+            params, state = self.params, {"t": self.t, **self.moment_views}
+        adam_update_(params, clip_gradients(grads, max_grad_norm, clip_value), state, self.config)
+        self.t = state["t"]
 
     def state_dict(self) -> dict:
         """Adam's state as ``adam_init`` makes it: step count and per-parameter moments (views)."""
-        return {"t": self._opt["t"],
-                "m": flat.unpack(self._opt["m"]["all"], self.layout),
-                "v": flat.unpack(self._opt["v"]["all"], self.layout)}
+        return {"t": self.t, **self.moment_views}
