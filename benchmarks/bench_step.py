@@ -296,7 +296,7 @@ class OursSplit(OursStep):
         self.sync()
         t2 = clock()
         adam_update_(self.params, grads, self.opt, self.adam)  # in place, as the trainer does
-        self.state = new_state
+        self.state = outputs.state
         self.sync()
         t3 = clock()
         return {"total": t3 - t0, "forward": t1 - t0, "backward": t2 - t1, "adam": t3 - t2}

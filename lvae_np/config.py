@@ -21,6 +21,9 @@ from .models import (GENERATIVE_WIDTHS, INITS, KL_ESTIMATORS, PAPER_HIDDEN, PAPE
                      ModelConfig)
 
 MODELS = ("lvae", "vae")
+# The batch-norm statistics a run is evaluated with (lvae_np.evaluate's default --bn):
+# the mean of the training set's batch statistics, or the whole set's in one pass.
+BN_STATS = ("recollect", "single-pass")
 # TrainConfig fields passed on to ModelConfig under the same name: the model's options.
 MODEL_OPTIONS = ("head_batch_norm", "shared_top_down", "only_mu_up", "generative_widths",
                  "init", "bn_eps")
@@ -55,6 +58,7 @@ class TrainConfig:
     generative_widths: str = "mirror"          # one of GENERATIVE_WIDTHS
     init: str = "glorot-uniform"               # one of INITS
     bn_eps: float = 1e-4                       # batch norm's epsilon
+    bn_stats: str = "recollect"                # evaluation's batch-norm statistics: BN_STATS
     clip_elementwise: float = 0.0              # then clip each element to +-this (0: no)
     drop_last: bool = False                    # drop each epoch's last partial batch
     warmup_steps: int = 0                      # beta rises over this many steps (0: none)
@@ -81,15 +85,17 @@ PRESETS = {
     # The released code (casperkaae/LVAE, run_models.py): batch norm on the heads, its own
     # top-down inference MLP, bottom-up blocks reading mu_hat, its widths, initialisation
     # and batch-norm eps, norm then elementwise clipping, whole batches only, Monte Carlo
-    # KL for both models, and the learning rate of its README's commands.
+    # KL for both models, the learning rate of its README's commands, and batch-norm
+    # statistics collected over the whole training set in one pass for evaluation.
     "original-code": dict(head_batch_norm=True, shared_top_down=False, only_mu_up=True,
                           generative_widths="original", init="original", bn_eps=1e-10,
+                          bn_stats="single-pass",
                           max_grad_norm=4.0, clip_elementwise=0.9, drop_last=True, kl="mc",
                           lr=2e-4),
 }
 # Options --resume may change; everything else comes from the run's checkpoint.
-RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples", "backend",
-             "data_dir")
+RESUMABLE = ("epochs", "eval_every", "eval_iw_samples", "final_iw_samples", "bn_stats",
+             "backend", "data_dir")
 # Fields that do not change the run's numbers: where and on what it runs, what it found.
 CIRCUMSTANCES = ("backend", "data_dir", "data_variant")
 
@@ -142,7 +148,8 @@ def check_config(cfg: TrainConfig) -> None:
     """
     for name, choices in (("model", MODELS), ("dataset", DATASETS), ("kl", KL_ESTIMATORS),
                           ("dtype", DTYPES), ("backend", BACKENDS),
-                          ("generative_widths", GENERATIVE_WIDTHS), ("init", INITS)):
+                          ("generative_widths", GENERATIVE_WIDTHS), ("init", INITS),
+                          ("bn_stats", BN_STATS)):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{_option(name)} must be one of {', '.join(choices)}, "
                              f"got {getattr(cfg, name)!r}")

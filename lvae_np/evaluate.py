@@ -5,10 +5,14 @@ log p(x) (the paper's test log-likelihood is L_5000), the KL of each layer
 and the active units of each layer (Burda et al.'s A_u: units whose posterior
 mean varies over the inputs with variance above 0.01).
 
-Batch norm: as in the paper's code, the statistics are first re-collected
-over the whole training set (the average of the batch statistics, with the
-network in training mode), which is more accurate than the running averages
-kept during training. ``--bn running`` uses those instead.
+Batch norm: as in the paper's code, the statistics are first collected over
+the whole training set, with the network in training mode, which is more
+accurate than the running averages kept during training. By default a run
+is evaluated as its config says (``lvae_np.train --bn-stats``): the average
+of the statistics of batches of ``--batch-size`` ("recollect", lvae_np's
+default), or the whole set as one batch ("single-pass", as the released
+code; its memory grows with the training set). ``--bn running`` uses the
+running averages instead.
 
 Examples::
 
@@ -30,17 +34,15 @@ from .backend import BACKENDS
 from .checkpoint import CheckpointError
 from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings
 from .fileio import atomic_write_text
-from .metrics import ACTIVE_THRESHOLD, KL_ACTIVE_THRESHOLD, Summary, recollect_bn_state, summarize
+from .metrics import (ACTIVE_THRESHOLD, BN_STATISTICS, KL_ACTIVE_THRESHOLD, Summary,
+                      evaluation_bn_state, summarize)
 from .runs import eval_file_name, evaluation_train_set, load_run, subset_indices
 
 PROG = "lvae_np.evaluate"
 SPLITS = ("test", "train", "valid")
-BN_CHOICES = ("recollect", "running")
-
-
-def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: str = "recollect",
-                 backend: str = "auto", data_dir=None, batch_size: int = 500,
-                 au_samples: int = 10, limit: int | None = None, seed: int = 0,
+def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
+                 bn: str | None = None, backend: str = "auto", data_dir=None,
+                 batch_size: int = 500, au_samples: int = 10, limit: int | None = None, seed: int = 0,
                  progress: bool = True, per_example: bool = False, write: bool = True,
                  subset: int | None = None, subset_seed: int = 0) -> dict:
     """Evaluate the checkpoint in ``run_dir``; writes the result there too (``write_result``).
@@ -54,8 +56,8 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
         run_dir: a folder written by ``lvae_np.train``.
         iw_samples: K of the importance-weighted estimate L_K (0: ELBO only).
         split: "test", "train" (binarised once) or "valid" (the run's held-out examples).
-        bn: "recollect" (batch-norm statistics averaged over the training set) or
-            "running" (the averages kept during training).
+        bn: the batch-norm statistics, one of ``metrics.BN_STATISTICS``
+            (``metrics.evaluation_bn_state``); None: the run's ``bn_stats``.
         backend, data_dir, seed: as in ``runs.load_run``.
         batch_size: examples per forward pass.
         au_samples: samples of z averaged for each posterior mean (active units).
@@ -100,9 +102,9 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test", bn: st
     x = be.asarray(x[:limit] if limit else x)
     t0 = time.perf_counter()
     state = run.state
-    if bn == "recollect":
-        state = recollect_bn_state(run.model, run.params, state, be.asarray(train), batch_size,
-                                   progress)
+    bn = run.config.bn_stats if bn is None else bn
+    state = evaluation_bn_state(run.model, run.params, state, be.asarray(train), bn, batch_size,
+                                progress)
     summary = summarize(run.model, run.params, state, x, kl=run.config.kl,
                         iw_samples=iw_samples, au_samples=au_samples, batch_size=batch_size,
                         progress=progress)
@@ -174,9 +176,11 @@ def build_parser() -> Parser:
     p.add_argument("--iw-samples", type=int, default=5000,
                    help="importance samples for L_k (0: ELBO only)")
     p.add_argument("--split", choices=SPLITS, default="test", help="which examples")
-    p.add_argument("--bn", choices=BN_CHOICES, default="recollect",
-                   help="batch-norm statistics: re-collected over the training set, or the "
-                        "running averages from training")
+    p.add_argument("--bn", choices=BN_STATISTICS,
+                   help="batch-norm statistics: recollect (the mean of the training set's "
+                        "batch statistics), single-pass (the whole training set as one "
+                        "batch) or running (the averages kept in training); default: the "
+                        "run's --bn-stats")
     p.add_argument("--au-samples", type=int, default=10,
                    help="samples averaged for each posterior mean (active units)")
     p.add_argument("--batch-size", type=int, default=500, help="inputs per pass")

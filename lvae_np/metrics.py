@@ -218,6 +218,39 @@ def recollect_bn_state(model, params, state, x, batch_size: int, progress: bool 
     return state
 
 
+# How an evaluation gets its batch-norm statistics (lvae_np.evaluate --bn, plots' bn=).
+BN_STATISTICS = ("recollect", "single-pass", "running")
+
+
+def evaluation_bn_state(model, params, state, x, how: str, batch_size: int,
+                        progress: bool = False) -> dict:
+    """The batch-norm statistics an evaluation normalises with.
+
+    Args:
+        model, params, state: a ``Model`` and its arrays (``state``: running averages).
+        x: (N, x_dim) training examples on the model's backend.
+        how: "recollect": the mean of the statistics of x's batches of
+            ``batch_size`` (``recollect_bn_state``; lvae_np's default);
+            "single-pass": the mean and variance of all of x as one batch, each
+            layer normalised with the whole set's statistics of the layers below
+            (the released code's collection; memory grows with N);
+            "running": ``state``, the averages kept during training.
+        batch_size: examples per batch of "recollect".
+        progress: a progress bar on stderr ("recollect").
+
+    Returns:
+        The state to evaluate with.
+    """
+    if how == "running":
+        return state
+    if how == "single-pass":
+        return recollect_bn_state(model, params, state, x, max(1, x.shape[0]))
+    if how == "recollect":
+        return recollect_bn_state(model, params, state, x, batch_size, progress)
+    raise ValueError(f"batch-norm statistics must be one of {', '.join(BN_STATISTICS)}, "
+                     f"got {how!r}")
+
+
 def _bar(progress: bool, total: int, desc: str):
     """A tqdm bar on stderr counting examples, or None without ``progress``."""
     if not progress:

@@ -16,10 +16,10 @@ the module works headless and leaves a notebook's backend alone. Layer z_i is
 drawn in the same colour in every figure (``layer_colour``).
 
 Samples and reconstructions use, by default, the batch-norm statistics that
-``lvae_np.evaluate`` reports L_k with: re-collected over the whole training
-set in batches of ``RECOLLECT_BATCH`` (the paper's choice; one pass over the
-data). ``bn="running"`` uses the running averages stored in the checkpoint
-instead (what the training loop's test metrics use).
+``lvae_np.evaluate`` reports L_k with: collected over the whole training set
+as the run's config says (``bn_stats``: in batches of ``RECOLLECT_BATCH``, or
+in one pass). ``bn="running"`` uses the running averages stored in the
+checkpoint instead (what the training loop's test metrics use).
 """
 from __future__ import annotations
 
@@ -42,14 +42,13 @@ from .backend import to_numpy
 from .checkpoint import CheckpointError
 from .cli import Parser, entry
 from .fileio import atomic_write_many
-from .metrics import recollect_bn_state
+from .metrics import BN_STATISTICS, evaluation_bn_state
 from .runs import KL_UNITS, METRICS, LoadedRun, evaluation_train_set, load_run
 
 PROG = "lvae_np.plots"
 DPI = 120
 KL_FLOOR = 1e-4            # KL clipped here before its log in the heatmap
 RECOLLECT_BATCH = 500      # batch of the re-collection, lvae_np.evaluate's default --batch-size
-BN_CHOICES = ("recollect", "running")
 FIGURES = ("bounds", "kl_heatmap", "kl_per_layer", "samples", "reconstructions")
 
 
@@ -298,28 +297,30 @@ def _noise(run: LoadedRun, n: int, seed: int) -> list:
             for d in run.model.config.latent]
 
 
-def load_model(run_dir, data_dir=None, *, bn: str = "recollect") -> LoadedRun:
+def load_model(run_dir, data_dir=None, *, bn: str | None = None) -> LoadedRun:
     """A run's checkpoint as a model on the NumPy backend, with the run's data.
 
     Args:
         run_dir: a folder written by ``lvae_np.train``.
         data_dir: folder with the data files (None: the run's own, or the usual places).
-        bn: "recollect" averages the batch statistics over the whole training
-            set (binarised once), exactly as ``lvae_np.evaluate`` does by default;
-            "running" uses the running averages saved in the checkpoint.
+        bn: the batch-norm statistics (``metrics.evaluation_bn_state``, over the
+            training set binarised once): "recollect", "single-pass" or "running"
+            (the averages saved in the checkpoint); None: the run's ``bn_stats``,
+            as ``lvae_np.evaluate`` does by default.
 
     Returns:
         ``runs.load_run``'s ``LoadedRun``, its ``state`` and ``bn`` as asked.
     """
-    if bn not in BN_CHOICES:
-        raise ValueError(f"bn must be one of {', '.join(BN_CHOICES)}, got {bn!r}")
+    if bn is not None and bn not in BN_STATISTICS:
+        raise ValueError(f"bn must be one of {', '.join(BN_STATISTICS)}, got {bn!r}")
     if not Path(run_dir).is_dir():
         raise PlotError(f"no run folder at {run_dir}")
     run = load_run(run_dir, data_dir, backend="numpy", seed=0)
-    if bn == "recollect":
+    bn = run.config.bn_stats if bn is None else bn
+    if bn != "running":
         x = run.model.backend.asarray(evaluation_train_set(run.dataset))
-        run = run._replace(state=recollect_bn_state(run.model, run.params, run.state, x,
-                                                    RECOLLECT_BATCH), bn=bn)
+        run = run._replace(state=evaluation_bn_state(run.model, run.params, run.state, x, bn,
+                                                     RECOLLECT_BATCH), bn=bn)
     return run
 
 
@@ -342,7 +343,7 @@ def _show(ax, image, title: str) -> None:
 
 
 def plot_samples(run_dir, n: int = 100, seed: int = 0, data_dir=None, *,
-                 bn: str = "recollect") -> Figure:
+                 bn: str | None = None) -> Figure:
     """A grid of E[x | z_1] for ``n`` ancestral samples z_L ~ N(0, I), ..., z_1 (seeded).
 
     ``run_dir`` may also be what ``load_model`` returned (then ``data_dir`` and
@@ -362,12 +363,13 @@ def plot_samples(run_dir, n: int = 100, seed: int = 0, data_dir=None, *,
 
 
 def _bn_words(bn: str) -> str:
-    return ("batch norm: running averages" if bn == "running"
-            else "batch norm: re-collected over the training set")
+    return {"running": "batch norm: running averages",
+            "single-pass": "batch norm: the training set's, in one pass"}.get(
+        bn, "batch norm: re-collected over the training set")
 
 
 def plot_reconstructions(run_dir, n: int = 10, seed: int = 0, data_dir=None, *,
-                         bn: str = "recollect") -> Figure:
+                         bn: str | None = None) -> Figure:
     """``n`` test images (chosen with ``seed``) above their reconstructions.
 
     A reconstruction is E[x | z_1] with z_1 drawn from q(z | x). ``run_dir``
@@ -394,7 +396,7 @@ def plot_reconstructions(run_dir, n: int = 10, seed: int = 0, data_dir=None, *,
 # Writing them all, and the command line
 # ----------------------------------------------------------------------------
 def write_all(run_dir, out_dir=None, *, data_dir=None, samples: int = 100,
-              bn: str = "recollect") -> list[Path]:
+              bn: str | None = None) -> list[Path]:
     """Draw every figure, then write them as PNGs (atomically) to ``out_dir``.
 
     ``out_dir`` defaults to ``RUN_DIR/figures``. The checkpoint is loaded once
@@ -439,10 +441,12 @@ def main(argv=None) -> int:
                    help=f"folder with the data files (also ${data.ENV_VAR})")
     p.add_argument("--samples", type=int, default=100, metavar="N",
                    help="number of samples in samples.png")
-    p.add_argument("--bn", choices=BN_CHOICES, default="recollect",
-                   help="batch-norm statistics for samples and reconstructions: re-collected "
-                        "over the training set (as lvae_np.evaluate, whose L_k they then go "
-                        "with), or the running averages in the checkpoint")
+    p.add_argument("--bn", choices=BN_STATISTICS,
+                   help="batch-norm statistics for samples and reconstructions: collected "
+                        "over the training set in batches (recollect) or in one pass "
+                        "(single-pass), or the running averages in the checkpoint (running); "
+                        "default: the run's --bn-stats, as lvae_np.evaluate, whose L_k they "
+                        "then go with")
     args = p.parse_args(argv)
     if args.samples < 1:
         raise PlotError(f"--samples must be >= 1, got {args.samples}")

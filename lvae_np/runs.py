@@ -163,7 +163,8 @@ class LoadedRun(NamedTuple):
     dataset: data.Dataset  # the data the run was trained on (same validation split)
     config: TrainConfig
     meta: dict             # the checkpoint's meta record
-    bn: str = "running"    # "running": the checkpoint's averages; "recollect": re-collected
+    bn: str = "running"    # the statistics in state: "running" (the checkpoint's averages),
+                           # "recollect" or "single-pass" (metrics.evaluation_bn_state)
 
     @property
     def epoch(self) -> int:

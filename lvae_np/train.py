@@ -29,7 +29,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import signal
@@ -42,10 +41,10 @@ from . import data
 from .backend import BACKENDS, DTYPES, get_backend
 from .checkpoint import CheckpointError
 from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings, positive_ints
-from .config import (CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE, TrainConfig,
-                     check_config, config_as_dict)
+from .config import (BN_STATS, CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE,
+                     TrainConfig, check_config)
 from .evaluate import evaluate_run
-from .fileio import atomic_write_many, atomic_write_text, remove_stale_temporaries
+from .fileio import atomic_write_many, remove_stale_temporaries
 from .metrics import LogError
 from .models import KL_ESTIMATORS
 from .runlock import RunInUse, RunLock
@@ -128,6 +127,11 @@ def build_parser() -> Parser:
                    help="glorot-uniform (gain 1, zero biases) or original (the released "
                         "code's)")
     p.add_argument("--bn-eps", type=float, default=d.bn_eps, help="batch norm's epsilon")
+    p.add_argument("--bn-stats", choices=BN_STATS, default=d.bn_stats,
+                   help="the batch-norm statistics lvae_np.evaluate and lvae_np.plots use by "
+                        "default: recollect (the mean of the training set's batch statistics) "
+                        "or single-pass (the whole training set as one batch, as the released "
+                        "code)")
     p.add_argument("--eval-every", type=int, default=d.eval_every,
                    help="evaluate test ELBO and active units every N epochs")
     p.add_argument("--eval-iw-samples", type=int, default=d.eval_iw_samples,
@@ -297,8 +301,8 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
         trainer.restore(ckpt)
     # The checkpoint says where the run stands (the start of a fresh one): the logs follow it.
     stale = trainer.log.sync(trainer.pos.epoch, trainer.last_log)
-    if ckpt is None:
-        atomic_write_text(run_dir / CONFIG, json.dumps(config_as_dict(cfg), indent=2) + "\n")
+    if ckpt is None:  # a resume rewrites it with its first checkpoint (Trainer.run)
+        atomic_write_many([(run_dir / CONFIG, trainer.config_writer())])
     if stale:
         atomic_write_many(trainer.log.writers(stale))
     print(f"lvae_np.train: {cfg.model.upper()} on {ds.variant}; backend {backend.name} "

@@ -10,6 +10,7 @@ checkpoint (``metrics.RunLog.sync``). ``lvae_np.train`` is its command line.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -25,7 +26,7 @@ from .config import TrainConfig, config_as_dict
 from .fileio import atomic_write_many
 from .models import Model
 from .optim import AdamConfig, FlatAdam
-from .runs import CHECKPOINT, check_model_arrays
+from .runs import CHECKPOINT, CONFIG, check_model_arrays
 
 
 class NonFiniteLoss(Exception):
@@ -130,6 +131,11 @@ class Trainer:
         return checkpoint.writer(params=self.params, state=self.state,
                                  opt_state=self.opt.state_dict(),
                                  meta=meta, extra={k: to_numpy(v) for k, v in self.pos.sums.items()})
+
+    def config_writer(self):
+        """config.json as ``lvae_np.train`` writes it, as a ``write(file)`` function."""
+        text = json.dumps(config_as_dict(self.cfg), indent=2) + "\n"
+        return lambda f, data=text.encode(): f.write(data)
 
     def save(self):
         """Write the checkpoint: parameters, optimizer, random state, position in the epoch."""
@@ -243,9 +249,11 @@ class Trainer:
                 units = metrics.kl_unit_row(epoch, self.pos.sums, len(cfg.latent))
                 self.pos = Position(epoch)
                 self.last_log = self.log.add(row, units)
-                # the checkpoint first: a start rebuilds the logs from it (RunLog.sync)
+                # the checkpoint first: a start rebuilds the logs from it (RunLog.sync);
+                # config.json with it, so that it follows a resume's new --epochs
                 atomic_write_many([(self.run_dir / CHECKPOINT, self.checkpoint_writer())]
-                                  + self.log.writers())
+                                  + self.log.writers()
+                                  + [(self.run_dir / CONFIG, self.config_writer())])
                 if self.stop_requested:
                     raise KeyboardInterrupt
                 line = metrics.describe(row)

@@ -535,12 +535,15 @@ def test_the_run_remembers_its_backend_and_data_dir(tmp_path, capsys, monkeypatc
 
 
 def test_plots_and_evaluate_default_to_the_same_batch_norm_statistics(base, monkeypatch):
-    assert evaluate.build_parser().get_default("bn") == "recollect"
+    # Both follow the run's --bn-stats unless told otherwise: recollect for this run.
+    assert evaluate.build_parser().get_default("bn") is None
     asked = {}
     monkeypatch.setattr(plots, "write_all", lambda *a, **kw: asked.update(kw) or [])
-    assert plots.main([str(base)]) == 0 and asked["bn"] == "recollect"
+    assert plots.main([str(base)]) == 0 and asked["bn"] is None
     run = plots.load_model(base)
-    assert run.bn == "recollect"
+    assert run.bn == "recollect" == run.config.bn_stats
+    assert evaluate.evaluate_run(base, iw_samples=0, progress=False, write=False)["bn"] \
+        == "recollect"
     assert "re-collected over the training set" in plots.plot_samples(run, n=4).axes[0].get_title()
 
 

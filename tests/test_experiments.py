@@ -164,6 +164,8 @@ def test_runs_train_resume_and_skip_and_the_table_holds_the_evaluation(tmp_path)
     after = csv_rows(lvae.run_dir / "metrics.csv")
     assert [r["epoch"] for r in after] == ["1", "2"] and after[0] == before[0]
     assert [r["beta"] for r in after] == ["0.0", "0.5"]   # warm-up over 2 epochs, continued
+    # config.json follows the resumed run's settings: its target is now 2 epochs
+    assert json.loads((lvae.run_dir / "config.json").read_text())["epochs"] == 2
     log = (lvae.run_dir / E.LOG).read_text()
     assert log.count("-m lvae_np.train") == 2 and log.count("--resume") == 1
     stored = json.loads(E.eval_path(lvae.run_dir, 10, None).read_text())

@@ -205,3 +205,39 @@ def test_seeds_run_each_run_per_seed_and_summarise_across_them(tmp_path):
     assert "Across seeds:" in md and "| LVAE - VAE | 2 (0 1) |" in md
     assert "Protocol: the paper's" in md
     assert "--seeds 0,1" in md.splitlines()[0] and "--eval-subset 40" in md.splitlines()[0]
+
+    # results.csv says each run's seed and preset (none: the paper's protocol)
+    table = {r["run_id"]: r for r in csv_rows(tmp_path / "out" / "results.csv")}
+    assert {(r["seed"], r["preset"]) for r in table.values()} == {("0", ""), ("1", "")}
+    assert table["synthetic-vae-L2-bn-wu-z4.2-h16.8-seed1"]["seed"] == "1"
+
+    # each run's records beside the tables, with no folder of this machine in them
+    for rec in report.records:
+        copy = tmp_path / "out" / "runs" / rec.run_id
+        assert sorted(p.name for p in copy.iterdir()) == [
+            "config.json", "eval-test-k5-subset40-seed5.json", "kl_units.csv", "metrics.csv",
+            "status.json"]
+        for name in ("metrics.csv", "kl_units.csv"):
+            assert (copy / name).read_text() == (rec.run_dir / name).read_text()
+        stored = json.loads((rec.run_dir / "eval-test-k5-subset40-seed5.json").read_text())
+        published = json.loads((copy / "eval-test-k5-subset40-seed5.json").read_text())
+        assert published["lk_per_example"] == stored["lk_per_example"]
+        assert published["run"] == f"<runs-dir>/{rec.run_id}"
+        assert str(tmp_path) not in (copy / "eval-test-k5-subset40-seed5.json").read_text()
+        config = json.loads((copy / "config.json").read_text())
+        assert config["seed"] == rec.seed and config["epochs"] == 1
+        assert str(tmp_path) not in json.dumps(config)
+
+
+def test_published_records_name_no_folder_of_this_machine(tmp_path):
+    from lvae_np.experiments.records import copy_text
+    src = tmp_path / "eval.json"
+    src.write_text(json.dumps({
+        "data": "MNIST (LeCun, Cortes and Burges), files from /home/me/data/mnist",
+        "run": "/home/me/runs/experiments/mnist-vae-L5-bn-wu", "other": "runs/experimentsX",
+        "nested": [{"data_variant": "OMNIGLOT, files from /d/omniglot"}], "lk": -81.5}))
+    copy_text(src, tmp_path / "out.json", ("/home/me/runs/experiments", "runs/experiments"))
+    assert json.loads((tmp_path / "out.json").read_text()) == {
+        "data": "MNIST (LeCun, Cortes and Burges), files from <data-dir>/mnist",
+        "run": "<runs-dir>/mnist-vae-L5-bn-wu", "other": "runs/experimentsX",
+        "nested": [{"data_variant": "OMNIGLOT, files from <data-dir>/omniglot"}], "lk": -81.5}

@@ -1,5 +1,6 @@
 """The training and evaluation command lines: learning, exact resume, clear failures."""
 import csv
+import json
 import shutil
 import subprocess
 import sys
@@ -388,6 +389,30 @@ def test_evaluate_recollects_batch_norm_statistics(tmp_path):
     a = evaluate.evaluate_run(out, iw_samples=0, bn="recollect", progress=False)
     b = evaluate.evaluate_run(out, iw_samples=0, bn="running", progress=False)
     assert a["elbo"] != b["elbo"]
+
+
+def test_single_pass_statistics_are_the_whole_training_sets(tmp_path):
+    """--bn-stats single-pass: each BN layer normalises with the whole set's mean and variance."""
+    from lvae_np.metrics import evaluation_bn_state
+    from lvae_np.runs import evaluation_train_set, load_run
+    out = tmp_path / "run"
+    assert run(["--dataset", "synthetic", "--epochs", 1, "--bn-stats", "single-pass",
+                "--dtype", "float64", "--out", out] + SMALL) == 0
+    assert json.loads((out / "config.json").read_text())["bn_stats"] == "single-pass"
+    loaded = load_run(out, backend="numpy", seed=0)
+    x = evaluation_train_set(loaded.dataset)
+    state = evaluation_bn_state(loaded.model, loaded.params, loaded.state, x, "single-pass", 7)
+    # The first BN layer reads x @ W1 (no bias under batch norm): its statistics, by hand.
+    h = x @ loaded.params["up1.W1"]
+    assert np.allclose(state["up1.mean1"], h.mean(axis=0), rtol=1e-12, atol=1e-12)
+    assert np.allclose(state["up1.var1"], h.var(axis=0), rtol=1e-12, atol=1e-12)
+    # In batches of 7 the variances are the mean of the batches' own, which differs.
+    batches = evaluation_bn_state(loaded.model, loaded.params, loaded.state, x, "recollect", 7)
+    assert not np.allclose(batches["up1.var1"], state["up1.var1"], rtol=1e-3)
+    # evaluate follows the run's config unless told otherwise, and says which it used
+    assert evaluate.evaluate_run(out, iw_samples=0, progress=False)["bn"] == "single-pass"
+    assert evaluate.evaluate_run(out, iw_samples=0, bn="recollect", progress=False)["bn"] \
+        == "recollect"
 
 
 def test_evaluate_errors(capsys, tmp_path):

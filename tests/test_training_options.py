@@ -211,7 +211,8 @@ def test_the_model_options_reach_the_model():
 def test_command_line_recreates_the_model_options(tmp_path):
     cfg = TrainConfig(model="lvae", dataset="synthetic", latent=(4, 2), hidden=(16, 8),
                       head_batch_norm=True, shared_top_down=False, only_mu_up=True,
-                      generative_widths="original", init="original", bn_eps=1e-10)
+                      generative_widths="original", init="original", bn_eps=1e-10,
+                      bn_stats="single-pass")
     got, _ = train.parse_args(train.command_line(cfg, tmp_path / "r")[3:])
     assert got == cfg
 
@@ -221,7 +222,7 @@ def test_command_line_recreates_the_model_options(tmp_path):
 # ----------------------------------------------------------------------------
 ORIGINAL = dict(head_batch_norm=True, shared_top_down=False, only_mu_up=True,
                 generative_widths="original", init="original", bn_eps=1e-10, max_grad_norm=4.0,
-                clip_elementwise=0.9, drop_last=True, kl="mc", lr=2e-4)
+                clip_elementwise=0.9, drop_last=True, kl="mc", lr=2e-4, bn_stats="single-pass")
 
 
 def test_the_original_code_preset_holds_the_released_codes_choices():

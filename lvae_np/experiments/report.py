@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy
 
+from ..config import PRESETS
 from ..fileio import atomic_write_text
+from .claims import format_claims_markdown, judge_claims
 from .figures import draw_figures
 from .seeds import across_seeds, format_seeds_csv, format_seeds_markdown
 from .specs import EXPERIMENTS, PROTOCOLS, ExperimentError, Settings
@@ -33,8 +35,9 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
     n_layers = max(r.spec.layers for r in records) if records else 0
     z = range(1, n_layers + 1)
     cols = (["run_id", "dataset", "model", "layers", "latent", "batch_norm", "warmup",
-             "warmup_epochs", "warmup_steps", "kl", "epochs_done", "target_epochs", "status",
-             "eval_epoch", "test_elbo", "lk", "lk_stderr", "iw_samples", "n"]
+             "warmup_epochs", "warmup_steps", "kl", "preset", "seed", "epochs_done",
+             "target_epochs", "status", "eval_epoch", "test_elbo", "lk", "lk_stderr",
+             "iw_samples", "n"]
             + [f"kl_z{i}" for i in z] + [f"au_z{i}" for i in z] + [f"au_kl_z{i}" for i in z])
     rows = []
     for rec in records:
@@ -45,6 +48,7 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
                    batch_norm=spec.batch_norm, warmup=spec.warmup,
                    warmup_epochs=settings.config(spec, rec.seed).warmup_epochs,
                    warmup_steps=settings.config(spec, rec.seed).warmup_steps, kl=spec.kl,
+                   preset=spec.preset, seed=rec.seed,
                    epochs_done=rec.epoch, target_epochs=rec.target, status=rec.status)
         if ev:
             row.update(eval_epoch=ev.get("epoch"), test_elbo=ev.get("elbo"), lk=ev.get("lk"),
@@ -133,12 +137,13 @@ def format_csv(cols: list, rows: list) -> str:
 
 def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
                     seconds: float, figures: list, notes: list, paired: list = (),
-                    protocol: str | None = None, summary: list = ()) -> str:
+                    protocol: str | None = None, summary: list = (),
+                    claims: list = ()) -> str:
     """results.md: how it was made, the protocol, the budget, the table, figures.
 
     ``protocol``: the runs' preset (None: the paper's protocol); ``summary``:
-    ``seeds.across_seeds``'s rows, shown when there are several seeds. Missing
-    values are "-".
+    ``seeds.across_seeds``'s rows, shown when there are several seeds;
+    ``claims``: ``claims.judge_claims``'s verdicts. Missing values are "-".
     """
     k = settings.iw_samples
     if settings.eval_subset is not None:
@@ -161,7 +166,7 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         f"{settings.epochs} epochs per run, warm-up over {_warmup(settings)} where "
         f"WU is on (else none), batch {settings.batch_size}, {seed_text}; "
         + (f"evaluated by `lvae_np.evaluate` with L_{k} on {test} "
-           f"(batch-norm statistics re-collected over the training set)."
+           f"(batch-norm statistics {_bn_words(protocol)})."
            if k else f"evaluated by `lvae_np.evaluate` (ELBO only) on {test}."),
         "",
         f"| run | model | layers | BN | WU | KL in training | epochs | status | test ELBO "
@@ -203,11 +208,19 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
                          f"{q['diff']:+.2f} ({q['diff_stderr']:.2f}) |")
     if several:
         lines += format_seeds_markdown(list(summary), k)
+    lines += format_claims_markdown(list(claims), k)
     if figures:
         lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in figures]
     if notes:
         lines += [""] + [f"Note: {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _bn_words(protocol: str | None) -> str:
+    """How the evaluations collected batch-norm statistics, as the runs' preset says."""
+    if PRESETS.get(protocol, {}).get("bn_stats") == "single-pass":
+        return "collected over the whole training set in one pass"
+    return "re-collected over the training set"
 
 
 def _warmup(settings: Settings) -> str:
@@ -243,13 +256,15 @@ def write_results(records: list, out: Path, *, settings: Settings, name: str, co
     paired = paired_differences(records)
     seeds = settings.run_seeds
     summary = across_seeds(records, paired) if len(seeds) > 1 else []
+    claims = judge_claims(records, paired) if len(seeds) > 1 else []
     figures, notes = draw_figures([r for r in records if r.seed == seeds[0]], out)
     if len(seeds) > 1 and figures:
         notes = notes + [f"the figures show the runs of seed {seeds[0]}"]
     presets = {r.spec.preset for r in records}
     md = format_markdown(rows, settings, name=name, command=command, seconds=seconds,
                          figures=figures, notes=notes, paired=paired,
-                         protocol=presets.pop() if len(presets) == 1 else None, summary=summary)
+                         protocol=presets.pop() if len(presets) == 1 else None, summary=summary,
+                         claims=claims)
     files = [("results.csv", format_csv(cols, rows)), ("results.md", md)]
     if len(seeds) > 1:
         files.append(("seeds.csv", format_seeds_csv(summary)))

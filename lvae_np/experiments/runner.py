@@ -26,6 +26,7 @@ from ..runs import STATUS, read_status
 from ..train import command_line
 from .executors import Submitter, parse_options
 from .locks import lock_runs, unlock_runs
+from .records import publish_records
 from .report import write_results
 from .specs import DEFAULT_RUNS_DIR, LOG, ExperimentError, RunSpec, Settings, default_out
 from .state import RunRecord, cached_eval, config_mismatches, eval_path, saved_meta
@@ -425,6 +426,7 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
         report.written, report.notes = write_results(
             records, Path(out), settings=s, name=name, command=command,
             seconds=time.perf_counter() - t0)
+        report.written += publish_records(records, Path(out), s)
         for note in report.notes:
             print(f"lvae_np.experiments: note: {note}", file=stream, flush=True)
     failed = [r.run_id for r in records if r.failed]
