@@ -46,8 +46,7 @@ def floor_var(var):
 
 def through_floor(dvar_f, var):
     """The gradient of var from that of var_f: zero where var < VAR_FLOOR, unchanged elsewhere."""
-    xp = namespace(dvar_f)
-    return xp.where(var >= VAR_FLOOR, dvar_f, xp.zeros_like(dvar_f))
+    return namespace(dvar_f).where(var >= VAR_FLOOR, dvar_f, 0.0)
 
 
 # ----------------------------------------------------------------------------
@@ -216,9 +215,10 @@ def kl_normal_forward(mu_q, var_q, mu_p, var_p):
     ### BEGIN SOLUTION
     inv_p = 1.0 / vp
     diff = mu_q - mu_p
+    diff2 = diff * diff
     t = vq * inv_p
-    kl = 0.5 * (t - 1.0 - xp.log(t) + diff * diff * inv_p)
-    return kl, KLCache(var_q, var_p, 1.0 / vq, inv_p, diff, (vq + diff * diff) * inv_p)
+    kl = 0.5 * (t - 1.0 - xp.log(t) + diff2 * inv_p)
+    return kl, KLCache(var_q, var_p, 1.0 / vq, inv_p, diff, (vq + diff2) * inv_p)
     ### END SOLUTION
 
 
@@ -245,8 +245,9 @@ def kl_normal_backward(dout, cache: KLCache):
     var_q, var_p, inv_q, inv_p, diff, r = cache
     ### BEGIN SOLUTION
     dmu_q = dout * diff * inv_p
-    dvar_q = through_floor(0.5 * dout * (inv_p - inv_q), var_q)
-    dvar_p = through_floor(0.5 * dout * (1.0 - r) * inv_p, var_p)
+    half = 0.5 * dout
+    dvar_q = through_floor(half * (inv_p - inv_q), var_q)
+    dvar_p = through_floor(half * (1.0 - r) * inv_p, var_p)
     return dmu_q, dvar_q, -dmu_q, dvar_p
     ### END SOLUTION
 

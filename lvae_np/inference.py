@@ -6,7 +6,8 @@ block or head (e.g. ``"down1"``, ``"p1"``; the state None where it has none),
 the x-part tiled to one row per sample, and the noise eps_i (R, D_i), z_1's
 first. They return ``(Outputs, cache)``; their backward returns ``(parameter
 gradients, XPartGrad)``; ``new_states(cache)`` lists the batch-norm running
-averages the pass computed, block by block.
+averages the pass computed, block by block (with ``mode["momentum"]`` None, as
+``Model.forward`` runs it in training mode, each block's batch statistics).
 
 The LVAE's top-down inference shares the generative model's blocks
 ``down{i}``, ``p{i}`` unless the parameters hold blocks of its own,
@@ -269,6 +270,9 @@ def _objective(rec, kl: dict, mu_q: dict, z: dict, beta) -> Outputs:
 
 def new_states(cache) -> list:
     """(prefix, new running averages) of every block and head a per-sample pass ran.
+
+    With momentum None in the pass's mode these are the blocks' batch
+    statistics, which ``Model.forward`` averages in itself.
 
     Args:
         cache: a LadderPassCache or VAEPassCache.

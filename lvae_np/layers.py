@@ -98,7 +98,7 @@ class BatchNormCache(NamedTuple):
     inv_std: Array     # (D,) 1 / sqrt(var + eps), var from the batch or the state
     gamma: Array       # (D,) scale
     training: bool     # batch statistics (True) or given statistics (False)
-    new_state: Any     # BNState after this call: for the caller, unused by backward
+    new_state: Any     # BNState after this call (momentum=None: the batch's); not for backward
 
 
 def init_bn_state(xp, dim: int, dtype=None) -> BNState:
@@ -107,8 +107,35 @@ def init_bn_state(xp, dim: int, dtype=None) -> BNState:
     return BNState(xp.zeros((dim,), dtype=dtype), xp.ones((dim,), dtype=dtype))
 
 
+def running_averages(old, new, momentum: float) -> list:
+    """Many running averages in one pass: (1 - momentum) * old + momentum * new, pair by pair.
+
+    The update is elementwise, so on the concatenation of all the arrays it
+    gives every element the bits it gets array by array, in three array
+    operations (and two concatenations) however many arrays: a model updates
+    all its batch-norm running means and variances at once this way.
+
+    Args:
+        old: list of arrays of shapes (D_k,), the running averages.
+        new: list of arrays of the same shapes, this batch's statistics.
+        momentum: weight of the new values.
+
+    Returns:
+        list of arrays of shapes (D_k,), the new running averages (views into
+        one new array where there are several).
+    """
+    if len(old) != 1 and len({a.dtype for a in old}) == 1 and len({a.dtype for a in new}) == 1:
+        xp = namespace(new[0])
+        both = (1 - momentum) * xp.concat(old) + momentum * xp.concat(new)
+        ends = [0]
+        for a in old:
+            ends.append(ends[-1] + a.shape[0])
+        return [both[start:end] for start, end in zip(ends[:-1], ends[1:])]
+    return [(1 - momentum) * a + momentum * b for a, b in zip(old, new)]
+
+
 def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training: bool = True,
-                      momentum: float = BN_MOMENTUM, eps: float = BN_EPS):
+                      momentum: float | None = BN_MOMENTUM, eps: float = BN_EPS):
     """Batch normalisation over the batch axis, y = gamma * xhat + beta.
 
     Training mode normalises with the batch's own statistics::
@@ -122,6 +149,11 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         new.mean = (1 - momentum) * state.mean + momentum * mu
         new.var  = (1 - momentum) * state.var  + momentum * var
 
+    With ``momentum=None`` the averaging is left to the caller:
+    ``cache.new_state`` is then the batch's own BNState(mu, var), which a
+    model folds into all its layers' running averages at once
+    (``running_averages``).
+
     Evaluation mode (``training=False``) normalises with ``state.mean`` and
     ``state.var`` instead, so each example's output depends on it alone.
 
@@ -131,7 +163,7 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         beta: array of shape (D,), the shift.
         state: BNState of arrays of shape (D,); required when not training.
         training: use batch statistics (True) or ``state`` (False).
-        momentum: weight of this batch in the running averages.
+        momentum: weight of this batch in the running averages, or None (see above).
         eps: added to the variance before the square root.
 
     Returns:
@@ -143,10 +175,12 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         mu = xp.mean(x, axis=0)
         centred = x - mu
         var = xp.mean(centred * centred, axis=0)
-        new_state = None if state is None else BNState(
-            (1 - momentum) * state.mean + momentum * mu,
-            (1 - momentum) * state.var + momentum * var,
-        )
+        if momentum is None:
+            new_state = BNState(mu, var)
+        elif state is not None:
+            new_state = BNState(*running_averages(list(state), [mu, var], momentum))
+        else:
+            new_state = None
     else:
         if state is None:
             raise ValueError("batch norm in evaluation mode needs state=BNState(mean, var)")
@@ -190,7 +224,7 @@ def batchnorm_backward(dout, cache: BatchNormCache):
     Computed with sum_n g_n = gamma * dL/dbeta and sum_n g_n xhat_n =
     gamma * dL/dgamma, which are already at hand, and in place on one new array::
 
-        dx = xhat * (-gamma * dgamma / N);  dx += G * gamma;
+        dx = xhat * (gamma * dgamma / -N);  dx += G * gamma;
         dx -= gamma * dbeta / N;  dx *= inv_std
     ### END SOLUTION
     """
@@ -202,7 +236,7 @@ def batchnorm_backward(dout, cache: BatchNormCache):
     dbeta = xp.sum(dout, axis=0)
     if not training:
         return dout * (gamma * inv_std), dgamma, dbeta
-    dx = xhat * (-(gamma * dgamma) / n)
+    dx = xhat * ((gamma * dgamma) / -n)  # dividing by -n: the same bits as negating, one pass fewer
     dx += dout * gamma
     dx -= (gamma * dbeta) / n
     dx *= inv_std
@@ -271,8 +305,25 @@ def sigmoid(x):
     (for x >= 0 this is 1 / (1 + exp(-x)); for x < 0 it is exp(x) / (1 + exp(x))).
     """
     xp = namespace(x)
-    denom = xp.exp(-xp.abs(x))
-    denom += 1.0
+    return sigmoid_given_exp(x, xp.exp(-xp.abs(x)))
+
+
+def sigmoid_given_exp(x, exp_neg_abs):
+    """sigmoid(x) = exp(min(x, 0)) / (1 + exp(-|x|)), with exp(-|x|) already at hand.
+
+    Softplus and the Bernoulli log-likelihood compute exp(-|x|) in their
+    forward pass and keep it, so their backward passes do not compute it
+    again; the bits are those of ``sigmoid(x)``.
+
+    Args:
+        x: any shape.
+        exp_neg_abs: exp(-|x|), x's shape (not changed).
+
+    Returns:
+        sigmoid(x), x's shape.
+    """
+    xp = namespace(x)
+    denom = exp_neg_abs + 1.0
     out = xp.exp(xp.minimum(x, 0.0))
     out /= denom
     return out
@@ -294,8 +345,9 @@ def sigmoid_backward(dout, cache: SigmoidCache):
     return (dout * y * (1.0 - y),)
 
 
-class XCache(NamedTuple):
-    x: Array  # the input, any shape
+class SoftplusCache(NamedTuple):
+    x: Array            # the input, any shape
+    exp_neg_abs: Array  # exp(-|x|), x's shape: computed by forward, reused by backward
 
 
 def softplus_forward(x):
@@ -304,20 +356,22 @@ def softplus_forward(x):
     x: any shape. lvae_np uses softplus to turn a linear output into a variance.
     """
     xp = namespace(x)
-    return xp.maximum(x, 0.0) + xp.log1p(xp.exp(-xp.abs(x))), XCache(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.maximum(x, 0.0) + xp.log1p(e), SoftplusCache(x, e)
 
 
-def softplus_backward(dout, cache: XCache):
-    """dL/dx = G * sigmoid(x)."""
-    return (dout * sigmoid(cache.x),)
+def softplus_backward(dout, cache: SoftplusCache):
+    """dL/dx = G * sigmoid(x), with the forward's exp(-|x|) (``sigmoid_given_exp``)."""
+    return (dout * sigmoid_given_exp(cache.x, cache.exp_neg_abs),)
 
 
 def log_sigmoid_forward(x):
     """y = log sigmoid(x) = -softplus(-x) = min(x, 0) - log1p(exp(-|x|)). x: any shape."""
     xp = namespace(x)
-    return xp.minimum(x, 0.0) - xp.log1p(xp.exp(-xp.abs(x))), XCache(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.minimum(x, 0.0) - xp.log1p(e), SoftplusCache(x, e)
 
 
-def log_sigmoid_backward(dout, cache: XCache):
-    """dL/dx = G * (1 - sigmoid(x)) = G * sigmoid(-x)."""
-    return (dout * sigmoid(-cache.x),)
+def log_sigmoid_backward(dout, cache: SoftplusCache):
+    """dL/dx = G * (1 - sigmoid(x)) = G * sigmoid(-x), with exp(-|-x|) = exp(-|x|) from forward."""
+    return (dout * sigmoid_given_exp(-cache.x, cache.exp_neg_abs),)

@@ -15,16 +15,16 @@ from typing import NamedTuple
 
 from . import gaussian
 from .backend import Array, namespace
-from .layers import sigmoid
-
+from .layers import sigmoid_given_exp
 
 
 # ----------------------------------------------------------------------------
 # Bernoulli
 # ----------------------------------------------------------------------------
 class BernoulliCache(NamedTuple):
-    x: Array       # (N, D) the data
-    logits: Array  # (N, D)
+    x: Array            # (N, D) the data
+    logits: Array       # (N, D)
+    exp_neg_abs: Array  # (N, D) exp(-|logits|), computed by forward, reused by backward
 
 
 def bernoulli_log_likelihood_forward(x, logits):
@@ -48,11 +48,12 @@ def bernoulli_log_likelihood_forward(x, logits):
 
     Returns:
         logp: shape (N, D), <= 0 for x in [0, 1].
-        cache: BernoulliCache(x, logits).
+        cache: BernoulliCache(x, logits, exp(-|logits|)).
     """
     xp = namespace(x, logits)
-    logp = x * logits - xp.maximum(logits, 0.0) - xp.log1p(xp.exp(-xp.abs(logits)))
-    return logp, BernoulliCache(x, logits)
+    e = xp.exp(-xp.abs(logits))
+    logp = x * logits - xp.maximum(logits, 0.0) - xp.log1p(e)
+    return logp, BernoulliCache(x, logits, e)
 
 
 def bernoulli_log_likelihood_backward(dout, cache: BernoulliCache):
@@ -60,9 +61,11 @@ def bernoulli_log_likelihood_backward(dout, cache: BernoulliCache):
 
         dL/dx      = G * l
         dL/dlogits = G * (x - sigmoid(l))
+
+    sigmoid(l) from the forward's exp(-|l|) (``layers.sigmoid_given_exp``).
     """
-    x, logits = cache
-    return dout * logits, dout * (x - sigmoid(logits))
+    x, logits, e = cache
+    return dout * logits, dout * (x - sigmoid_given_exp(logits, e))
 
 
 # ----------------------------------------------------------------------------

@@ -236,7 +236,8 @@ class Model:
             params, state: the model's parameters and batch-norm state.
             x: data of shape (N, x_dim).
             training: batch statistics (True) or running averages in batch norm.
-            bn_momentum: weight of this batch in the new running averages.
+            bn_momentum: weight of this batch in the new running averages
+                (None: the caches hold each block's batch statistics instead).
 
         Returns:
             part: XPart, lists per layer.
@@ -317,21 +318,25 @@ class Model:
             kl: "analytic" or "mc" (see the module docstring).
             training: batch statistics (True) or running averages in batch norm.
             k: samples per input; the x-part runs once and is tiled k times.
-            bn_momentum: weight of this batch in the new running averages.
+            bn_momentum: weight of this batch in the new running averages,
+                updated for all layers at once after the pass.
 
         Returns:
             outputs: Outputs, rows sample-major; ``outputs.state`` is the new
                 batch-norm state.
             cache: ForwardCache.
         """
+        # In training mode the blocks return their batch statistics (momentum None),
+        # and every running average is updated at the end, all in one pass.
         part, c_up = self.bottom_up_forward(params, state, x, training=training,
-                                            bn_momentum=bn_momentum)
+                                            bn_momentum=None)
         outputs, c_sample = self.per_sample_forward(params, state, tile_part(part, k), noise,
                                                     beta=beta, kl=kl, training=training,
-                                                    bn_momentum=bn_momentum)
+                                                    bn_momentum=None)
         new_state = dict(state) if state else {}
-        for name, block_state in _new_states(c_up, c_sample):
-            new_state.update(with_prefix(name, block_state))
+        if training:
+            new_state.update(_running_averages(new_state, _new_states(c_up, c_sample),
+                                               bn_momentum))
         return outputs._replace(state=new_state), ForwardCache(k, c_up, c_sample)
 
     def backward(self, dout, cache: ForwardCache) -> dict:
@@ -374,9 +379,10 @@ class Model:
         outputs, cache = self.forward(params, state, x, noise, beta=beta, kl=kl,
                                       training=training)
         xp = namespace(outputs.f)
-        loss = -xp.mean(outputs.f)
+        stats = self.summarize(outputs, kl)
+        loss = -stats["objective"]  # the batch mean of f, computed once
         grads = self.backward(xp.full(outputs.f.shape, -1.0 / n, dtype=outputs.f.dtype), cache)
-        return loss, grads, self.summarize(outputs, kl)
+        return loss, grads, stats
 
     def summarize(self, outputs: Outputs, kl: str) -> dict:
         """Batch means of the objective's terms, for logging (see ``loss_and_grads``)."""
@@ -444,3 +450,24 @@ def _new_states(bottom_up: BottomUpCache, per_sample) -> list:
     for i, c in enumerate(bottom_up.steps, start=1):
         found += [(f"up{i}", c.mlp.new_state), (f"q{i}", c.head.new_state)]
     return found + new_states(per_sample)
+
+
+def _running_averages(state: dict, batch_stats: list, momentum: float) -> dict:
+    """The new running averages of the entries of ``state`` that a training pass has statistics for.
+
+    Args:
+        state: the batch-norm running averages, full keys -> arrays (D,).
+        batch_stats: (prefix, dict) pairs, as ``_new_states`` lists them from
+            a pass run with momentum None: each block's batch statistics.
+        momentum: weight of this batch.
+
+    Returns:
+        a dict full key -> new running average, computed for all keys at once
+        (``layers.running_averages``).
+    """
+    batch = {}
+    for name, stats in batch_stats:
+        batch.update(with_prefix(name, stats))
+    keys = [key for key in batch if key in state]
+    return dict(zip(keys, layers.running_averages([state[key] for key in keys],
+                                                  [batch[key] for key in keys], momentum)))

@@ -126,7 +126,8 @@ class MLPLayerCache(NamedTuple):
 
 class MLPCache(NamedTuple):
     layers: tuple             # one MLPLayerCache per layer
-    new_state: dict           # running averages after this call (empty without batch norm)
+    new_state: dict           # running averages after this call (momentum None: the batch's
+                              # statistics; empty without batch norm)
 
 
 def _layer_count(p) -> int:
@@ -134,7 +135,7 @@ def _layer_count(p) -> int:
 
 
 def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
-                momentum: float = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE,
+                momentum: float | None = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE,
                 eps: float = layers.BN_EPS):
     """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
 
@@ -144,7 +145,9 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
         state: running averages ``mean{j}``, ``var{j}``; needed in evaluation mode.
         batch_norm: whether the block has batch norm.
         training: batch statistics (True) or the running averages (False).
-        momentum: weight of this batch in the new running averages.
+        momentum: weight of this batch in the new running averages; None
+            leaves them to the caller, and ``cache.new_state`` holds this
+            batch's means and variances instead (``layers.batchnorm_forward``).
         slope: the leaky ReLU's slope for negative inputs.
         eps: batch norm's epsilon.
 
@@ -194,7 +197,7 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
 class GaussianHeadPlainCache(NamedTuple):
     mu: layers.DenseCache        # mu = h W_mu + b_mu
     var: layers.DenseCache       # a_var = h W_var + b_var
-    softplus: layers.XCache      # var = softplus(a_var)
+    softplus: layers.SoftplusCache  # var = softplus(a_var)
 
 
 def gaussian_head_plain_forward(h, p):
@@ -233,7 +236,7 @@ def gaussian_head_plain_backward(dout, cache: GaussianHeadPlainCache):
 
 class GaussianHeadCache(NamedTuple):
     dense: layers.DenseCache     # the one product for both halves, h [W_mu | W_var]
-    softplus: layers.XCache      # the var half's softplus
+    softplus: layers.SoftplusCache  # the var half's softplus
     m: int                       # M, where the var half starts
     bn: Any = None               # BatchNormCache of both halves side by side, or None
     new_state: Any = None        # a batch-normalised head's running averages after this call
@@ -244,7 +247,7 @@ HEAD_STATE_KEYS = (("mean_mu", "mean_var"), ("var_mu", "var_var"))
 
 
 def gaussian_head_forward(h, p, *, state=None, training: bool = True,
-                          momentum: float = layers.BN_MOMENTUM, eps: float = layers.BN_EPS):
+                          momentum: float | None = layers.BN_MOMENTUM, eps: float = layers.BN_EPS):
     """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
 
     The two products share h, so they run as one (N, D) @ (D, 2M) product
@@ -287,7 +290,7 @@ def gaussian_head_forward(h, p, *, state=None, training: bool = True,
         return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, None, {})
     a, c_dense = layers.dense_forward(h, W, None)
     gamma, beta = (xp.concat([p[k] for k in keys], axis=0) for keys in HEAD_BN_KEYS)
-    bn_state = None if not state else layers.BNState(
+    bn_state = None if not state or (training and momentum is None) else layers.BNState(
         *(xp.concat([state[k] for k in keys], axis=0) for keys in HEAD_STATE_KEYS))
     a, c_bn = layers.batchnorm_forward(a, gamma, beta, state=bn_state, training=training,
                                        momentum=momentum, eps=eps)
@@ -329,7 +332,7 @@ class GaussianBlockCache(NamedTuple):
 
 
 def gaussian_block_forward(h, block, head, *, state=None, head_state=None, batch_norm: bool,
-                           training: bool = True, momentum: float = layers.BN_MOMENTUM,
+                           training: bool = True, momentum: float | None = layers.BN_MOMENTUM,
                            slope: float = layers.LEAKY_RELU_SLOPE, eps: float = layers.BN_EPS):
     """A diagonal Gaussian from an MLP block and a head: (mu, var) = head(block(h)).
 

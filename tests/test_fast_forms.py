@@ -5,11 +5,16 @@ beside the plain two dense layers (``gaussian_head_plain_forward``); the L_k
 estimate folds batch norm into the dense layers (``fold_batch_norm``) beside
 the block in evaluation mode. Different orders of floating-point operations,
 so the agreement is to rounding (1e-12 in float64), not bit for bit.
+
+Where a fast form only regroups elementwise work (the batch-norm running
+averages of many layers updated on one concatenation; a backward pass reusing
+the exp(-|x|) its forward computed), every number is the same, and the tests
+below ask for the same bits.
 """
 import numpy as np
 import pytest
 
-from lvae_np import layers, networks
+from lvae_np import layers, likelihoods, networks
 from lvae_np.backend import get_backend
 from lvae_np.models import Model, ModelConfig
 from lvae_np.params import subtree
@@ -80,3 +85,61 @@ def test_the_folded_model_keeps_every_block(kind):
         assert set(subtree(folded, name)) == {"W1", "b1", "W2", "b2"}, name
     for name in ("q1", "q2", "p1", "p0"):
         assert subtree(folded, name).keys() == subtree(params, name).keys(), name
+
+
+# ----------------------------------------------------------------------------
+# Regrouped elementwise work: the same bits
+# ----------------------------------------------------------------------------
+def _same_bits(got, want):
+    return got.dtype == want.dtype and got.shape == want.shape and got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("momentum", [0.1, 1 / 3, 1.0])
+def test_running_averages_in_one_pass_equal_them_array_by_array(momentum):
+    rng = np.random.default_rng(0)
+    sizes = (5, 1, 12, 3)
+    old = [rng.normal(size=d).astype(np.float32) for d in sizes]
+    new = [rng.normal(size=d).astype(np.float32) for d in sizes]
+    before = [a.copy() for a in old + new]
+    got = layers.running_averages(old, new, momentum)
+    assert len(got) == len(sizes)
+    for g, a, b in zip(got, old, new):
+        assert _same_bits(g, (1 - momentum) * a + momentum * b)  # the plain form, pair by pair
+    assert all(np.array_equal(a, b) for a, b in zip(old + new, before))  # nothing mutated
+
+
+def test_running_averages_promote_as_the_plain_form_does():
+    rng = np.random.default_rng(1)
+    old = [rng.normal(size=3), rng.normal(size=2).astype(np.float32)]  # float64, float32
+    new = [rng.normal(size=3).astype(np.float32), rng.normal(size=2).astype(np.float32)]
+    got = layers.running_averages(old, new, 0.1)
+    assert [g.dtype for g in got] == [np.float64, np.float32]
+    for g, a, b in zip(got, old, new):
+        assert _same_bits(g, 0.9 * a + 0.1 * b)
+    assert layers.running_averages([], [], 0.1) == []
+
+
+def _wide_values(dtype):
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.normal(scale=s, size=40) for s in (1.0, 30.0, 1e4)])
+    x[:4] = [0.0, -0.0, 1e-30, -1e-30]
+    return x.astype(dtype), rng.normal(size=x.shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softplus_backward_reusing_its_forward_exp_has_the_bits_of_sigmoid(dtype):
+    x, dout = _wide_values(dtype)
+    _, cache = layers.softplus_forward(x)
+    assert _same_bits(layers.softplus_backward(dout, cache)[0], dout * layers.sigmoid(x))
+    _, cache = layers.log_sigmoid_forward(x)
+    assert _same_bits(layers.log_sigmoid_backward(dout, cache)[0], dout * layers.sigmoid(-x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bernoulli_backward_reusing_its_forward_exp_has_the_bits_of_sigmoid(dtype):
+    logits, dout = _wide_values(dtype)
+    x = (np.arange(logits.size) % 2).astype(dtype)
+    _, cache = likelihoods.bernoulli_log_likelihood_forward(x, logits)
+    dx, dlogits = likelihoods.bernoulli_log_likelihood_backward(dout, cache)
+    assert _same_bits(dlogits, dout * (x - layers.sigmoid(logits)))
+    assert _same_bits(dx, dout * logits)

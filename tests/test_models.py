@@ -160,6 +160,26 @@ def test_batch_norm_state_is_returned_and_evaluation_uses_it():
     assert model.forward(params, new, x, noise, training=False)[0].state is not None
 
 
+@pytest.mark.parametrize("kind,options", [("lvae", {}), ("vae", {}),
+                                          ("lvae", {"head_batch_norm": True,
+                                                    "shared_top_down": False}),
+                                          ("vae", {"head_batch_norm": True})])
+def test_every_running_average_is_updated_as_its_layer_alone_would(kind, options):
+    """The model updates all its running averages in one pass: (1 - m) * old + m * batch each."""
+    model, params, state, x = _small(kind, dtype="float32", **options)
+    rng = np.random.default_rng(3)
+    state = {k: (v + rng.uniform(0.1, 1.0, size=v.shape)).astype(np.float32)
+             for k, v in state.items()}
+    noise = model.noise(16)
+    batch = model.forward(params, state, x, noise, bn_momentum=1.0)[0].state  # the batch's own
+    new = model.forward(params, state, x, noise, bn_momentum=0.1)[0].state
+    assert list(new) == list(state)
+    for k in state:
+        want = (1 - 0.1) * state[k] + 0.1 * batch[k]
+        assert new[k].dtype == np.float32 and new[k].tobytes() == want.tobytes(), k
+        assert not np.array_equal(new[k], state[k]), k
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_float32_end_to_end(kind):
     model, params, state, x = _small(kind, dtype="float32")
