@@ -42,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 CONTENDERS = ("ours-step", "ours-split", "floor", "torch-step")
 MEMORY_CONTENDERS = ("ours-step", "floor", "torch-step", "ours-iw", "torch-iw")
 MEMORY_TAG = "@@MEMORY "
-TARGETS = {"step_vs_floor": 1.4, "step_vs_torch": 0.8, "iw_vs_torch": 0.8}
+TARGETS = {"step_vs_floor": 2.0, "step_vs_torch": 1.0, "iw_vs_torch": 0.9}
 BATCH = 256
 BETA = 1.0
 

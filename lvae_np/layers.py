@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .backend import Array, namespace
+from .backend import Array, maximum_into, namespace
 
 
 LEAKY_RELU_SLOPE = 0.01  # Lasagne's leaky_rectify, used by the original LVAE code
@@ -260,11 +260,12 @@ def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
     """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape.
 
     For 0 <= slope <= 1 this is y = maximum(x, slope * x): two fast passes,
-    where ``where(x > 0, x, slope * x)`` is several times slower in NumPy.
+    where ``where(x > 0, x, slope * x)`` is several times slower in NumPy; the
+    maximum is written over the array slope * x (``backend.maximum_into``).
     """
     xp = namespace(x)
     if 0.0 <= slope <= 1.0:
-        return xp.maximum(x, slope * x), LeakyReluCache(x, slope)
+        return maximum_into(x, slope * x), LeakyReluCache(x, slope)
     return xp.where(x > 0, x, slope * x), LeakyReluCache(x, slope)
 
 

@@ -115,6 +115,23 @@ def test_namespace_and_to_numpy_across_libraries():
         namespace([1.0, 2.0])
 
 
+def test_maximum_into_writes_over_its_second_argument_where_it_can():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 33)).astype(np.float32)
+    x[0, :3] = [np.nan, np.inf, -0.0]
+    want = np.maximum(x, 0.01 * x)
+    b = 0.01 * x
+    got = backend.maximum_into(x, b)
+    assert got is b                                     # NumPy: no new array
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))  # the same bits
+    xs = pytest.importorskip("array_api_strict")        # no out= in the standard: a new array
+    a = xs.asarray(x)
+    bs = 0.01 * a
+    got = backend.maximum_into(a, bs)
+    assert got is not bs
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint32), want.view(np.uint32))
+
+
 @pytest.mark.gpu
 def test_cupy_backend_round_trip():
     from conftest import cupy_or_skip
