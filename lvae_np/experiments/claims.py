@@ -57,6 +57,15 @@ def _kl_share_above_z1(ev: dict) -> float:
     return sum(ev["kl"][1:]) / total if total > 0 else 0.0
 
 
+# Claims that compare one number of each model's evaluation, seed by seed (LVAE > VAE):
+# (claim, the number, its format in the evidence).
+PER_MODEL_CLAIMS = (
+    ("the LVAE keeps more active units in its higher layers (z2 and up)", _higher_units, "d"),
+    ("the LVAE spreads its KL over more layers (share of the KL above z1)", _kl_share_above_z1,
+     ".0%"),
+)
+
+
 def judge_claims(records: list, paired: list) -> list:
     """Each claim that the runs bear on: dicts with claim, setting, verdict, evidence, seeds.
 
@@ -84,22 +93,15 @@ def judge_claims(records: list, paired: list) -> list:
                 evidence=[f"seed {s}: {q['diff']:+.2f} ({q['diff_stderr']:.2f})"
                           for s, q in diffs]))
         both = _by_seed(records, dataset, layers, True, True)
-        if both:
-            counts = {s: (_higher_units(p["lvae"]), _higher_units(p["vae"]))
-                      for s, p in both.items()}
-            out.append(dict(
-                claim="the LVAE keeps more active units in its higher layers (z2 and up)",
-                setting=where, verdict=_verdict([_sign(a - b) for a, b in counts.values()]),
-                seeds=list(counts),
-                evidence=[f"seed {s}: LVAE {a}, VAE {b}" for s, (a, b) in counts.items()]))
-            shares = {s: (_kl_share_above_z1(p["lvae"]), _kl_share_above_z1(p["vae"]))
-                      for s, p in both.items()}
-            out.append(dict(
-                claim="the LVAE spreads its KL over more layers (share of the KL above z1)",
-                setting=where, verdict=_verdict([_sign(a - b) for a, b in shares.values()]),
-                seeds=list(shares),
-                evidence=[f"seed {s}: LVAE {a:.0%}, VAE {b:.0%}"
-                          for s, (a, b) in shares.items()]))
+        for claim, measure, fmt in PER_MODEL_CLAIMS:
+            if both:
+                values = {s: (measure(p["lvae"]), measure(p["vae"])) for s, p in both.items()}
+                out.append(dict(
+                    claim=claim, setting=where,
+                    verdict=_verdict([_sign(a - b) for a, b in values.values()]),
+                    seeds=list(values),
+                    evidence=[f"seed {s}: LVAE {a:{fmt}}, VAE {b:{fmt}}"
+                              for s, (a, b) in values.items()]))
         needed = _bn_wu_needed(records, dataset, layers)
         if needed is not None:
             out.append(dict(claim="batch norm and warm-up are both needed", setting=where,
