@@ -1,8 +1,11 @@
 """The course kit's command line: ``python -m lvae_np.course release --out DIR``.
 
 Exit status 0 when the student version is written; 2 when it cannot be (the
-folder is not empty without ``--force``, nbgrader is missing, markers do not
-pair up), with one line on stderr.
+folder is the source tree, in it or above it; it is not empty without
+``--force``, or with it holds files no release wrote or that changed since;
+``--source`` is not an lvae_np source tree; a notebook is not one; nbgrader is
+missing; markers do not pair up), with one line on stderr and ``--out`` as it
+was.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 
 from ..cli import Parser, RawHelpFormatter, entry
 from .markers import MarkerError
-from .release import SOURCE, CourseError, release
+from .release import MANIFEST, NOTEBOOK_FOLDERS, SOURCE, CourseError, release
 
 PROG = "lvae_np.course"
 
@@ -27,11 +30,13 @@ def build_parser() -> Parser:
                                      parser_class=Parser)
     rel = commands.add_parser("release", help="write the student version",
                               formatter_class=RawHelpFormatter)
-    rel.add_argument("--out", type=Path, required=True, help="the folder to write (empty or new)")
+    rel.add_argument("--out", type=Path, required=True,
+                     help="the folder to write (empty or new, outside the source tree)")
     rel.add_argument("--force", action="store_true",
-                     help="write into a non-empty --out, replacing a previous release there")
+                     help=f"replace an earlier release in --out: only the files its {MANIFEST} "
+                     "lists, and only when none changed and nothing was added")
     rel.add_argument("--source", type=Path, default=SOURCE,
-                     help="the source tree with assignments/ and tutorials/")
+                     help="the source tree with lvae_np/, assignments/ and tutorials/")
     return parser
 
 
@@ -41,9 +46,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     done = release(args.out, force=args.force, source=args.source)
     functions = sum(len(names) for names in done["cut"].values())
-    notebooks = sum(str(p).endswith(".ipynb") for p in done["notebooks"])
-    print(f"wrote {done['out']}: lvae_np with {functions} functions to write "
-          f"({len(done['cut'])} modules), {notebooks} notebooks; see {done['out'] / 'README.md'}")
+    books = [p for p in done["files"] if p.endswith(".ipynb")]
+    per_folder = ", ".join(f"{sum(p.startswith(folder + '/') for p in books)} in {folder}/"
+                           for folder in NOTEBOOK_FOLDERS)
+    print(f"{'replaced the release in' if done['replaced'] else 'wrote'} {done['out']}: "
+          f"lvae_np with {functions} functions to write ({len(done['cut'])} modules), "
+          f"{len(books)} notebooks ({per_folder}), {len(done['files'])} files; "
+          f"see {done['out'] / 'README.md'}")
     return 0
 
 

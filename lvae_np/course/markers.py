@@ -66,7 +66,10 @@ def regions(source: str, filename: str = "<source>") -> list:
     lines = source.splitlines()
     if not any(_MARKER.match(line) for line in lines):
         return []
-    tree = ast.parse(source, filename=filename)
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError as exc:
+        raise MarkerError(f"{filename}:{exc.lineno}: not valid Python ({exc.msg})") from None
     strings, functions = _string_spans(tree), _functions(tree)
 
     def in_string(i):
