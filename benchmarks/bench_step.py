@@ -76,6 +76,10 @@ def parse_args(argv=None):
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-check", action="store_true",
                    help="skip the float64 check that the torch model computes lvae_np's loss")
+    p.add_argument("--alone-repeats", type=int, default=20,
+                   help="timed steps of lvae_np and of PyTorch each run alone in a process of "
+                        "its own, after the interleaved timing (0: skip): two libraries' "
+                        "thread pools in one process can slow either one")
     p.add_argument("--memory-repeats", type=int, default=3,
                    help="training steps run by each memory subprocess")
     p.add_argument("--memory-iw-images", type=int, default=2,
@@ -88,6 +92,7 @@ def parse_args(argv=None):
     p.add_argument("--only", choices=MEMORY_CONTENDERS, help=argparse.SUPPRESS)
     p.add_argument("--data-file", help=argparse.SUPPRESS)
     p.add_argument("--matmuls-file", help=argparse.SUPPRESS)
+    p.add_argument("--time-alone", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.only and args.model == "both":
         p.error("--only needs --model lvae or --model vae")
@@ -653,6 +658,14 @@ def run_only(args):
     exact = _reset_peak()
 
     n_steps = args.warmup + args.repeats
+    if args.time_alone:   # step times alone in this process: no memory probes, no other library
+        obj = (OursStep(model, params, state, x, sync) if what == "ours-step"
+               else TorchStep(torch, tmodel, xt, device))
+        times = [obj.run()["total"] for _ in range(n_steps)][args.warmup:]
+        print(MEMORY_TAG + json.dumps({"contender": what, "model": kind,
+                                       "step_ms": [1e3 * t for t in times],
+                                       "torch_imported": "torch" in sys.modules}), flush=True)
+        return
     if what in ("ours-step", "floor", "torch-step"):
         if what == "ours-step":
             obj = OursStep(model, params, state, x, sync)  # Adam's state: after the baseline
@@ -699,6 +712,36 @@ def run_only(args):
     print(MEMORY_TAG + json.dumps(out), flush=True)
 
 
+def time_alone(args, kinds, data_file, have_torch):
+    """The step of lvae_np and of PyTorch, each timed in a process of its own (``--time-alone``)."""
+    results = {}
+    for kind in kinds:
+        results[kind] = {}
+        for what in ("ours-step", "torch-step") if have_torch else ("ours-step",):
+            results[kind][what] = _child(args, kind, what, data_file, None, args.warmup,
+                                         args.alone_repeats, ["--time-alone"])
+    return results
+
+
+def _child(args, kind, what, data_file, matmuls_file, warmup, repeats, extra=()):
+    """Run this script with ``--only what`` and return its tagged JSON line (or the error)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--only", what, "--model", kind,
+           "--repeats", str(repeats), "--warmup", str(warmup),
+           "--threads", str(args.threads), "--backend", args.backend,
+           "--torch-device", args.torch_device, "--iw-k", str(args.iw_k),
+           "--iw-images", str(min(args.iw_images, args.memory_iw_images)),
+           "--iw-batch-size", str(args.iw_batch_size),
+           "--iw-max-rows", str(args.iw_max_rows), "--seed", str(args.seed),
+           "--data-file", data_file, *extra]
+    if matmuls_file:
+        cmd += ["--matmuls-file", matmuls_file]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MEMORY_TAG)]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr or proc.stdout).strip()[-2000:]}
+    return json.loads(lines[-1][len(MEMORY_TAG):])
+
+
 def measure_memory(args, kinds, data_file, matmuls_file, have_torch):
     results = {}
     for kind in kinds:
@@ -708,20 +751,8 @@ def measure_memory(args, kinds, data_file, matmuls_file, have_torch):
                 continue
             if what.endswith("iw") and args.skip_iw:
                 continue
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--only", what, "--model", kind,
-                   "--repeats", str(args.memory_repeats), "--warmup", "0",
-                   "--threads", str(args.threads), "--backend", args.backend,
-                   "--torch-device", args.torch_device, "--iw-k", str(args.iw_k),
-                   "--iw-images", str(min(args.iw_images, args.memory_iw_images)),
-                   "--iw-batch-size", str(args.iw_batch_size),
-                   "--iw-max-rows", str(args.iw_max_rows), "--seed", str(args.seed),
-                   "--data-file", data_file, "--matmuls-file", matmuls_file]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MEMORY_TAG)]
-            if proc.returncode != 0 or not lines:
-                results[kind][what] = {"error": (proc.stderr or proc.stdout).strip()[-2000:]}
-            else:
-                results[kind][what] = json.loads(lines[-1][len(MEMORY_TAG):])
+            results[kind][what] = _child(args, kind, what, data_file, matmuls_file, 0,
+                                         args.memory_repeats)
     return results
 
 
@@ -846,13 +877,16 @@ def main(args):
     except OSError:
         info["load_average_end"] = None
 
-    # -- memory, in subprocesses ----------------------------------------------------
-    memory = {}
-    if not args.skip_memory:
-        print("measuring peak memory (one subprocess per contender)...", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            data_file = os.path.join(tmp, "data.npz")
-            np.savez(data_file, batch=batch, test=test)
+    # -- each step alone, and memory: in subprocesses ---------------------------------
+    memory, alone = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_file = os.path.join(tmp, "data.npz")
+        np.savez(data_file, batch=batch, test=test)
+        if args.alone_repeats > 0:
+            print("timing each step alone (one subprocess per library)...", flush=True)
+            alone = time_alone(args, kinds, data_file, torch is not None)
+        if not args.skip_memory:
+            print("measuring peak memory (one subprocess per contender)...", flush=True)
             matmuls_file = os.path.join(tmp, "matmuls.json")
             with open(matmuls_file, "w") as f:
                 json.dump(all_records, f)
@@ -863,7 +897,7 @@ def main(args):
     for kind in kinds:
         report["models"][kind].update(
             summarize_model(kind, args, results, iw.get(kind), memory.get(kind),
-                            report["models"][kind]["matmul_summary"], be.name))
+                            report["models"][kind]["matmul_summary"], be.name, alone.get(kind)))
     if info.get("load_average_end") is not None:
         la = info["load_average_end"]
         print(f"load average at the end (1/5/15 min): {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
@@ -873,7 +907,7 @@ def main(args):
         print(f"wrote {args.json}")
 
 
-def summarize_model(kind, args, results, iw, memory, mm, be_name):
+def summarize_model(kind, args, results, iw, memory, mm, be_name, alone=None):
     """Print the model's table; return its numbers for the JSON file."""
     out = {"times_ms": {}, "stats_ms": {}}
     for (k, name), runs in results.items():
@@ -931,6 +965,26 @@ def summarize_model(kind, args, results, iw, memory, mm, be_name):
         print("    lvae_np / PyTorch by phase: " + ", ".join(
             f"{p} {ratios[f'{p}_vs_torch']:.2f}" for p in ("forward", "backward", "adam")))
     out["ratios"] = ratios
+    if alone:
+        out["alone"] = alone
+        print("  each step alone, in a process of its own (ms):")
+        med = {}
+        for what, label in (("ours-step", "lvae_np step"), ("torch-step", "PyTorch step")):
+            a = alone.get(what)
+            if a is None:
+                continue
+            if "error" in a:
+                print(f"    {label:16s} failed: {a['error'].splitlines()[-1]}")
+                continue
+            med[what] = statistics.median(a["step_ms"])
+            print(fmt_row(f"  {label} alone", stats_ms([t / 1e3 for t in a["step_ms"]])))
+            inside = st[what]["total"]["median"]
+            print(f"      alone / in this process: {med[what] / inside:.3f}")
+        if len(med) == 2:
+            r = med["ours-step"] / med["torch-step"]
+            ratios["step_vs_torch_alone"] = {"of_medians": r, "target": TARGETS["step_vs_torch"]}
+            print(f"    lvae_np / PyTorch, each alone  {r:6.3f}   target <= "
+                  f"{TARGETS['step_vs_torch']}: {verdict(r, TARGETS['step_vs_torch'])}")
 
     if iw is not None:
         per_image, estimates = iw

@@ -15,7 +15,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .backend import BACKENDS, DTYPES
+from .backend import BACKENDS, DTYPES, NOISE
 from .data import DATASETS
 from .models import (GENERATIVE_WIDTHS, INITS, KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT,
                      ModelConfig)
@@ -64,6 +64,7 @@ class TrainConfig:
     warmup_steps: int = 0                      # beta rises over this many steps (0: none)
     data_variant: str = ""                     # filled in: which data was actually used
     backend: str = "auto"                      # as asked: "auto", "numpy" or "cupy"
+    noise: str = "device"                      # CuPy: noise drawn on the device, or "host"
     data_dir: str | None = None                # --data-dir (None: the usual places)
 
     def model_config(self, x_dim: int, likelihood: str) -> ModelConfig:
@@ -149,7 +150,7 @@ def check_config(cfg: TrainConfig) -> None:
     for name, choices in (("model", MODELS), ("dataset", DATASETS), ("kl", KL_ESTIMATORS),
                           ("dtype", DTYPES), ("backend", BACKENDS),
                           ("generative_widths", GENERATIVE_WIDTHS), ("init", INITS),
-                          ("bn_stats", BN_STATS)):
+                          ("bn_stats", BN_STATS), ("noise", NOISE)):
         if getattr(cfg, name) not in choices:
             raise ValueError(f"{_option(name)} must be one of {', '.join(choices)}, "
                              f"got {getattr(cfg, name)!r}")

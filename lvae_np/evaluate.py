@@ -92,15 +92,22 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
         x = run.dataset.test
     elif split == "valid":
         if run.dataset.valid is None:
+    train_x = be.asarray(train)   # on the device once: the BN statistics, and the "train" split
             raise data.DataError("the run has no validation split (trained with --validation 0)")
         x = run.dataset.valid
     else:
         x = train
     split_size = len(x)
     if subset:
-        x = x[subset_indices(split_size, subset, subset_seed)]
-    x = be.asarray(x[:limit] if limit else x)
+        rows = subset_indices(split_size, subset, subset_seed)
+    rows = rows[:limit] if limit else rows
+    if split == "train":
+        x = train_x if len(rows) == split_size else be.xp.take(
+            train_x, be.asarray(rows, dtype=be.xp.int64), axis=0)
+    else:
+        x = be.asarray(x[rows])
     t0 = time.perf_counter()
+    rows = numpy.arange(split_size)
     state = run.state
     bn = run.config.bn_stats if bn is None else bn
     state = evaluation_bn_state(run.model, run.params, state, be.asarray(train), bn, batch_size,

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 
 from . import flat
-from .backend import is_cupy, namespace
+from .backend import is_cupy, namespace, to_numpy
 
 
 @dataclass(frozen=True)
@@ -150,17 +150,22 @@ class FlatAdam:
         """
         self.config = config
         self.layout = flat.layout(params)
-        self.buffer = flat.pack(params, self.layout)
-        self.params = flat.unpack(self.buffer, self.layout)
-        xp = namespace(self.buffer)
+        buffer = flat.pack(params, self.layout)
+        xp = namespace(buffer)
         if state is None:
-            m, v, self.t = xp.zeros_like(self.buffer), xp.zeros_like(self.buffer), 0
+            m, v, t = xp.zeros_like(buffer), xp.zeros_like(buffer), 0
         else:
-            m, v, self.t = (flat.pack(state["m"], self.layout), flat.pack(state["v"], self.layout),
-                            state["t"])
+            m, v, t = (flat.pack(state["m"], self.layout), flat.pack(state["v"], self.layout),
+                       state["t"])
+        self._adopt(buffer, m, v, t, whole_buffer)
+
+    def _adopt(self, buffer, m, v, t: int, whole_buffer: bool | None) -> None:
+        """Take the three flat buffers (laid out as ``self.layout``) and the step count."""
+        self.buffer, self.t = buffer, t
+        self.params = flat.unpack(buffer, self.layout)
         self.moments = {"m": m, "v": v}  # the flat buffers; their per-parameter views below
         self.moment_views = {k: flat.unpack(b, self.layout) for k, b in self.moments.items()}
-        self.whole_buffer = is_cupy(self.buffer) if whole_buffer is None else whole_buffer
+        self.whole_buffer = is_cupy(buffer) if whole_buffer is None else whole_buffer
 
     def step(self, grads: dict, max_grad_norm: float = 0.0, clip_value: float = 0.0) -> None:
         """One Adam step in place, on gradients clipped first (``clip_gradients``).
@@ -182,3 +187,29 @@ class FlatAdam:
     def state_dict(self) -> dict:
         """Adam's state as ``adam_init`` makes it: step count and per-parameter moments (views)."""
         return {"t": self.t, **self.moment_views}
+
+    def to_host(self) -> tuple:
+        """(params, Adam state) as NumPy arrays, with one device-to-host copy per buffer.
+
+        The same values as ``params`` and ``state_dict()``, for a checkpoint:
+        the three flat buffers come over whole and are cut into per-parameter
+        views on the host, instead of one copy per parameter array.
+        """
+        params, m, v = (flat.unpack(to_numpy(b), self.layout)
+                        for b in (self.buffer, self.moments["m"], self.moments["v"]))
+        return params, {"t": self.t, "m": m, "v": v}
+
+    @classmethod
+    def from_host(cls, params: dict, state: dict, asarray, config: AdamConfig = AdamConfig(),
+                  *, whole_buffer: bool | None = None) -> "FlatAdam":
+        """A FlatAdam from host arrays (a checkpoint's), with one host-to-device copy per buffer.
+
+        Args:
+            params, state: NumPy arrays as ``to_host`` gives them.
+            asarray: moves one NumPy array to the device (``Backend.asarray``).
+        """
+        opt = cls.__new__(cls)
+        opt.config, opt.layout = config, flat.layout(params)
+        buffers = [asarray(flat.pack(tree, opt.layout)) for tree in (params, state["m"], state["v"])]
+        opt._adopt(*buffers, state["t"], whole_buffer)
+        return opt

@@ -276,7 +276,7 @@ def load_run(run_dir, data_dir=None, *, backend: str = "auto", seed: int = 0,
                            seed=cfg.seed, progress=progress)
     model_config = cfg.model_config(ds.train.shape[1], ds.likelihood)
     check_model_arrays(path, ckpt, model_config)
-    be = get_backend(backend, dtype=cfg.dtype, seed=seed)
+    be = get_backend(backend, dtype=cfg.dtype, seed=seed, noise=cfg.noise)
     model = Model(model_config, be)
     params = {k: be.asarray(v) for k, v in ckpt["params"].items()}
     state = {k: be.asarray(v) for k, v in ckpt["state"].items()}

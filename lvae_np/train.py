@@ -38,7 +38,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from . import data
-from .backend import BACKENDS, DTYPES, get_backend
+from .backend import BACKENDS, DTYPES, NOISE, get_backend
 from .checkpoint import CheckpointError
 from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings, positive_ints
 from .config import (BN_STATS, CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE,
@@ -78,6 +78,10 @@ def build_parser() -> Parser:
                    help="lvae: top-down inference; vae: bottom-up inference")
     p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset,
                    help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
+    p.add_argument("--noise", choices=NOISE, default=d.noise,
+                   help="with CuPy: draw the training noise and the binarisation on the device "
+                        "(device), or on the host with NumPy's generator and copy it over "
+                        "(host: NumPy's numbers, for parity checks; slower). No effect on NumPy")
                         "synthetic: tiny, for smoke tests")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${data.ENV_VAR}; "
                                       "default: the repository's data/, then the cache)")

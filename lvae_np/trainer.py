@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy
 
-from . import bounds, checkpoint, data, metrics
+from . import bounds, checkpoint, data, flat, metrics
 from .backend import to_numpy
 from .checkpoint import CheckpointError
 from .config import TrainConfig, config_as_dict
@@ -39,6 +39,38 @@ class NonFiniteLoss(Exception):
 
 class StopNow(BaseException):
     """A second Ctrl-C (or SIGTERM): stop at once, abandoning any write under way."""
+
+def _to_host(tree: dict) -> dict:
+    """NumPy copies of a dict of arrays: one device-to-host copy per dtype (``flat``)."""
+    out = {}
+    for dtype in dict.fromkeys(getattr(v, "dtype", None) for v in tree.values()):
+        part = {k: v for k, v in tree.items() if getattr(v, "dtype", None) == dtype}
+        if dtype is None:                                 # Python numbers (a count)
+            out.update(part)
+            continue
+        lay = flat.layout(part)
+        out.update(flat.unpack(to_numpy(flat.pack(part, lay)), lay))
+    return {k: out[k] for k in tree}
+
+
+def _noise_kind(state) -> str | None:
+    """"host" (NumPy's PCG64 state), "device" (a ``DeviceNoise`` record), or None: unusable."""
+    if isinstance(state, dict) and state.get("kind") == "device":
+        return "device"
+    try:
+        numpy.random.PCG64().state = state
+    except (TypeError, ValueError, KeyError):
+        return None
+    return "host"
+
+
+def _from_host(tree: dict, asarray) -> dict:
+    """A dict of NumPy arrays (one dtype) on the device, in one host-to-device copy (``flat``)."""
+    if not tree:
+        return {}
+    lay = flat.layout(tree)
+    return flat.unpack(asarray(flat.pack(tree, lay)), lay)
+
 
 
 @dataclass
@@ -92,18 +124,12 @@ class Trainer:
             raise CheckpointError(f"{path} stands at batch {meta['batch']} of an epoch of "
                                   f"{batches} batches: it is not of this run")
         sums = self._sums(path, ckpt["extra"]) if meta.get("batch", 0) else {}
-        try:
-            self.be.random.set_state(meta["rng_state"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} has no usable random-generator state "
-                                  f"({type(exc).__name__}: {exc})") from None
-        asarray = self.be.asarray
-        params = {k: asarray(v) for k, v in ckpt["params"].items()}
-        self.state = {k: asarray(v) for k, v in ckpt["state"].items()}
+        self._restore_noise(path, meta)
+        # one host-to-device copy per flat buffer (parameters, Adam's moments, BN state)
         o = ckpt["opt_state"]
-        self.opt = FlatAdam(params, {"t": o["t"], "m": {k: asarray(v) for k, v in o["m"].items()},
-                                     "v": {k: asarray(v) for k, v in o["v"].items()}},
-                            config=self.adam)
+        self.opt = FlatAdam.from_host(ckpt["params"], {"t": o["t"], "m": o["m"], "v": o["v"]},
+                                      self.be.asarray, config=self.adam)
+        self.state = _from_host(ckpt["state"], self.be.asarray)
         self.pos = Position(meta["epoch"], meta.get("batch", 0), sums,
                             meta.get("epoch_seconds", 0.0))
         self.last_log = meta.get("log")
@@ -120,17 +146,48 @@ class Trainer:
         sums = {k: self.be.asarray(v, dtype=None) for k, v in extra.items()}
         sums["n"] = int(sums["n"])
         return sums
+    def _restore_noise(self, path, meta: dict) -> None:
+        """Continue the noise stream of the checkpoint (``Backend.noise``'s saved state).
+
+        A run moved between a device stream (CuPy) and the host one (NumPy, or
+        ``--noise host``) cannot continue the old stream: it goes on with a new
+        one seeded from (seed, epoch), and says so.
+        """
+        state, noise = meta.get("rng_state"), self.be.noise
+        saved_kind = _noise_kind(state)
+        if saved_kind is None:
+            raise CheckpointError(f"{path} has no usable random-generator state (neither "
+                                  "NumPy's PCG64 state nor a device-noise record)")
+        if saved_kind != noise.kind:
+            print(f"lvae_np.train: note: {path} drew its noise on the {saved_kind}, this run "
+                  f"on the {noise.kind}: the noise continues from a new stream seeded "
+                  "with (seed, epoch), so the numbers differ from an uninterrupted run",
+                  flush=True)
+            if noise.kind == "device":
+                noise.start((meta["epoch"],))
+            else:
+                self.be.random.reseed([self.cfg.seed, 0x6E6F697365, meta["epoch"]])
+            return
+        try:
+            if noise.kind == "device" and not meta.get("batch", 0):
+                noise.start((meta["epoch"],))   # an epoch's start: nothing drawn to replay
+            else:
+                noise.set_state(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path} has no usable random-generator state "
+                                  f"({type(exc).__name__}: {exc})") from None
+
 
     def checkpoint_writer(self):
         """The checkpoint as it stands, as a ``write(file)`` function (see checkpoint.writer)."""
         meta = {"config": config_as_dict(self.cfg), "epoch": self.pos.epoch,
                 "batch": self.pos.batch, "epoch_seconds": self.pos.seconds,
-                "rng_state": self.be.random.get_state()}
+                "rng_state": self.be.noise.get_state()}
         if self.last_log is not None:
             meta["log"] = self.last_log
-        return checkpoint.writer(params=self.params, state=self.state,
-                                 opt_state=self.opt.state_dict(),
-                                 meta=meta, extra={k: to_numpy(v) for k, v in self.pos.sums.items()})
+        params, opt_state = self.opt.to_host()   # one device-to-host copy per flat buffer
+        return checkpoint.writer(params=params, state=_to_host(self.state), opt_state=opt_state,
+                                 meta=meta, extra=_to_host(self.pos.sums))
 
     def config_writer(self):
         """config.json as ``lvae_np.train`` writes it, as a ``write(file)`` function."""
@@ -174,8 +231,12 @@ class Trainer:
         x = xp.take(self.train_x, self.be.asarray(idx, dtype=xp.int64), axis=0)
         if not self.ds.dynamic_binarization:
             return x
-        u = numpy.random.default_rng([self.cfg.seed, 1, epoch, b]).random(x.shape)
-        return self.be.xp.astype(self.be.asarray(u) < x, self.be.dtype)
+        if self.be.noise_on_device:   # CuPy: drawn there, from the run's device stream
+            u = self.be.uniform(x.shape)
+        else:                         # the host: its own stream per (seed, epoch, batch)
+            u = self.be.asarray(numpy.random.default_rng([self.cfg.seed, 1, epoch, b])
+                                .random(x.shape))
+        return xp.astype(u < x, self.be.dtype)
 
     def step(self, x, beta: float):
         """One Adam step on the batch x (N, x_dim); returns the loss and the batch statistics."""
@@ -214,6 +275,8 @@ class Trainer:
                 value = float(self.pos.sums["loss"])
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"the loss became {value} in epoch {epoch + 1}, "
+        if self.pos.batch == 0:
+            self.be.noise.start((epoch,))   # device noise: reseeded per epoch (resumable)
                                         f"by batch {b + 1} of {len(order)}", epoch + 1)
             if bar is not None:
                 bar.update(1)

@@ -71,7 +71,7 @@ def test_a_failing_cuda_runtime_is_reported(fresh, monkeypatch):
     fake = types.ModuleType("cupy")
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=broken))
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    with pytest.warns(BackendFallbackWarning, match="CUDA failed.*InsufficientDriver"):
+    with pytest.warns(BackendFallbackWarning, match="CUDA driver failed.*InsufficientDriver"):
         get_backend("cupy")
 
 
@@ -137,7 +137,96 @@ def test_cupy_backend_round_trip():
     from conftest import cupy_or_skip
 
     cupy = cupy_or_skip()
-    be = get_backend("cupy", seed=0)
+    be = get_backend("cupy", seed=0, noise="host")   # NumPy's generator, copied over
     x = be.normal((3, 2))
     assert isinstance(x, cupy.ndarray) and x.dtype == cupy.float32
     np.testing.assert_array_equal(to_numpy(x), get_backend("numpy", seed=0).normal((3, 2)))
+
+
+@pytest.mark.gpu
+def test_cupy_noise_is_drawn_on_the_device_and_resumes():
+    from conftest import cupy_or_skip
+
+    cupy = cupy_or_skip()
+    be = get_backend("cupy", seed=0)
+    assert be.noise_on_device and be.xp is not cupy   # array_api_compat's wrapper of CuPy
+    be.noise.start((3,))
+    first = [be.normal((4, 2)), be.uniform((5,))]
+    assert all(isinstance(a, cupy.ndarray) and a.dtype == cupy.float32 for a in first)
+    state = be.noise.get_state()
+    after = to_numpy(be.normal((2, 2)))
+    again = get_backend("cupy", seed=0)
+    again.noise.set_state(state)                        # reseeds and replays the two draws
+    np.testing.assert_array_equal(to_numpy(again.normal((2, 2))), after)
+    other = get_backend("cupy", seed=0)
+    other.noise.start((4,))                             # another epoch: another stream
+    assert not np.array_equal(to_numpy(other.normal((4, 2))), to_numpy(first[0]))
+    with pytest.raises(ValueError, match="not a device-noise state"):
+        again.noise.set_state(get_backend("numpy").random.get_state())
+
+
+@pytest.mark.gpu
+def test_namespace_maps_cupy_arrays_to_the_compat_namespace():
+    from conftest import cupy_or_skip
+
+    cupy = cupy_or_skip()
+    import array_api_compat.cupy as compat
+
+    a = cupy.ones((2, 3), dtype=cupy.float32)
+    assert not hasattr(a, "__array_namespace__")        # as the real CuPy 13 and 14
+    xp = namespace(a, 2.0, None)
+    assert xp is compat
+    assert isinstance(xp.concat([a, a], axis=0), cupy.ndarray)   # CuPy 13 has no concat
+    assert xp.astype(a, xp.float64).dtype == cupy.float64        # nor astype
+    with pytest.raises(TypeError, match="different libraries"):
+        namespace(a, np.ones(2))
+    got = backend.maximum_into(a, 0.5 * a)
+    np.testing.assert_array_equal(to_numpy(got), np.ones((2, 3)))
+    from lvae_np.gradcheck.engine import _nested_arrays
+    assert list(_nested_arrays({"x": (a, [a])})) == [a, a]   # the checker finds CuPy arrays
+
+
+def _probe_module(fail_at):
+    """A stand-in CuPy whose elementwise kernels or matrix products fail as without NVRTC/cuBLAS."""
+    class Array:
+        def __init__(self, v):
+            self.v = np.asarray(v, dtype=np.float32)
+
+        def __mul__(self, o):
+            if fail_at == "elementwise":
+                raise RuntimeError("CUDA_ERROR_FILE_NOT_FOUND: libnvrtc.so.12 not found")
+            return Array(self.v * (o.v if isinstance(o, Array) else o))
+
+        def __add__(self, o):
+            return Array(self.v + (o.v if isinstance(o, Array) else o))
+
+        def __matmul__(self, o):
+            if fail_at == "matmul":
+                raise ImportError("libcublas.so.12: cannot open shared object file")
+            return Array(self.v @ o.v)
+
+    fake = types.ModuleType("cupy")
+    fake.float32 = np.float32
+    fake.arange = lambda n, dtype=None: Array(np.arange(n))
+    fake.reshape = lambda a, shape: Array(a.v.reshape(shape))
+    fake.sum = lambda a: float(a.v.sum())
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
+    return fake
+
+
+@pytest.mark.parametrize("fail_at,words", [("elementwise", "an elementwise kernel failed"),
+                                           ("matmul", "a matrix product failed")])
+def test_a_cupy_whose_kernels_fail_falls_back_with_the_reason_and_the_fix(
+        fresh, monkeypatch, fail_at, words):
+    monkeypatch.setitem(sys.modules, "cupy", _probe_module(fail_at))
+    with pytest.warns(BackendFallbackWarning) as caught:
+        be = get_backend("cupy")
+    assert be.name == "numpy"
+    message = str(caught[0].message)
+    assert words in message and 'pip install "cupy-cuda12x[ctk]"' in message
+    assert "\n" not in message   # one line
+
+
+def test_a_cupy_that_runs_its_probe_is_chosen(fresh, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", _probe_module(None))
+    assert backend.cupy_unavailable_reason() is None

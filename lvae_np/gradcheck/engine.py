@@ -49,7 +49,7 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy
 
-from ..backend import namespace, to_numpy
+from ..backend import is_array, namespace, to_numpy
 
 DEFAULT_TOL = 1e-6   # largest acceptable relative error, in float64
 DEFAULT_ORDER = 4    # accuracy order of the central differences (see STENCILS)
@@ -138,7 +138,7 @@ def _nested_arrays(obj):
     if isinstance(obj, (tuple, list)):
         for item in obj:
             yield from _nested_arrays(item)
-    elif hasattr(obj, "__array_namespace__") and hasattr(obj, "shape"):
+    elif is_array(obj) and hasattr(obj, "shape"):   # as namespace() sees arrays: CuPy's too
         yield obj
 
 
