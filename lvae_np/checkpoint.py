@@ -19,6 +19,11 @@ Reading is checked before anything uses the contents: ``load`` refuses a
 file that is not a complete checkpoint, ``check_meta`` a meta record whose
 position (epoch, batch, Adam's step) is malformed, and ``check_arrays``
 arrays whose names or shapes are not those of the model they should fit.
+No array is read before its header is: ``headers`` reads the ``.npy``
+headers alone (a corrupt file, or an entry claiming more data than it
+holds, is refused there), and ``check_headers`` compares them with the
+arrays a run's config calls for, so a checkpoint cannot make the reader
+allocate more than the run's own arrays.
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ from pathlib import Path
 import numpy
 
 from .backend import to_numpy
-from .fileio import atomic_write
+from .fileio import ArchiveError, atomic_write, npy_headers
 
 FORMAT_VERSION = 1
 GROUPS = ("param", "state", "adam_m", "adam_v", "extra")
+META_BYTES = 1 << 24  # the meta record's largest size: its JSON is a few kB
 
 
 class CheckpointError(Exception):
@@ -70,15 +76,12 @@ def load(path) -> dict:
     fails ``check_meta``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+    headers(path)
     try:
         with numpy.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
-    if "meta" not in arrays:
-        raise CheckpointError(f"{path} is not a lvae_np checkpoint (no meta record)")
+        raise CheckpointError(_unreadable(path, exc)) from None
     meta = _parse_meta(path, arrays.pop("meta"))
     trees = {g: {} for g in GROUPS}
     for key, value in arrays.items():
@@ -100,15 +103,90 @@ def load_meta(path) -> dict:
     The record is checked with ``check_meta``. Raises CheckpointError as ``load`` does.
     """
     path = Path(path)
+    headers(path)
+    try:
+        with numpy.load(path, allow_pickle=False) as archive:
+            record = archive["meta"]
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise CheckpointError(_unreadable(path, exc)) from None
+    return _parse_meta(path, record)
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """The one line for a checkpoint that cannot be read: a corrupt file, never more advice.
+
+    NumPy's own words for a file that is not an archive suggest
+    ``allow_pickle=True``: a wrong diagnosis, and an unsafe fix; they are left out.
+    """
+    why = " ".join(str(exc).split())
+    why = "" if not why or "pickle" in why.lower() else f" ({why})"
+    return (f"{path} is a corrupt file, not a readable checkpoint{why}; put the run's own "
+            "checkpoint back, or start the run again in another --out")
+
+
+def headers(path) -> dict:
+    """The checkpoint's arrays as their ``.npy`` headers say: name -> (shape, dtype).
+
+    Reads no array data (``fileio.npy_headers``); checks that the archive is
+    sound, holds a meta record of a sane size, and that no entry claims more
+    data than it holds.
+
+    Raises:
+        CheckpointError: one line naming the file: missing, corrupt, or not a
+            lvae_np checkpoint.
+    """
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with numpy.load(path, allow_pickle=False) as archive:
-            if "meta" not in archive.files:
-                raise CheckpointError(f"{path} is not a lvae_np checkpoint (no meta record)")
-            return _parse_meta(path, archive["meta"])
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
+        arrays = npy_headers(path)
+    except ArchiveError as exc:
+        raise CheckpointError(_unreadable(path, exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint "
+                              f"({exc.strerror or exc})") from None
+    if "meta" not in arrays:
+        raise CheckpointError(f"{path} is not a lvae_np checkpoint (no meta record)")
+    shape, dtype = arrays["meta"]
+    if shape != () or dtype.kind not in "US" or dtype.itemsize > META_BYTES:
+        raise CheckpointError(f"{path} is corrupt or not a lvae_np checkpoint: its meta record "
+                              f"is {dtype} {shape}, not a JSON text of at most {META_BYTES} "
+                              "bytes")
+    return arrays
+
+
+def check_headers(path, params: dict, state: dict, extra: dict) -> None:
+    """Refuse a checkpoint whose arrays are not those a run's config calls for, unread.
+
+    Compares the ``.npy`` headers (``headers``) with the arrays of the run's
+    model before any array is loaded, so a corrupt or foreign checkpoint
+    cannot make the reader allocate more than the run's own arrays.
+
+    Args:
+        path: the checkpoint.
+        params, state: the model's arrays, or anything with their ``shape``.
+        extra: name -> shape of every ``extra/`` array the run may keep (all optional).
+
+    Raises:
+        CheckpointError: one line naming the file and the first array that does not fit.
+    """
+    trees = {g: {} for g in GROUPS}
+    for key, (shape, dtype) in headers(path).items():
+        if key == "meta":
+            continue
+        group, _, name = key.partition("/")
+        if group not in trees or not name:
+            raise CheckpointError(f"{path} is corrupt or not a lvae_np checkpoint: it holds "
+                                  f"an unexpected entry {key!r}")
+        trees[group][name] = numpy.broadcast_to(numpy.zeros((), dtype), shape)  # no memory
+    ckpt = {"params": trees["param"], "state": trees["state"],
+            "opt_state": {"m": trees["adam_m"], "v": trees["adam_v"]}}
+    check_arrays(path, ckpt, params, state)
+    for name, got in trees["extra"].items():
+        if name not in extra or got.shape != tuple(extra[name]) or got.dtype.kind not in "fiu":
+            raise CheckpointError(
+                f"{path} is corrupt or not a checkpoint of this run: it holds an array "
+                f"extra/{name} ({got.dtype} {got.shape}) that no run of its config keeps")
 
 
 def _parse_meta(path: Path, record) -> dict:
@@ -177,11 +255,11 @@ def check_arrays(path, ckpt: dict, params: dict, state: dict) -> None:
         if missing or extra:
             names = ", ".join(missing[:3] + extra[:3])
             raise CheckpointError(
-                f"{path} is not a checkpoint of this run's model: {what} names differ "
-                f"({len(missing)} missing, {len(extra)} unknown: {names})")
+                f"{path} is corrupt or not a checkpoint of this run's model: {what} names "
+                f"differ ({len(missing)} missing, {len(extra)} unknown: {names})")
         for name in sorted(want):
             shape = tuple(want[name].shape)
             if got[name].shape != shape or got[name].dtype.kind != "f":
                 raise CheckpointError(
-                    f"{path} is not a checkpoint of this run's model: {what} {name} is "
-                    f"{got[name].dtype} {got[name].shape}, the model's is {shape}")
+                    f"{path} is corrupt or not a checkpoint of this run's model: {what} "
+                    f"{name} is {got[name].dtype} {got[name].shape}, the model's is {shape}")

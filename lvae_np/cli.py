@@ -18,6 +18,7 @@ memory, a diverged run); 2 bad input (options, files); 130 interrupted;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import functools
 import os
@@ -43,6 +44,39 @@ _OS_ERROR_HINTS = {
 
 class UsageError(Exception):
     """Bad command-line input: printed as one line, exit status 2."""
+
+
+class OutOfMemory(MemoryError):
+    """A ``MemoryError`` that knows what to do: ``hint`` names the option that sized it."""
+
+    def __init__(self, detail: str, hint: str):
+        super().__init__(detail)
+        self.hint = hint
+
+
+@contextlib.contextmanager
+def memory_hint(hint: str | None):
+    """Turn a ``MemoryError`` inside the block into ``OutOfMemory`` with ``hint``.
+
+    Wrap each step whose allocations one option sizes, e.g. ``with
+    memory_hint("choose a smaller --iw-samples"): ...``; an inner block's
+    hint wins over an outer one's, and over the CLI's default (``entry``).
+    """
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except MemoryError as exc:
+        if not hint:  # nothing to add: the caller's hint applies
+            raise
+        raise OutOfMemory(str(exc), hint) from None
+
+
+def memory_message(exc: MemoryError, default_hint: str = "") -> str:
+    """One line for a ``MemoryError``: "out of memory (detail); what to do"."""
+    hint = getattr(exc, "hint", None) or default_hint
+    detail = f" ({exc})" if str(exc) else ""
+    return f"out of memory{detail}" + (f"; {hint}" if hint else "")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -104,7 +138,8 @@ def entry(prog: str, *, errors: tuple = (), memory_hint: str = ""):
     * ``UsageError`` into ``prog: error: ... (see --help)``, status 2;
     * an exception of ``errors`` (a bad file: checkpoint, data) into one line, status 2;
     * ``OSError`` into one line naming the file and the fix (``os_error_message``), status 1;
-    * ``MemoryError`` into one line (with ``memory_hint``), status 1;
+    * ``MemoryError`` into one line (with its ``OutOfMemory.hint``, else ``memory_hint``),
+      status 1;
     * ``BrokenPipeError`` on stdout (the reader went away) into silence, status 141;
     * ``KeyboardInterrupt`` (Ctrl-C where the CLI does not handle it) into one line, status 130.
 
@@ -128,9 +163,7 @@ def entry(prog: str, *, errors: tuple = (), memory_hint: str = ""):
             except errors as exc:
                 return fail(prog, exc)
             except MemoryError as exc:
-                detail = f" ({exc})" if str(exc) else ""
-                return fail(prog, f"out of memory{detail}" + (f"; {memory_hint}" if memory_hint
-                                                               else ""), status=1)
+                return fail(prog, memory_message(exc, memory_hint), status=1)
             except OSError as exc:
                 return fail(prog, os_error_message(exc), status=1)
             except KeyboardInterrupt:
@@ -165,3 +198,11 @@ def positive_ints(text: str) -> tuple:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
     return values
+
+
+def folder_path(text: str) -> str:
+    """An argparse type: a folder to write to; the empty string (the current folder) is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path would mean the current folder: give "
+                                         "a folder's name")
+    return text

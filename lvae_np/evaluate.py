@@ -32,7 +32,7 @@ import numpy
 from . import data
 from .backend import BACKENDS
 from .checkpoint import CheckpointError
-from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings
+from .cli import Parser, UsageError, entry, fail, memory_hint, os_error_message, plain_warnings
 from .fileio import atomic_write_text
 from .metrics import (ACTIVE_THRESHOLD, BN_STATISTICS, KL_ACTIVE_THRESHOLD, Summary,
                       evaluation_bn_state, summarize)
@@ -44,7 +44,8 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
                  bn: str | None = None, backend: str = "auto", data_dir=None,
                  batch_size: int = 500, au_samples: int = 10, limit: int | None = None, seed: int = 0,
                  progress: bool = True, per_example: bool = False, write: bool = True,
-                 subset: int | None = None, subset_seed: int = 0) -> dict:
+                 subset: int | None = None, subset_seed: int = 0,
+                 options: dict | None = None) -> dict:
     """Evaluate the checkpoint in ``run_dir``; writes the result there too (``write_result``).
 
     The file is ``eval-<split>-k<k>.json``, or ``eval-<split>-k<k>-first<limit>.json``
@@ -72,6 +73,9 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
             seed gives every run the same examples; the result records ``subset``,
             ``subset_seed`` and ``split_size``. Not together with ``limit``.
         subset_seed: the seed of that permutation.
+        options: the caller's names of this command's options, for what to do when
+            memory runs out (``memory_hints``; e.g. lvae_np.train's final estimate
+            passes ``{"--iw-samples": "--final-iw-samples"}``).
 
     Returns:
         The result: the ``Summary``'s values (``result_dict``) and where they come from.
@@ -88,16 +92,17 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
     run = load_run(run_dir, data_dir, backend=backend, seed=seed, progress=progress)
     be = run.model.backend
     train = evaluation_train_set(run.dataset)
+    train_x = be.asarray(train)   # on the device once: the BN statistics, and the "train" split
     if split == "test":
         x = run.dataset.test
     elif split == "valid":
         if run.dataset.valid is None:
-    train_x = be.asarray(train)   # on the device once: the BN statistics, and the "train" split
             raise data.DataError("the run has no validation split (trained with --validation 0)")
         x = run.dataset.valid
     else:
         x = train
     split_size = len(x)
+    rows = numpy.arange(split_size)
     if subset:
         rows = subset_indices(split_size, subset, subset_seed)
     rows = rows[:limit] if limit else rows
@@ -107,14 +112,15 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
     else:
         x = be.asarray(x[rows])
     t0 = time.perf_counter()
-    rows = numpy.arange(split_size)
     state = run.state
     bn = run.config.bn_stats if bn is None else bn
-    state = evaluation_bn_state(run.model, run.params, state, be.asarray(train), bn, batch_size,
-                                progress)
+    hints = memory_hints(bn, options)
+    with memory_hint(hints["bn"]):
+        state = evaluation_bn_state(run.model, run.params, state, train_x, bn, batch_size,
+                                    progress)
     summary = summarize(run.model, run.params, state, x, kl=run.config.kl,
                         iw_samples=iw_samples, au_samples=au_samples, batch_size=batch_size,
-                        progress=progress)
+                        progress=progress, hints=hints)
     result = result_dict(summary, run.model, run.config.kl, per_example=per_example)
     result.update(run=str(run_dir), split=split, epoch=run.meta["epoch"], bn=bn, limit=limit,
                   subset=subset, subset_seed=subset_seed if subset else None,
@@ -124,6 +130,36 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
     if write:
         write_result(result)
     return result
+
+
+def memory_hints(bn: str, options: dict | None = None) -> dict:
+    """What to do when memory runs out in each step of ``evaluate_run``, by the option sizing it.
+
+    The batch-norm statistics ("bn"): ``--batch-size`` rows at a time, or the
+    whole training set with single-pass (``--bn``); the forward passes
+    ("passes"): ``--au-samples`` x ``--batch-size`` rows; L_K ("lk"): its
+    log-weights, ``--iw-samples`` per example.
+
+    Args:
+        bn: the batch-norm statistics used.
+        options: this command's option names -> the caller's (None: it has none such).
+
+    Returns:
+        {"bn": hint, "passes": hint, "lk": hint}, a hint None where no option sizes the step.
+    """
+    names = {o: o for o in ("--iw-samples", "--au-samples", "--batch-size", "--bn")}
+    names.update(options or {})
+
+    def smaller(*opts):
+        opts = [o for o in opts if o]
+        return f"choose a smaller {' or '.join(opts)}" if opts else None
+
+    single = (f"single-pass batch-norm statistics hold the whole training set as one batch: "
+              f"choose {names['--bn']} recollect") if names["--bn"] else None
+    return {"bn": {"recollect": smaller(names["--batch-size"]),
+                   "single-pass": single}.get(bn),
+            "passes": smaller(names["--au-samples"], names["--batch-size"]),
+            "lk": smaller(names["--iw-samples"])}
 
 
 def write_result(result: dict) -> Path:
@@ -226,7 +262,7 @@ def parse_args(argv=None):
 
 
 @entry(PROG, errors=(CheckpointError, data.DataError, ValueError),
-       memory_hint="choose a smaller --batch-size")
+       memory_hint="the run's model and data do not fit in this machine's memory")
 def main(argv=None) -> int:
     """The command line; returns the exit status.
 

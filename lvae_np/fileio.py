@@ -10,15 +10,28 @@ files so that a failure while writing leaves all of them as they were, and
 
 Errors are ``OSError`` with the target's path as ``filename`` (never the
 temporary's), so a message can say which file could not be written.
+
+Reading files that may not be what they claim: ``special_file`` says when a
+name is a FIFO, a folder or a device rather than a regular file (never
+opening it: a FIFO would block), and ``npy_headers`` reads the array headers
+of an ``.npz`` archive without reading its data, so their shapes and sizes
+can be checked before anything is allocated.
 """
 from __future__ import annotations
 
 import errno
 import glob
+import json
+import math
 import os
+import stat
 import sys
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
+
+import numpy
 
 # fsync of a folder: file systems that cannot do it say so with one of these
 _NO_DIR_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EISDIR}
@@ -172,3 +185,118 @@ def remove_stale_temporaries(folder, names) -> list:
                 continue
             removed.append((tmp, size))
     return removed
+
+
+def read_json(path, what: str):
+    """The JSON value stored in ``path``, or None when there is no such file.
+
+    Raises:
+        ValueError: the file cannot be read, or is empty, not UTF-8 text or not
+            JSON; one line, "``path`` is not ``what``: it is empty" and the like.
+    """
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ValueError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not {what}: not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ValueError(f"{path} is not {what}: "
+                         + ("it is empty" if not text.strip() else "not JSON")) from None
+
+
+def special_file(path) -> str | None:
+    """What ``path`` is when it exists but is not a regular file ("a FIFO", "a folder", ...).
+
+    None when it is missing or a regular file (a link to one counts as one).
+    Only ``stat`` is used: the file is never opened.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    if stat.S_ISREG(mode):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+class ArchiveError(ValueError):
+    """An ``.npz`` archive that is corrupt or claims more than it holds (one-line message)."""
+
+
+def npy_headers(source, *, size: int | None = None) -> dict:
+    """The arrays of an ``.npz`` archive, from their ``.npy`` headers alone: no data is read.
+
+    Each member must be an ``.npy`` file of format 1.0 or 2.0 holding no
+    Python objects, whose stored size is exactly its header plus the data
+    its header claims, and the members together must fit in the archive; so
+    loading the arrays afterwards allocates no more than their headers say.
+
+    Args:
+        source: the archive's path or a binary file object.
+        size: the archive's size in bytes (default: the file's size).
+
+    Returns:
+        name (without ``.npy``) -> (shape, dtype), in the archive's order.
+
+    Raises:
+        ArchiveError: not a ZIP archive, a member that is not such an array,
+            or sizes that do not add up (the message says which).
+        OSError: the file cannot be read.
+    """
+    if size is None:
+        size = os.fstat(source.fileno()).st_size if hasattr(source, "fileno") \
+            else os.path.getsize(source)
+    fmt = numpy.lib.format
+    try:
+        with zipfile.ZipFile(source) as archive:
+            infos = archive.infolist()
+            if sum(info.compress_size for info in infos) > size:
+                raise ArchiveError("its members claim more bytes than the file holds")
+            arrays = {}
+            for info in infos:
+                if not info.filename.endswith(".npy"):
+                    raise ArchiveError(f"an entry {info.filename!r} that is not an array")
+                if info.compress_type == zipfile.ZIP_STORED \
+                        and info.compress_size != info.file_size:
+                    raise ArchiveError(f"the entry {info.filename!r} has inconsistent sizes")
+                with archive.open(info) as f:
+                    version = fmt.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = fmt.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, _, dtype = fmt.read_array_header_2_0(f)
+                    else:
+                        raise ArchiveError(f"the entry {info.filename!r} has .npy format "
+                                           f"version {version}")
+                    header = f.tell()
+                if dtype.hasobject:
+                    raise ArchiveError(f"the entry {info.filename!r} holds Python objects")
+                if header + math.prod(shape) * dtype.itemsize != info.file_size:
+                    raise ArchiveError(
+                        f"the entry {info.filename!r} claims {dtype} {tuple(shape)} "
+                        f"({math.prod(shape) * dtype.itemsize} bytes) but holds "
+                        f"{info.file_size - header}")
+                arrays[info.filename[:-len(".npy")]] = (tuple(shape), dtype)
+            return arrays
+    except ArchiveError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, KeyError,
+            NotImplementedError, zlib.error) as exc:
+        raise ArchiveError(str(exc) or type(exc).__name__) from None
+    except OSError as exc:
+        if exc.errno is None:  # zlib and zipfile report damage as errno-less OSErrors
+            raise ArchiveError(str(exc) or type(exc).__name__) from None
+        raise

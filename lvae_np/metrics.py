@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 from . import bounds
 from .backend import namespace, to_numpy
-from .fileio import atomic_write_many
+from .cli import memory_hint
+from .fileio import atomic_write_many, special_file
 from .runs import KL_UNITS, METRICS
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al.: unit u is active if Cov_x(E_q[z_u | x]) > 0.01
@@ -107,7 +108,7 @@ class Summary(NamedTuple):
 
 
 def summarize(model, params, state, x, *, kl: str, batch_size: int, au_samples: int = 1,
-              iw_samples: int = 0, progress: bool = False) -> Summary:
+              iw_samples: int = 0, progress: bool = False, hints: dict | None = None) -> Summary:
     """ELBO, its terms, KL and active units per layer, and L_K of the examples ``x``.
 
     The one test-set loop of the package: the training log's test metrics
@@ -125,31 +126,38 @@ def summarize(model, params, state, x, *, kl: str, batch_size: int, au_samples: 
             since the posterior mean of z_i depends on the sampled z_{i+1}.
         iw_samples: K of the importance-weighted estimate L_K of log p(x) (0: none).
         progress: progress bars on stderr.
+        hints: what to do when memory runs out (``cli.memory_hint``), by step:
+            "passes" (the forward passes: ``au_samples`` x ``batch_size`` rows)
+            and "lk" (L_K: its (K, 100) log-weights per 100 examples); the
+            caller names its own options.
 
     Returns:
         A ``Summary``.
     """
+    hints = hints or {}
     n_layers, n = model.config.n_layers, x.shape[0]
     elbo = rec = 0.0
     kls, unit_kl = [0.0] * n_layers, [0.0] * n_layers
     means = [[] for _ in range(n_layers)]
-    for start in range(0, n, batch_size):
-        xb = x[start:min(start + batch_size, n), ...]
-        m = xb.shape[0]
-        out, _ = model.forward(params, state, xb, model.noise(au_samples * m), beta=1.0,
-                               kl=kl, training=False, k=au_samples)
-        xp = namespace(out.f)                              # f: (au_samples * m,)
-        elbo += float(xp.sum(out.f)) / au_samples
-        rec += float(xp.sum(out.rec)) / au_samples
-        for i, (k, mu) in enumerate(zip(out.kl, out.mu_q)):
-            kls[i] += float(xp.sum(k)) / au_samples        # k, mu: (au_samples * m, d_i)
-            unit_kl[i] = unit_kl[i] + xp.sum(k, axis=0) / au_samples
-            means[i].append(xp.mean(xp.reshape(mu, (au_samples, m, mu.shape[1])), axis=0))
+    with memory_hint(hints.get("passes")):
+        for start in range(0, n, batch_size):
+            xb = x[start:min(start + batch_size, n), ...]
+            m = xb.shape[0]
+            out, _ = model.forward(params, state, xb, model.noise(au_samples * m), beta=1.0,
+                                   kl=kl, training=False, k=au_samples)
+            xp = namespace(out.f)                              # f: (au_samples * m,)
+            elbo += float(xp.sum(out.f)) / au_samples
+            rec += float(xp.sum(out.rec)) / au_samples
+            for i, (k, mu) in enumerate(zip(out.kl, out.mu_q)):
+                kls[i] += float(xp.sum(k)) / au_samples        # k, mu: (au_samples * m, d_i)
+                unit_kl[i] = unit_kl[i] + xp.sum(k, axis=0) / au_samples
+                means[i].append(xp.mean(xp.reshape(mu, (au_samples, m, mu.shape[1])), axis=0))
     lk = None
     if iw_samples > 0:
         bar = _bar(progress, n, f"L_{iw_samples}")
-        lk = to_numpy(bounds.log_likelihood(model, params, state, x, iw_samples,
-                                            progress=None if bar is None else bar.update))
+        with memory_hint(hints.get("lk")):
+            lk = to_numpy(bounds.log_likelihood(model, params, state, x, iw_samples,
+                                                progress=None if bar is None else bar.update))
         if bar is not None:
             bar.close()
     return Summary(n=n, elbo=elbo / n, rec=rec / n, kl=[v / n for v in kls],
@@ -176,16 +184,21 @@ def metrics_row(s: Summary) -> dict:
     return row
 
 
+TEST_METRICS_HINTS = {"lk": "the test set's L_k is too large for this machine: choose a smaller "
+                             "--eval-iw-samples"}
+
+
 def test_metrics(model, params, state, x, kl: str, batch_size: int = 1000,
                  iw_samples: int = 0) -> dict:
     """The training log's test metrics: ``metrics_row`` of ``summarize`` with one sample.
 
     Test ELBO, its terms and active units with batch norm's running averages
     (``state``), one sample of z per input, and L_K when ``iw_samples`` > 0.
-    See ``summarize`` for the arguments.
+    See ``summarize`` for the arguments; running out of memory in L_K names
+    ``lvae_np.train``'s ``--eval-iw-samples``, the option that sizes it.
     """
     return metrics_row(summarize(model, params, state, x, kl=kl, batch_size=batch_size,
-                                 iw_samples=iw_samples))
+                                 iw_samples=iw_samples, hints=TEST_METRICS_HINTS))
 
 
 def recollect_bn_state(model, params, state, x, batch_size: int, progress: bool = False) -> dict:
@@ -304,6 +317,9 @@ class RunLog:
         path = self.run_dir / name
         if not path.exists():
             return None, [], None
+        kind = special_file(path)
+        if kind:  # never opened: a FIFO would block
+            return None, [], f"it is {kind}, not a regular file"
         try:
             with open(path, newline="", encoding="utf-8") as f:
                 reader = csv.DictReader(f)

@@ -40,7 +40,7 @@ from matplotlib.ticker import MaxNLocator
 from . import data
 from .backend import to_numpy
 from .checkpoint import CheckpointError
-from .cli import Parser, entry
+from .cli import Parser, entry, folder_path, memory_hint
 from .fileio import atomic_write_many
 from .metrics import BN_STATISTICS, evaluation_bn_state
 from .runs import KL_UNITS, METRICS, LoadedRun, evaluation_train_set, load_run
@@ -80,8 +80,14 @@ def read_csv(path) -> dict:
         raise PlotError(f"no run folder at {path.parent}")
     if not path.is_file():
         raise PlotError(f"{path} is missing: is {path.parent} a folder written by lvae_np.train?")
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as exc:
+        raise PlotError(f"{path} is malformed: not UTF-8 text ({exc.reason} at byte "
+                        f"{exc.start})") from None
+    except csv.Error as exc:
+        raise PlotError(f"{path} is malformed ({exc})") from None
     if rows and "epoch" not in rows[0]:
         raise PlotError(f"{path} is malformed: its header has no epoch column")
     if len(rows) < 2:
@@ -319,8 +325,12 @@ def load_model(run_dir, data_dir=None, *, bn: str | None = None) -> LoadedRun:
     bn = run.config.bn_stats if bn is None else bn
     if bn != "running":
         x = run.model.backend.asarray(evaluation_train_set(run.dataset))
-        run = run._replace(state=evaluation_bn_state(run.model, run.params, run.state, x, bn,
-                                                     RECOLLECT_BATCH), bn=bn)
+        hint = ("single-pass batch-norm statistics hold the whole training set as one batch: "
+                "choose --bn recollect") if bn == "single-pass" else None
+        with memory_hint(hint):
+            state = evaluation_bn_state(run.model, run.params, run.state, x, bn,
+                                        RECOLLECT_BATCH)
+        run = run._replace(state=state, bn=bn)
     return run
 
 
@@ -416,7 +426,9 @@ def write_all(run_dir, out_dir=None, *, data_dir=None, samples: int = 100,
     figures = {"bounds": plot_bounds(run_dir), "kl_heatmap": plot_kl_heatmap(run_dir),
                "kl_per_layer": plot_kl_per_layer(run_dir)}
     run = load_model(run_dir, data_dir, bn=bn)
-    figures.update(samples=plot_samples(run, samples), reconstructions=plot_reconstructions(run))
+    with memory_hint("choose a smaller --samples"):
+        figures.update(samples=plot_samples(run, samples))
+    figures.update(reconstructions=plot_reconstructions(run))
     pngs = {}
     for name in FIGURES:
         buf = io.BytesIO()
@@ -436,7 +448,8 @@ def main(argv=None) -> int:
                            "and reconstructions.png to RUN_DIR/figures (or --out) and prints "
                            "their paths.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by lvae_np.train")
-    p.add_argument("--out", metavar="DIR", help="where the PNGs go (default: RUN_DIR/figures)")
+    p.add_argument("--out", metavar="DIR", type=folder_path,
+                   help="where the PNGs go (default: RUN_DIR/figures)")
     p.add_argument("--data-dir", metavar="DIR",
                    help=f"folder with the data files (also ${data.ENV_VAR})")
     p.add_argument("--samples", type=int, default=100, metavar="N",

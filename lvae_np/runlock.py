@@ -110,3 +110,33 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_holder(run_dir) -> tuple | None:
+    """``(pid, host)`` of the process holding ``run_dir``'s lock now; None when it is free.
+
+    Changes nothing: the lock file, when there is one, is opened, tried and let
+    go, never written or removed. ``pid`` is None (and ``host`` "") when the
+    holder did not record itself. Always None where ``fcntl`` is missing.
+    """
+    if fcntl is None:
+        return None
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None  # no lock file (or none that can be read): nobody holds it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return None
+            try:
+                pid, _, host = path.read_text().strip().partition(" ")
+                return int(pid), host
+            except (OSError, ValueError):
+                return None, ""
+        return None  # free: our flock goes with the descriptor
+    finally:
+        os.close(fd)

@@ -7,7 +7,8 @@ package reads, these files of a run folder::
     config.json      CONFIG      the run's TrainConfig (see lvae_np.config)
     metrics.csv      METRICS     one row per epoch (see lvae_np.metrics)
     kl_units.csv     KL_UNITS    the training KL of every latent unit, one row per epoch
-    status.json      STATUS      where training stands (write_status, read_status)
+    status.json      STATUS      where training stands (write_status, read_status,
+                                 load_status)
     eval-*.json                  lvae_np.evaluate's results (eval_file_name)
     .lock            LOCK        held by the lvae_np.train working in the folder (lvae_np.runlock)
 
@@ -22,11 +23,14 @@ The status file is a small JSON object ``{"state": ..., "epoch": ...}``, with
 
 * ``"training"``: written when training starts or resumes; ``epoch`` is the
   number of epochs done. It stays so if the process dies without a word.
-* ``"done"``: the run reached its target; ``epoch`` epochs are done.
+* ``"done"``: the run reached its target; ``epoch`` epochs are done (a stop
+  asked during its last epoch's evaluation does not change that).
 * ``"diverged"``: the loss became NaN or infinite in epoch ``epoch``
   (1-based); the checkpoint holds the end of the epoch before.
 * ``"interrupted"``: stopped by Ctrl-C or SIGTERM after writing its checkpoint;
   ``epoch`` epochs and ``batch`` batches of the next one are done.
+* ``"failed"``: stopped by an error it could not go on after (out of memory);
+  ``reason`` says which, ``epoch`` is the epochs done (the checkpoint's, if any).
 """
 from __future__ import annotations
 
@@ -37,11 +41,11 @@ from typing import NamedTuple
 
 import numpy
 
-from . import checkpoint, data
+from . import architecture, checkpoint, data
 from .backend import get_backend
 from .checkpoint import CheckpointError
 from .config import CIRCUMSTANCES, RESUMABLE, TrainConfig, check_config, config_from_meta
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, read_json
 from .models import Model
 
 CHECKPOINT = "checkpoint.npz"
@@ -52,7 +56,7 @@ STATUS = "status.json"
 LOCK = ".lock"
 RUN_FILES = (CHECKPOINT, CONFIG, METRICS, KL_UNITS, STATUS)  # what lvae_np.train writes
 
-STATES = ("training", "done", "diverged", "interrupted")
+STATES = ("training", "done", "diverged", "interrupted", "failed")
 EVAL_BINARIZATION_SEED = 1234  # binarises the training and validation sets once, for evaluation
 
 
@@ -123,19 +127,62 @@ def write_status(run_dir, state: str, epoch: int, **extra) -> None:
     atomic_write_text(Path(run_dir) / STATUS, json.dumps(record) + "\n")
 
 
+def files_in_the_way(run_dir) -> list[Path]:
+    """The files a fresh run in ``run_dir`` would replace, though no start of it made them.
+
+    A folder without a checkpoint that holds a run's logs, evaluations,
+    config or status holds another run's (whose checkpoint was moved away)
+    or the user's files: a fresh ``lvae_np.train`` there would replace them.
+    What a fresh start that did not finish an epoch leaves, ``status.json``
+    saying "training" or "failed" at epoch 0 or "diverged" in epoch 1 (and
+    ``config.json``) with no logs or evaluations, is not in the way: the same
+    command, run again, replaces it. A runner's ``train.log`` (only ever
+    appended to) never is.
+
+    Returns:
+        The files in the way, logs and evaluations first; [] when none.
+    """
+    run_dir = Path(run_dir)
+    found = [run_dir / n for n in (METRICS, KL_UNITS) if (run_dir / n).exists()]
+    found += sorted(run_dir.glob("eval-*.json"))
+    others = [run_dir / n for n in (CONFIG, STATUS) if (run_dir / n).exists()]
+    if found or not others:
+        return found + others
+    status = read_status(run_dir)
+    if status is not None and (status["state"], status["epoch"]) in (
+            ("training", 0), ("failed", 0), ("diverged", 1)):
+        return []  # what a start that finished no epoch left
+    return others
+
+
 def read_status(run_dir) -> dict | None:
     """The run's status record, or None when the file is missing or unreadable.
 
     A record counts as readable when it is a JSON object whose ``state`` is one
-    of ``STATES`` and whose ``epoch`` is an integer.
+    of ``STATES`` and whose ``epoch`` is an integer (see ``load_status``).
     """
     try:
-        record = json.loads((Path(run_dir) / STATUS).read_text())
-    except (OSError, ValueError):
+        return load_status(run_dir)
+    except ValueError:
+        return None
+
+
+def load_status(run_dir) -> dict | None:
+    """The run's status record, checked; None when there is no status file.
+
+    Raises:
+        ValueError: the file is there but is not a status record (empty, not
+            UTF-8, not JSON, or without a known ``state`` and an integer
+            ``epoch``); one line naming the file and why.
+    """
+    path = Path(run_dir) / STATUS
+    record = read_json(path, "a status record")
+    if record is None:
         return None
     if not isinstance(record, dict) or record.get("state") not in STATES \
             or not isinstance(record.get("epoch"), int) or isinstance(record["epoch"], bool):
-        return None
+        raise ValueError(f"{path} is not a status record: it needs a \"state\" (one of "
+                         f"{', '.join(STATES)}) and an integer \"epoch\"")
     return record
 
 
@@ -186,16 +233,67 @@ def read_checkpoint(run_dir) -> tuple[dict, TrainConfig]:
             run config that ``lvae_np.train`` would refuse (one line naming the file).
     """
     path = Path(run_dir) / CHECKPOINT
-    ckpt = checkpoint.load(path)
+    meta = checkpoint.load_meta(path)
     try:
-        cfg = config_from_meta(ckpt["meta"])
+        cfg = config_from_meta(meta)
     except ValueError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     try:
         check_config(cfg)
     except ValueError as exc:
         raise CheckpointError(f"{path} holds a run config lvae_np.train refuses: {exc}") from None
-    return ckpt, cfg
+    # Its arrays' headers against the config's model before any array is read: a corrupt
+    # or foreign checkpoint cannot make us allocate more than the run's own arrays.
+    params, state = model_shapes(cfg.model_config(*data.data_shape(cfg.dataset)))
+    checkpoint.check_headers(path, params, state, partial_sums_shapes(cfg.latent))
+    return checkpoint.load(path), cfg
+
+
+class _Shapes:
+    """An array namespace and random generator whose arrays take no memory (broadcast zeros).
+
+    ``architecture.init_params`` run with it gives a model's arrays' names and
+    shapes, however large, without allocating them.
+    """
+
+    @staticmethod
+    def _array(shape, dtype=None):
+        return numpy.broadcast_to(numpy.zeros((), dtype or numpy.float64), tuple(shape))
+
+    def zeros(self, shape, dtype=None):
+        return self._array(shape, dtype)
+
+    ones = zeros
+
+    def full(self, shape, value, dtype=None):
+        return self._array(shape, dtype)
+
+    def asarray(self, a, dtype=None):
+        return self._array(numpy.shape(a), dtype)
+
+    def uniform(self, low=0.0, high=1.0, size=()):
+        return self._array(size)
+
+    def normal(self, loc=0.0, scale=1.0, size=()):
+        return self._array(size)
+
+
+def model_shapes(model_config) -> tuple[dict, dict]:
+    """(params, state) of the model ``model_config`` describes, as stand-ins of their shapes.
+
+    Each value has the array's ``shape`` and ``dtype`` (float64) but holds no
+    memory, so a config of any size can be checked against a checkpoint.
+    """
+    shapes = _Shapes()
+    return architecture.init_params(model_config, shapes, xp=shapes, dtype=numpy.float64)
+
+
+def partial_sums_shapes(latent) -> dict:
+    """name -> shape of the running sums a checkpoint written mid-epoch keeps (``extra/``)."""
+    shapes = {"loss": (), "elbo": (), "rec": (), "n": ()}
+    for i, d in enumerate(latent, start=1):
+        shapes.update({f"kl_z{i}": (), f"kl_units_z{i}": (int(d),)})
+    return shapes
 
 
 def check_model_arrays(path, ckpt: dict, model_config) -> None:

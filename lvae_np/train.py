@@ -7,13 +7,15 @@ of the training set every epoch, up to 2000 epochs. Every epoch writes
 ``RUN_DIR/metrics.csv``, ``RUN_DIR/kl_units.csv`` and an atomic checkpoint;
 Ctrl-C writes a checkpoint where it stopped, and ``--resume`` continues the
 run exactly (bit for bit on NumPy). ``RUN_DIR/status.json`` says where the
-run stands: training, done, diverged or interrupted (see ``lvae_np.runs``).
+run stands: training, done, diverged, interrupted or failed (see ``lvae_np.runs``).
 ``command_line`` builds the command that trains a given ``TrainConfig``.
 
 Nothing is lost at the edges: the run folder is locked for the run's life
 (``lvae_np.runlock``), temporaries of killed writes are removed on start,
 the checkpoint is checked against the run before any work, the logs are
-brought in step with it (``metrics.RunLog.sync``), and every failure (bad
+brought in step with it (``metrics.RunLog.sync``), a fresh run refuses a
+folder holding run files it did not make (``runs.files_in_the_way``) and
+any run file that is a FIFO or another non-regular file, and every failure (bad
 input, a foreign checkpoint, a full or read-only disk, out of memory) is one
 line on stderr that leaves the folder's files as they were. The run
 remembers its ``--backend`` and ``--data-dir``; the loop itself is
@@ -40,21 +42,23 @@ from pathlib import Path
 from . import data
 from .backend import BACKENDS, DTYPES, NOISE, get_backend
 from .checkpoint import CheckpointError
-from .cli import Parser, UsageError, entry, fail, os_error_message, plain_warnings, positive_ints
+from .cli import (Parser, UsageError, entry, fail, folder_path, memory_hint, memory_message,
+                  os_error_message, plain_warnings, positive_ints)
 from .config import (BN_STATS, CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE,
                      TrainConfig, check_config)
 from .evaluate import evaluate_run
-from .fileio import atomic_write_many, remove_stale_temporaries
+from .fileio import atomic_write_many, remove_stale_temporaries, special_file
 from .metrics import LogError
 from .models import KL_ESTIMATORS
 from .runlock import RunInUse, RunLock
-from .runs import (CHECKPOINT, CONFIG, RUN_FILES, check_same_run, data_dir_of, read_checkpoint,
-                   saved_meta, write_status)
-from .trainer import NonFiniteLoss, StopNow, Trainer
+from .runs import (CHECKPOINT, CONFIG, RUN_FILES, check_same_run, data_dir_of,
+                   files_in_the_way, read_checkpoint, saved_meta, write_status)
+from .trainer import EvaluationStopped, NonFiniteLoss, StopNow, Trainer
 
 PROG = "lvae_np.train"
 MEMORY_HINT = "the model or a batch is too large for this machine: choose smaller --hidden, " \
               "--latent or --batch-size"
+MODEL_MEMORY_HINT = "the model is too large for this machine: choose smaller --hidden or --latent"
 
 
 # ----------------------------------------------------------------------------
@@ -74,14 +78,14 @@ def build_parser() -> Parser:
                         "1e-10, clipping 4 then 0.9, drop last, MC KL, lr 2e-4)")
     p.add_argument("--backend", choices=BACKENDS, default="auto",
                    help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
-    p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
-                   help="lvae: top-down inference; vae: bottom-up inference")
-    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset,
-                   help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
     p.add_argument("--noise", choices=NOISE, default=d.noise,
                    help="with CuPy: draw the training noise and the binarisation on the device "
                         "(device), or on the host with NumPy's generator and copy it over "
                         "(host: NumPy's numbers, for parity checks; slower). No effect on NumPy")
+    p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
+                   help="lvae: top-down inference; vae: bottom-up inference")
+    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset,
+                   help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
                         "synthetic: tiny, for smoke tests")
     p.add_argument("--data-dir", help=f"folder with the data files (also ${data.ENV_VAR}; "
                                       "default: the repository's data/, then the cache)")
@@ -146,7 +150,7 @@ def build_parser() -> Parser:
                    help="hold out this many training examples as a validation split")
     p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating-point precision")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random")
-    p.add_argument("--out", metavar="RUN_DIR",
+    p.add_argument("--out", metavar="RUN_DIR", type=folder_path,
                    help="folder for checkpoint, metrics and config (default: runs/<model>-"
                         "<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
@@ -264,6 +268,11 @@ def main(argv=None) -> int:
 
 def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
     """Train in ``run_dir``, whose lock this process holds (see ``main``)."""
+    for name in RUN_FILES:  # a FIFO would block the reads below for ever
+        kind = special_file(run_dir / name)
+        if kind:
+            return fail(PROG, f"{run_dir / name} is {kind}, not a regular file: lvae_np.train "
+                              "reads and replaces only regular files; move it away")
     removed = remove_stale_temporaries(run_dir, RUN_FILES)
     if removed:
         print(f"lvae_np.train: note: removed {len(removed)} temporary file(s) of interrupted "
@@ -283,13 +292,21 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
     elif (run_dir / CHECKPOINT).exists():
         raise UsageError(f"{run_dir} already holds a run: add --resume to continue it, "
                          "or choose another --out")
+    elif in_the_way := files_in_the_way(run_dir):
+        more = f" (and {len(in_the_way) - 1} more run file(s))" if len(in_the_way) > 1 else ""
+        return fail(PROG, f"{in_the_way[0]}{more} would be replaced by a fresh run: {run_dir} "
+                          "holds a run's files but no checkpoint; choose another --out, or "
+                          "move them away (if they are a run's whose checkpoint.npz was moved, "
+                          "put it back and add --resume)")
     if args.data_dir:
         cfg.data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
     try:
-        backend = get_backend(cfg.backend, dtype=cfg.dtype, seed=cfg.seed)
-        ds = data.load_dataset(cfg.dataset, args.data_dir or data_dir_of(cfg),
-                               validation=cfg.validation, seed=cfg.seed,
-                               progress=not args.no_progress)
+        backend = get_backend(cfg.backend, dtype=cfg.dtype, seed=cfg.seed, noise=cfg.noise)
+        with memory_hint(f"the {cfg.dataset} data set does not fit in this machine's memory "
+                         "(no option makes it smaller)"):
+            ds = data.load_dataset(cfg.dataset, args.data_dir or data_dir_of(cfg),
+                                   validation=cfg.validation, seed=cfg.seed,
+                                   progress=not args.no_progress)
     except ValueError as exc:
         return fail(PROG, exc)
     if cfg.drop_last and ds.train.shape[0] < cfg.batch_size:
@@ -299,10 +316,11 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
     cfg.data_variant = ds.variant
     trainer = Trainer(cfg, run_dir, backend, ds,
                       progress=sys.stdout.isatty() and not args.no_progress)
-    if ckpt is None:
-        trainer.fresh()
-    else:
-        trainer.restore(ckpt)
+    with memory_hint(MODEL_MEMORY_HINT):
+        if ckpt is None:
+            trainer.fresh()
+        else:
+            trainer.restore(ckpt)
     # The checkpoint says where the run stands (the start of a fresh one): the logs follow it.
     stale = trainer.log.sync(trainer.pos.epoch, trainer.last_log)
     if ckpt is None:  # a resume rewrites it with its first checkpoint (Trainer.run)
@@ -314,16 +332,20 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
           flush=True)
     # Ctrl-C (or SIGTERM) asks the trainer to stop at the next batch boundary, so
     # the checkpoint is consistent; a second one stops at once, abandoning any write.
+    # One during an epoch's test evaluation abandons it at once, keeping the epoch.
     def request_stop(signum, frame):
         if trainer.stop_requested:
             raise StopNow
         trainer.stop_requested = True
+        if trainer.evaluating:
+            raise EvaluationStopped
 
     previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         write_status(run_dir, "training", trainer.pos.epoch)
         try:
-            trainer.run()
+            with memory_hint(_step_memory_hint(cfg)):
+                trainer.run()
         except KeyboardInterrupt:
             trainer.save()
             write_status(run_dir, "interrupted", trainer.pos.epoch, batch=trainer.pos.batch)
@@ -340,20 +362,46 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
                           "or --max-grad-norm", status=1)
     except OSError as exc:
         return fail(PROG, f"{os_error_message(exc)}; {_where(run_dir, cfg)}", status=1)
+    except MemoryError as exc:
+        reason = memory_message(exc, MEMORY_HINT)
+        try:
+            write_status(run_dir, "failed", trainer.pos.epoch, reason=reason)
+        except OSError:
+            pass  # the one line below says it all
+        return fail(PROG, f"{reason}; {_where(run_dir, cfg)}", status=1)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     write_status(run_dir, "done", trainer.pos.epoch)
     if cfg.final_iw_samples > 0:
+        later = (f"the run is done: evaluate it with python -m lvae_np.evaluate "
+                 f"{shlex.quote(str(run_dir))} --iw-samples {cfg.final_iw_samples}")
+        if trainer.stop_requested:  # asked during the last epoch: do not start another wait
+            return fail(PROG, f"stopped before the final evaluation; {later}", status=130)
+        term = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C
         try:
             result = evaluate_run(run_dir, iw_samples=cfg.final_iw_samples, backend=cfg.backend,
-                                  data_dir=args.data_dir, progress=trainer.progress)
+                                  data_dir=args.data_dir, progress=trainer.progress,
+                                  options=FINAL_EVALUATION_OPTIONS)
         except KeyboardInterrupt:
-            return fail(PROG, f"interrupted in the final evaluation; the run is done: evaluate "
-                              f"it with python -m lvae_np.evaluate {shlex.quote(str(run_dir))} "
-                              f"--iw-samples {cfg.final_iw_samples}", status=130)
+            return fail(PROG, f"interrupted in the final evaluation; {later}", status=130)
+        finally:
+            signal.signal(signal.SIGTERM, term)
         print(f"lvae_np.train: test L_{cfg.final_iw_samples} = {result['lk']:.3f}", flush=True)
     return 0
+
+
+# lvae_np.evaluate's options as this command has them, for the final L_k's memory hints
+FINAL_EVALUATION_OPTIONS = {"--iw-samples": "--final-iw-samples", "--bn": "--bn-stats",
+                            "--au-samples": None, "--batch-size": None}
+
+
+def _step_memory_hint(cfg: TrainConfig) -> str:
+    """What to do when a training step runs out of memory: the options that size its batch."""
+    rows = "--batch-size or --iw-samples (a step holds batch-size x iw-samples rows)" \
+        if cfg.iw_samples > 1 else "--batch-size"
+    return f"a training step is too large for this machine: choose a smaller {rows}, or " \
+           "smaller --hidden"
 
 
 def resume_command(run_dir, cfg: TrainConfig) -> str:

@@ -6,7 +6,10 @@ written mid-epoch (``restore``, which checks the checkpoint first). Every
 epoch ends with one write of the checkpoint and the CSV logs together
 (``fileio.atomic_write_many``, the checkpoint first), so a failure or a kill
 leaves them consistent, and a start brings the logs back in step with the
-checkpoint (``metrics.RunLog.sync``). ``lvae_np.train`` is its command line.
+checkpoint (``metrics.RunLog.sync``). A stop during an epoch's test
+evaluation abandons it at once and keeps the epoch (``evaluate_unless_stopped``);
+at its target epoch a run is done, stop or not. ``lvae_np.train`` is its
+command line.
 """
 from __future__ import annotations
 
@@ -36,9 +39,6 @@ class NonFiniteLoss(Exception):
         super().__init__(message)
         self.epoch = epoch
 
-
-class StopNow(BaseException):
-    """A second Ctrl-C (or SIGTERM): stop at once, abandoning any write under way."""
 
 def _to_host(tree: dict) -> dict:
     """NumPy copies of a dict of arrays: one device-to-host copy per dtype (``flat``)."""
@@ -72,6 +72,17 @@ def _from_host(tree: dict, asarray) -> dict:
     return flat.unpack(asarray(flat.pack(tree, lay)), lay)
 
 
+class StopNow(BaseException):
+    """A second Ctrl-C (or SIGTERM): stop at once, abandoning any write under way."""
+
+
+class EvaluationStopped(BaseException):
+    """A stop asked for during an epoch's test evaluation: the evaluation is abandoned.
+
+    Raised by the signal handler while ``Trainer.evaluating`` is set (see
+    ``Trainer.evaluate_unless_stopped``); the evaluation holds no file open.
+    """
+
 
 @dataclass
 class Position:
@@ -97,6 +108,7 @@ class Trainer:
         self.log = metrics.RunLog(run_dir, cfg.latent)
         self.last_log = None         # the log rows of the last epoch done, kept in checkpoints
         self.stop_requested = False  # set by Ctrl-C; honoured between batches
+        self.evaluating = False      # in an epoch's test evaluation, which a stop abandons
 
     # -- state ---------------------------------------------------------------
     @property
@@ -134,18 +146,6 @@ class Trainer:
                             meta.get("epoch_seconds", 0.0))
         self.last_log = meta.get("log")
 
-    def _sums(self, path, extra: dict) -> dict:
-        """The running sums of a checkpoint written mid-epoch, checked, on the backend."""
-        shapes = {"loss": (), "elbo": (), "rec": (), "n": ()}
-        for i, d in enumerate(self.cfg.latent, start=1):
-            shapes.update({f"kl_z{i}": (), f"kl_units_z{i}": (d,)})
-        if set(extra) != set(shapes) or any(extra[k].shape != v for k, v in shapes.items()) \
-                or not int(extra["n"]) > 0:
-            raise CheckpointError(f"{path} was written mid-epoch but its running sums are "
-                                  "missing or malformed")
-        sums = {k: self.be.asarray(v, dtype=None) for k, v in extra.items()}
-        sums["n"] = int(sums["n"])
-        return sums
     def _restore_noise(self, path, meta: dict) -> None:
         """Continue the noise stream of the checkpoint (``Backend.noise``'s saved state).
 
@@ -177,6 +177,18 @@ class Trainer:
             raise CheckpointError(f"{path} has no usable random-generator state "
                                   f"({type(exc).__name__}: {exc})") from None
 
+    def _sums(self, path, extra: dict) -> dict:
+        """The running sums of a checkpoint written mid-epoch, checked, on the backend."""
+        shapes = {"loss": (), "elbo": (), "rec": (), "n": ()}
+        for i, d in enumerate(self.cfg.latent, start=1):
+            shapes.update({f"kl_z{i}": (), f"kl_units_z{i}": (d,)})
+        if set(extra) != set(shapes) or any(extra[k].shape != v for k, v in shapes.items()) \
+                or not int(extra["n"]) > 0:
+            raise CheckpointError(f"{path} was written mid-epoch but its running sums are "
+                                  "missing or malformed")
+        sums = {k: self.be.asarray(v, dtype=None) for k, v in extra.items()}
+        sums["n"] = int(sums["n"])
+        return sums
 
     def checkpoint_writer(self):
         """The checkpoint as it stands, as a ``write(file)`` function (see checkpoint.writer)."""
@@ -263,6 +275,8 @@ class Trainer:
         # NaN checks need the loss on the host; on a GPU only every few batches.
         check_every = 1 if self.be.name == "numpy" else 25
         start = time.perf_counter() - self.pos.seconds
+        if self.pos.batch == 0:
+            self.be.noise.start((epoch,))   # device noise: reseeded per epoch (resumable)
         for b in range(self.pos.batch, len(order)):
             if self.stop_requested:
                 raise KeyboardInterrupt
@@ -275,8 +289,6 @@ class Trainer:
                 value = float(self.pos.sums["loss"])
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"the loss became {value} in epoch {epoch + 1}, "
-        if self.pos.batch == 0:
-            self.be.noise.start((epoch,))   # device noise: reseeded per epoch (resumable)
                                         f"by batch {b + 1} of {len(order)}", epoch + 1)
             if bar is not None:
                 bar.update(1)
@@ -286,6 +298,32 @@ class Trainer:
         """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""
         return metrics.test_metrics(self.model, self.params, self.state, self.test_x,
                                     self.cfg.kl, iw_samples=self.cfg.eval_iw_samples)
+
+    def evaluate_unless_stopped(self, epoch: int) -> dict:
+        """``evaluate``'s test metrics with ``eval_seconds``, or {} when a stop is asked.
+
+        A stop asked before the evaluation skips it; one asked during it
+        abandons it at once (the signal handler raises ``EvaluationStopped``
+        while ``evaluating`` is set). Either is said in one line on stderr, and
+        the epoch's training part is kept: its row is logged without test values.
+        """
+        t0 = time.perf_counter()
+        try:
+            self.evaluating = True   # first: a signal from here on abandons the evaluation
+            try:
+                if self.stop_requested:
+                    raise EvaluationStopped
+                row = self.evaluate(epoch)
+            finally:
+                self.evaluating = False
+            row["eval_seconds"] = time.perf_counter() - t0
+            return row
+        except EvaluationStopped:
+            self.evaluating = False
+        print(f"lvae_np.train: stopping: the test evaluation of epoch {epoch} is abandoned "
+              f"after {time.perf_counter() - t0:.1f} s; the epoch's training is kept",
+              file=sys.stderr, flush=True)
+        return {}
 
     # -- the loop --------------------------------------------------------------
     def run(self):
@@ -306,9 +344,7 @@ class Trainer:
                 row = metrics.epoch_row(epoch, beta, self.pos.sums, self.pos.seconds,
                                         len(cfg.latent))
                 if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-                    t0 = time.perf_counter()
-                    row.update(self.evaluate(epoch))
-                    row["eval_seconds"] = time.perf_counter() - t0
+                    row.update(self.evaluate_unless_stopped(epoch))
                 units = metrics.kl_unit_row(epoch, self.pos.sums, len(cfg.latent))
                 self.pos = Position(epoch)
                 self.last_log = self.log.add(row, units)
@@ -317,8 +353,8 @@ class Trainer:
                 atomic_write_many([(self.run_dir / CHECKPOINT, self.checkpoint_writer())]
                                   + self.log.writers()
                                   + [(self.run_dir / CONFIG, self.config_writer())])
-                if self.stop_requested:
-                    raise KeyboardInterrupt
+                if self.stop_requested and self.pos.epoch < cfg.epochs:
+                    raise KeyboardInterrupt   # (at its target the run is done, stop or not)
                 line = metrics.describe(row)
                 if epochs_bar is not None:
                     epochs_bar.update(1)

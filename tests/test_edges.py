@@ -160,19 +160,16 @@ def never_trains(monkeypatch):
 # D1: the checkpoint is the single source of truth; the logs follow it
 # ----------------------------------------------------------------------------
 def test_d1_logs_follow_the_checkpoint_on_every_start(tmp_path, run_dir, capsys):
-    # killed before its first checkpoint, then the same command: epochs once each
+    # killed before its first checkpoint (it left config.json and status.json "training" at
+    # epoch 0), then the same command: epochs once each. (Logs in a folder without a
+    # checkpoint are another run's or the user's: a fresh run refuses them, test_edges_files.)
     out = tmp_path / "fresh"
     assert run_train(SMALL + ["--epochs", 2, "--out", out]) == 0
-    (out / runs.CHECKPOINT).unlink()
+    for name in (runs.CHECKPOINT, runs.METRICS, runs.KL_UNITS):
+        (out / name).unlink()
+    runs.write_status(out, "training", 0)
     assert run_train(SMALL + ["--epochs", 2, "--out", out]) == 0
     assert epochs(out) == [1, 2] and epochs(out, runs.KL_UNITS) == [1, 2]
-    # a stale log of another depth in a folder without a checkpoint is replaced
-    other = tmp_path / "other"
-    other.mkdir()
-    shutil.copy(run_dir / runs.METRICS, other / runs.METRICS)
-    assert run_train(SMALL + ["--latent", "3", "--hidden", "8", "--epochs", 1,
-                              "--out", other]) == 0
-    assert "train_kl_z2" not in (other / runs.METRICS).read_text() and epochs(other) == [1]
     # killed between the checkpoint's rename and the logs': the row is rebuilt from it
     assert run_train(["--out", run_dir, "--resume", "--epochs", 2, "--no-progress"]) == 0
     full = {name: (run_dir / name).read_text() for name in (runs.METRICS, runs.KL_UNITS)}

@@ -434,13 +434,7 @@ def test_the_cli_trains_with_the_kl_and_warmup_steps_given(tmp_path, monkeypatch
 # ----------------------------------------------------------------------------
 # Runs as jobs through submitit
 # ----------------------------------------------------------------------------
-try:
-    import submitit  # noqa: F401
-    HAVE_SUBMITIT = True
-except ImportError:
-    HAVE_SUBMITIT = False
-needs_submitit = pytest.mark.skipif(
-    not HAVE_SUBMITIT, reason="submitit is not installed (the optional [cluster] extra)")
+from conftest import needs_submitit  # noqa: E402
 
 
 @needs_submitit

@@ -17,7 +17,7 @@ names, hashes and mirrors are shared dicts, changed in place.
 """
 from .datasets import (DATASETS, LOADERS, NORB_TEST_NOISE_SEED, SYNTHETIC_SIDE, SYNTHETIC_TEST,
                        SYNTHETIC_TRAIN, TEST_BINARIZATION_SEED, VALID_BINARIZATION_SEED, Dataset,
-                       binarize, load_dataset)
+                       binarize, data_shape, load_dataset)
 from .files import (CHECKSUMS, ENV_VAR, GIT_BLOB_SHA1, MIRRORS, MNIST_FILES, NORB_FILES,
                     OMNIGLOT_ARRAYS, OMNIGLOT_BURDA, OMNIGLOT_IMAGES_SHA256, DataError, cache_dir,
                     find_file, search_dirs)
@@ -31,6 +31,6 @@ __all__ = [
     "OMNIGLOT_BURDA_URL", "OMNIGLOT_CACHE", "OMNIGLOT_IMAGES_SHA256", "OMNIGLOT_TRAIN_DRAWERS",
     "SYNTHETIC_SIDE", "SYNTHETIC_TEST", "SYNTHETIC_TRAIN", "TEST_BINARIZATION_SEED",
     "VALID_BINARIZATION_SEED", "DataError", "Dataset", "area_resize_matrix", "binarize",
-    "cache_dir", "find_file", "load_dataset", "read_idx", "read_norb", "resize_images",
+    "cache_dir", "data_shape", "find_file", "load_dataset", "read_idx", "read_norb", "resize_images",
     "search_dirs",
 ]

@@ -131,6 +131,22 @@ _IMAGE_SHAPES = {"mnist": (28, 28), "omniglot": (28, 28), "norb": (32, 32),
                  "synthetic": (SYNTHETIC_SIDE, SYNTHETIC_SIDE)}
 
 
+def data_shape(name: str) -> tuple[int, str]:
+    """(features per example, likelihood) of dataset ``name``, known without loading it.
+
+    Raises:
+        ValueError: an unknown ``name``.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    height, width = _IMAGE_SHAPES[name]
+    return height * width, _likelihood(name)
+
+
+def _likelihood(name: str) -> str:
+    return "gaussian" if name == "norb" else "bernoulli"
+
+
 def load_dataset(name: str, data_dir=None, *, validation: int = 0, seed: int = 0,
                  download: bool = True, progress: bool = True) -> Dataset:
     """Load a dataset, finding (or downloading) and verifying its files.
@@ -174,7 +190,7 @@ def load_dataset(name: str, data_dir=None, *, validation: int = 0, seed: int = 0
         order = numpy.random.default_rng(split_seq).permutation(len(train))
         valid = train[numpy.sort(order[-validation:])]
         train = train[numpy.sort(order[:-validation])]
-    likelihood = "gaussian" if name == "norb" else "bernoulli"
+    likelihood = _likelihood(name)
     if likelihood == "bernoulli":
         test = binarize(test, numpy.random.default_rng(TEST_BINARIZATION_SEED))
         if valid is not None:

@@ -10,7 +10,9 @@ Where files are looked for, in this order, each place first as
 5. a download from the canonical mirrors (MNIST, smallNORB) into the cache,
    checked against its hash before it is written, atomically, into place.
 
-A file may be gzipped or not (recognised by its first bytes). Every file is
+A file may be gzipped or not (recognised by its first bytes); where the
+content's size is known (``SIZES``) decompression stops past it, so a small
+file that expands without end is refused as corrupt, not read. Every file is
 checked against its known SHA-256 each time it is read: the data is read and
 decompressed anyway, and hashing MNIST's 55 MB adds about 30 ms, so there is
 no cache of verifications to go stale. A file that fails the check raises a
@@ -52,6 +54,12 @@ CHECKSUMS = {
     NORB_FILES["train"] + ".gz": "5ffd6272a07d32695ee1082a26a41a93a37aab8c28da047f8c34ed348d214873",
     NORB_FILES["test"] + ".gz": "cf7104eed3e51174d2f65b66d1e5878b9da233b886f161b0d88f4510ba2c7474",
 }
+# Sizes of the files those hashes name (the decompressed IDX files), keyed by the hash:
+# decompression stops past them, so a small file that expands without end is refused
+# before it fills the memory.
+SIZES = {CHECKSUMS[name]: size for name, size in (
+    ("train-images-idx3-ubyte", 47040016), ("t10k-images-idx3-ubyte", 7840016),
+    ("train-labels-idx1-ubyte", 60008), ("t10k-labels-idx1-ubyte", 10008))}
 # Omniglot arrays: SHA-256 of the ``images`` array's bytes (bool, C order), so
 # that any faithful conversion passes, however the .npz file was compressed.
 OMNIGLOT_IMAGES_SHA256 = {
@@ -114,7 +122,12 @@ def search_dirs(dataset: str, data_dir=None) -> list[Path]:
     roots = []
     for label, root in (("--data-dir", data_dir), (ENV_VAR, os.environ.get(ENV_VAR))):
         if root:
-            root = Path(root).expanduser()
+            try:
+                root = Path(root).expanduser()
+            except RuntimeError:  # ~name of no user on this machine
+                raise DataError(f"data directory {root} (from {label}): {str(root).split('/')[0]} "
+                                "is no user's home folder here; write the folder's full "
+                                "path") from None
             if not root.is_dir():
                 raise DataError(f"data directory {root} (from {label}) does not exist")
             roots.append(root)
@@ -237,30 +250,74 @@ def _expected(name: str) -> str:
     return ""
 
 
-def _read_bytes(path, source: str) -> bytes:
+def _read_bytes(path, source: str, limit: int | None = None) -> bytes:
+    """The file's bytes; with ``limit`` (the content's known size), refused when far larger."""
     try:
+        if limit is not None:
+            size = os.stat(path).st_size
+            if size > limit + limit // 64 + (1 << 16):  # deflate's worst case stays below
+                raise DataError(f"{source}: corrupt file: {size} bytes, more than any copy of "
+                                f"its {limit} bytes of content can take")
         return Path(path).read_bytes()
     except OSError as exc:
         raise DataError(f"{source}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _gunzip(raw: bytes, source: str, expected: str = "") -> bytes:
-    """``raw`` decompressed when it starts with the gzip magic bytes, else ``raw`` itself."""
+def _gunzip(raw: bytes, source: str, expected: str = "", limit: int | None = None) -> bytes:
+    """``raw`` decompressed when it starts with the gzip magic bytes, else ``raw`` itself.
+
+    With ``limit`` (the content's known size) decompression stops after
+    ``limit + 1`` bytes: gzip data that expands past it is refused as corrupt
+    without being expanded in full.
+    """
     if raw[:2] != _GZIP_MAGIC:
+        if limit is not None and len(raw) > limit:
+            raise DataError(f"{source}: corrupt file: {len(raw)} bytes, more than the {limit} "
+                            f"bytes of the file it should be{expected}")
         return raw
     try:
-        return gzip.decompress(raw)
+        return gzip.decompress(raw) if limit is None else _gunzip_at_most(raw, limit, source,
+                                                                          expected)
     except (EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{source}: truncated or corrupt gzip data ({exc}){expected}") from None
 
 
-def read_content(path) -> bytes:
+def _gunzip_at_most(raw: bytes, limit: int, source: str, expected: str) -> bytes:
+    """The content of gzip data ``raw`` (one or more members): ``limit + 1`` bytes at most."""
+    parts, size, data = [], 0, raw
+    while data:
+        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        part = member.decompress(data, limit + 1 - size)
+        parts.append(part)
+        size += len(part)
+        if size > limit:
+            raise DataError(f"{source}: corrupt file: its gzip data expands past the {limit} "
+                            f"bytes of the file it should hold (decompression stopped there); "
+                            f"it was not used (delete or replace it){expected}")
+        if not member.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker was reached")
+        data = member.unused_data
+        if data[:2] != _GZIP_MAGIC:
+            if data.strip(b"\0"):
+                raise OSError("unexpected data after the gzip data")
+            break
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def read_content(path, limit: int | None = None) -> bytes:
     """The content of the file at ``path``, decompressed when it is gzip; no checksum is checked.
 
+    Args:
+        path: the file.
+        limit: the content's largest possible size in bytes, if known: a larger
+            file, or gzip data that expands past it, is refused as corrupt
+            (decompression stops there).
+
     Raises:
-        DataError: the file cannot be read or its gzip data is corrupt.
+        DataError: the file cannot be read, its gzip data is corrupt, or it is
+            larger than ``limit``.
     """
-    return _gunzip(_read_bytes(path, str(path)), str(path))
+    return _gunzip(_read_bytes(path, str(path), limit), str(path), limit=limit)
 
 
 def verify(raw: bytes, name: str, source: str, advice: str = "") -> bytes:
@@ -281,21 +338,24 @@ def verify(raw: bytes, name: str, source: str, advice: str = "") -> bytes:
             and the expected hash.
     """
     expected = _expected(name)
-    content = _gunzip(raw, source, expected)
     base = name.removesuffix(".gz")
+
+    def check(what: str, want: str, got: str) -> None:
+        if got != want:
+            raise DataError(f"{source}: checksum mismatch, {what} is {got}{expected}; the file "
+                            f"is corrupt or not the original and was not used{advice}")
+
+    if base not in CHECKSUMS and base + ".gz" in CHECKSUMS and raw[:2] == _GZIP_MAGIC:
+        # the gzip file's own hash (NORB's): checked before anything is decompressed
+        check("sha256", CHECKSUMS[base + ".gz"], hashlib.sha256(raw).hexdigest())
+        return _gunzip(raw, source, expected)
+    content = _gunzip(raw, source, expected, limit=SIZES.get(CHECKSUMS.get(base)))
     if base in CHECKSUMS:
-        what, want, got = "sha256", CHECKSUMS[base], hashlib.sha256(content).hexdigest()
-    elif content is not raw and base + ".gz" in CHECKSUMS:
-        what, want, got = "sha256", CHECKSUMS[base + ".gz"], hashlib.sha256(raw).hexdigest()
+        check("sha256", CHECKSUMS[base], hashlib.sha256(content).hexdigest())
     elif base in GIT_BLOB_SHA1:
         blob = hashlib.sha1(b"blob %d\0" % len(content))
         blob.update(content)
-        what, want, got = "git blob sha1", GIT_BLOB_SHA1[base], blob.hexdigest()
-    else:
-        return content
-    if got != want:
-        raise DataError(f"{source}: checksum mismatch, {what} is {got}{expected}; the file is "
-                        f"corrupt or not the original and was not used{advice}")
+        check("git blob sha1", GIT_BLOB_SHA1[base], blob.hexdigest())
     return content
 
 
@@ -312,6 +372,7 @@ def read_verified(path, name: str | None = None) -> bytes:
     Raises:
         DataError: the file cannot be read, is corrupt or fails its checksum.
     """
-    source = str(path)
-    return verify(_read_bytes(path, source), name or Path(path).name, source,
+    source, name = str(path), name or Path(path).name
+    limit = SIZES.get(CHECKSUMS.get(name.removesuffix(".gz")))
+    return verify(_read_bytes(path, source, limit), name, source,
                   advice=" (delete or replace it)")

@@ -15,10 +15,11 @@ import io
 import sys
 import warnings
 import zipfile
+import zlib
 
 import numpy
 
-from ..fileio import atomic_write
+from ..fileio import ArchiveError, atomic_write, npy_headers
 from .files import (OMNIGLOT_ARRAYS, OMNIGLOT_BURDA, OMNIGLOT_CHARACTERS, OMNIGLOT_IMAGES_SHA256,
                     DataError, cache_dir, how_to_provide, locate, read_content, read_verified,
                     search_dirs)
@@ -62,15 +63,26 @@ def build_omniglot(paths) -> tuple[numpy.ndarray, numpy.ndarray]:
     """
     train, test = [], []
     for path in paths:
-        try:
-            with numpy.load(io.BytesIO(read_content(path))) as npz:
-                images = npz["images"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise DataError(f"{path}: not an .npz file with an 'images' array ({exc})") from None
         want = OMNIGLOT_IMAGES_SHA256[path.name.removesuffix(".gz")]
-        if images.dtype != bool or images.shape[1:] != (20, 105, 105):
-            raise DataError(f"{path}: expected bool images (characters, 20, 105, 105), "
-                            f"found {images.dtype} {images.shape}")
+        characters = OMNIGLOT_CHARACTERS.get(want)
+        # the known arrays' size (and some room for the archive's headers) bounds the read
+        limit = characters * 20 * 105 * 105 + (1 << 20) if characters else None
+        content = read_content(path, limit)
+        try:
+            arrays = npy_headers(io.BytesIO(content), size=len(content))
+            if "images" not in arrays:
+                raise KeyError("no 'images' array")
+            shape, dtype = arrays["images"]
+            if dtype != bool or shape[1:] != (20, 105, 105) \
+                    or (characters and shape[0] != characters):
+                raise DataError(f"{path}: expected bool images ({characters or 'characters'}, "
+                                f"20, 105, 105), found {dtype} {shape}")
+            with numpy.load(io.BytesIO(content), allow_pickle=False) as npz:
+                images = npz["images"]
+        except (ArchiveError, OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                zlib.error) as exc:
+            raise DataError(f"{path}: corrupt file, or not an .npz file with an 'images' "
+                            f"array ({exc}); delete or replace it") from None
         got = hashlib.sha256(numpy.ascontiguousarray(images).data).hexdigest()
         if got != want:
             raise DataError(f"{path}: checksum mismatch, sha256 of its images array is {got}; "

@@ -52,7 +52,11 @@ checkpoints; the same command continues. While a runner works on
 a run, the run folder holds a lock file (``.experiments.lock``), so a second
 runner sharing that run stops with an error instead of training it too; the
 training itself holds the folder's own lock (``lvae_np.runlock``), and the
-children die with the runner (on Linux, however it ends).
+children die with the runner (on Linux, however it ends; ``--executor local``
+jobs watch it). A training still holding a run's lock when a runner starts
+(a SLURM job outlives its runner) is named in one line, with how to end it.
+Run records are checked where they are read, and the results folder is
+replaced whole, every record checked before anything is written.
 
 ``--preset original-code`` gives every run ``lvae_np.config.PRESETS``' settings
 of that name and run ids ending in ``-orig``; ``--seeds 0,1,2`` runs every run

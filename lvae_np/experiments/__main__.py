@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..backend import BACKENDS
-from ..cli import Parser, RawHelpFormatter, UsageError, entry
+from ..cli import Parser, RawHelpFormatter, UsageError, entry, folder_path
 from ..config import PRESETS
 from ..data import ENV_VAR
 from ..models import KL_ESTIMATORS
@@ -74,9 +74,9 @@ def build_parser() -> Parser:
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="trainings at once; each gets cpu_count // JOBS BLAS threads "
                         f"({', '.join(THREAD_VARS)}) unless set already")
-    p.add_argument("--runs-dir", default=str(d.runs_dir), metavar="DIR",
+    p.add_argument("--runs-dir", default=str(d.runs_dir), metavar="DIR", type=folder_path,
                    help="folder of the run folders, shared by all experiments")
-    p.add_argument("--out", metavar="DIR",
+    p.add_argument("--out", metavar="DIR", type=folder_path,
                    help=f"where results and figures go (default: RUNS_DIR/{RESULTS}/NAME, "
                         "ignored by git)")
     p.add_argument("--publish", action="store_true",

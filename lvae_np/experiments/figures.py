@@ -7,6 +7,7 @@ None. Matplotlib is imported only when a figure is drawn.
 """
 from __future__ import annotations
 
+import csv
 import io
 import math
 from pathlib import Path
@@ -52,8 +53,8 @@ def plot_test_elbo(records: list):
     for rec in records:
         try:
             m = read_csv(rec.run_dir / "metrics.csv")
-        except PlotError:
-            continue
+        except (PlotError, OSError, UnicodeDecodeError, csv.Error):
+            continue   # no curve (publishing has checked the logs of runs with a checkpoint)
         ep, y = m.get("epoch"), m.get("test_elbo")
         if ep is None or y is None or not numpy.isfinite(y).any():
             continue

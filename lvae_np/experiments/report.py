@@ -24,7 +24,7 @@ from .claims import format_claims_markdown, judge_claims
 from .figures import draw_figures
 from .seeds import across_seeds, format_seeds_csv, format_seeds_markdown
 from .specs import EXPERIMENTS, PROTOCOLS, ExperimentError, Settings
-from .state import config_mismatches, format_number, read_eval, saved_meta
+from .state import BadRecord, config_mismatches, format_number, read_eval, saved_meta
 
 
 def table_rows(records: list, settings: Settings) -> tuple[list, list]:
@@ -302,8 +302,13 @@ def describe_runs(names: list, settings: Settings, kl: str = "analytic",
             state = f"{epoch}/{settings.epochs} epochs"
             if batch:
                 state += f" (+{batch} batches)"
-            stored = read_eval(run_dir, settings.iw_samples, *settings.eval_name())
-            if stored is None:
+            try:
+                stored = read_eval(run_dir, settings.iw_samples, *settings.eval_name())
+            except BadRecord as exc:
+                stored = exc
+            if isinstance(stored, BadRecord):
+                state += f", not evaluated: {stored} (it is made again)"
+            elif stored is None:
                 state += ", not evaluated"
             elif stored.get("epoch") == epoch:
                 state += f", evaluated (L_{settings.iw_samples} "\

@@ -6,11 +6,15 @@ and with its output appended to the run's ``train.log``. A run that has its
 epochs is not trained again, and an evaluation already stored for the
 checkpoint's epoch is not made again. SIGINT and SIGTERM are forwarded to the
 children as SIGTERM, so trainings stop at a batch boundary with their
-checkpoints written, and the same command continues.
+checkpoints written, and the same command continues. The children end
+with the runner however it ends (``executors``), a training found still
+holding a run's lock is reported, not failed (``locks.check_no_orphans``), a
+complete run's stale status file is corrected (``RunRecord.settle_status``),
+and the results folder is replaced whole, its records checked first
+(``records``).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shlex
 import signal
@@ -22,39 +26,18 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..fileio import atomic_write_text
 from ..runs import STATUS, read_status
 from ..train import command_line
-from .executors import Submitter, parse_options
-from .locks import lock_runs, unlock_runs
-from .records import publish_records
+from .executors import Submitter, die_with_parent, parse_options
+from .locks import check_no_orphans, lock_runs, unlock_runs
+from .records import check_results_folder, record_files, replace_folder
 from .report import write_results
 from .specs import DEFAULT_RUNS_DIR, LOG, ExperimentError, RunSpec, Settings, default_out
 from .state import RunRecord, cached_eval, config_mismatches, eval_path, saved_meta
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 POLL_SECONDS = 0.05
-PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies (Linux)
-
-
-def die_with_parent():
-    """A ``preexec_fn`` that has the child sent SIGTERM when this process ends; None if unsupported.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``, kept across ``exec``); a child
-    whose parent died before the call stops at once.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec():
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return preexec
 
 
 def child_env(jobs: int, environ=None) -> dict:
@@ -124,10 +107,15 @@ class _Job:
 class _Runner:
     """Starts up to ``jobs`` subprocesses, collects their results, forwards signals."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, stream=None):
         self.s = settings
+        self.stream = sys.stdout if stream is None else stream
         self.env = child_env(settings.jobs)
         self.submitter = None
+        if settings.executor == "pool" and settings.executor_options:
+            raise ExperimentError(
+                f"--executor-option {settings.executor_options[0]}: the pool executor (the "
+                "default) takes no options; they are for --executor slurm or local")
         if settings.executor != "pool":  # SLURM jobs get their own CPUs: no thread counts
             threads = {} if settings.executor == "slurm" else \
                 {name: self.env[name] for name in THREAD_VARS}
@@ -171,10 +159,14 @@ class _Runner:
             else:
                 if rec.epoch is None or rec.batch or rec.train_failed or rec.interrupted:
                     continue
+                problems = []
                 rec.eval = cached_eval(rec.run_dir, self.s.iw_samples, self.s.eval_limit,
-                                       rec.epoch, *self.s.eval_name()[1:])
+                                       rec.epoch, *self.s.eval_name()[1:], problems=problems)
                 if rec.eval is not None:
                     continue
+                for problem in problems:   # never trusted: made again
+                    print(f"lvae_np.experiments: note: {problem}; evaluating run {rec.run_id} "
+                          "again", file=self.stream, flush=True)
                 cmd = evaluate_command(rec.run_dir, self.s.for_seed(rec.seed))
             self._launch(job, step, cmd)
             return True
@@ -183,24 +175,23 @@ class _Runner:
     def _launch(self, job: _Job, step: str, cmd: list) -> None:
         rec = job.record
         rec.run_dir.mkdir(parents=True, exist_ok=True)
-        log = open(rec.run_dir / LOG, "a")
         where = "" if self.submitter is None else f" (a {self.s.executor} job)"
-        log.write(f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} lvae_np.experiments{where}: "
+        header = (f"\n==> {time.strftime('%Y-%m-%d %H:%M:%S')} lvae_np.experiments{where}: "
                   f"{shlex.join(cmd)}\n")
-        log.flush()
         job.status_file = _identity(rec.run_dir / STATUS)
-        try:
-            if self.submitter is not None:  # the job appends to the log itself
-                log.close()
-                job.proc = self.submitter.submit(cmd, rec.run_dir)
-            else:
+        if self.submitter is not None:
+            # The job writes the header and its output itself: one that never starts (an
+            # executor that refuses it) leaves no line in the log.
+            job.proc = self.submitter.submit(cmd, rec.run_dir, header)
+        else:
+            with open(rec.run_dir / LOG, "a") as log:
+                log.write(header)
+                log.flush()
                 # A new session: a Ctrl-C in the terminal reaches only this process, which
                 # forwards one SIGTERM (lvae_np.train treats a second signal as "stop now").
                 job.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=self.env,
                                             stdin=subprocess.DEVNULL, start_new_session=True,
                                             preexec_fn=die_with_parent())
-        finally:
-            log.close()
         job.step, job.signals = step, 0
         if step == "train":
             rec.trained = True
@@ -379,8 +370,16 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
     for rec in records:
         rec.run_dir = rec.run_dir.absolute()
     steps = ["train"] * s.train + ["eval"] * s.evaluate
-    runner = _Runner(s)   # before the locks: it may refuse (submitit missing, bad options)
+    if out is not None:
+        check_results_folder(Path(out))   # before any work: it is to be replaced whole
+    runner = _Runner(s, stream)   # before the locks: it may refuse (submitit missing, options)
     locks = lock_runs(records, create=s.train) if steps else []
+    try:
+        if steps:
+            check_no_orphans(records)   # a training still under way: say so, not "failed"
+    except BaseException:
+        unlock_runs(locks)
+        raise
     bar = None
     if progress and sys.stderr.isatty() and records:
         from tqdm import tqdm
@@ -389,8 +388,17 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
 
     def done(rec: RunRecord) -> None:
         if rec.eval is None:
+            problems = []
             rec.eval = cached_eval(rec.run_dir, s.iw_samples, s.eval_limit, rec.epoch,
-                                   *s.eval_name()[1:])
+                                   *s.eval_name()[1:], problems=problems)
+            for problem in problems if not s.evaluate else ():
+                print(f"lvae_np.experiments: note: {problem}; not shown: run without --no-eval "
+                      f"to evaluate run {rec.run_id} again", file=stream, flush=True)
+        if steps:   # this runner holds the run, and nothing trains in it now
+            said = rec.settle_status()
+            if said is not None:
+                print(f"lvae_np.experiments: note: run {rec.run_id} is complete but its "
+                      f"{STATUS} said {said}: corrected to done", file=stream, flush=True)
         if not rec.trained:
             rec.note_divergence()
         line = rec.line(s.iw_samples)
@@ -423,10 +431,18 @@ def run_experiment(specs, *, epochs: int = 2000, warmup_epochs: int = 200,
         return Report(records, 130, interrupted=True)
     report = Report(records, 1 if any(r.failed for r in records) else 0)
     if out is not None:
-        report.written, report.notes = write_results(
-            records, Path(out), settings=s, name=name, command=command,
-            seconds=time.perf_counter() - t0)
-        report.written += publish_records(records, Path(out), s)
+        files = record_files(records, s)   # every record read and checked before any write
+        seconds = time.perf_counter() - t0
+
+        def fill(folder: Path) -> tuple:
+            written, notes = write_results(records, folder, settings=s, name=name,
+                                           command=command, seconds=seconds)
+            for rel, text in files.items():
+                atomic_write_text(folder / rel, text)
+                written.append(folder / rel)
+            return [Path(out) / p.relative_to(folder) for p in written], notes
+
+        report.written, report.notes = replace_folder(Path(out), fill)
         for note in report.notes:
             print(f"lvae_np.experiments: note: {note}", file=stream, flush=True)
     failed = [r.run_id for r in records if r.failed]

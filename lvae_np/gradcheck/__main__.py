@@ -12,6 +12,8 @@ Exit status 0 when every check passes, 1 when one fails, 2 for bad input
 """
 from __future__ import annotations
 
+import argparse
+import math
 import sys
 
 from ..cli import Parser, UsageError, entry, fail
@@ -20,6 +22,29 @@ from .engine import DEFAULT_TOL, ArgumentReport
 
 PROG = "lvae_np.gradcheck"
 SUMMARY_ABOVE = 6  # the table shows only the worst argument of cases with more
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer >= 0 (NumPy's generators take no other)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be an integer >= 0, got {value}")
+    return value
+
+
+def _tol(text: str) -> float:
+    """An argparse type: a tolerance, a finite number > 0 (nan and -1 fail every check, inf
+    passes every one)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"tol must be a finite number > 0, got {text!r}")
+    return value
 
 
 def build_parser() -> Parser:
@@ -38,11 +63,12 @@ def build_parser() -> Parser:
                         help="grade instead: the cases named (or groups: ops, composites, "
                         "models, a module) with those they use, in dependency order; a table "
                         "of points, each failure once, its dependents as blocked")
-    parser.add_argument("--seed", type=int, default=0, help="seed of inputs and upstream gradients")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help="seed of inputs and upstream gradients (an integer >= 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="one row per argument even for cases with more than "
                         f"{SUMMARY_ABOVE} (whole models)")
-    parser.add_argument("--tol", type=float, default=DEFAULT_TOL,
+    parser.add_argument("--tol", type=_tol, default=DEFAULT_TOL,
                         help=f"largest acceptable relative error (default {DEFAULT_TOL:g})")
     return parser
 
