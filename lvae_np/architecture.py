@@ -22,7 +22,8 @@ Widths (config ``latent`` D_i, ``hidden`` H_i, i = 1..L):
   decoder mirrors the encoder, z5 -> 32 -> z4 ... z1 -> 512 -> x) or, for the
   LVAE with ``"original"``, H_i (one size wider, as the original code's
   LVAE: 512/256/128/64 above z1..z4). down_0 has width H_1 either way.
-  The blocks tdown_i have the width of down_i.
+  The blocks tdown_i (unshared top-down path) have the mirror width H_{i+1}
+  either way, as in the released code (only its generative blocks are wider).
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from .params import with_prefix
 
 
 def down_width(config, i: int) -> int:
-    """The width of block down{i} (and tdown{i}), i = 0..L-1."""
+    """The width of block down{i}, i = 0..L-1."""
     if i > 0 and config.kind == "lvae" and config.generative_widths == "original":
         return config.hidden[i - 1]
     return config.hidden[i]
@@ -50,7 +51,8 @@ def init_params(config, rng, *, xp, dtype):
     """Fresh parameters and state of the model of ``config``.
 
     Weights Glorot-uniform (or, with ``init="original"``, Glorot-normal with
-    the ReLU gain in the MLP blocks and variance-head bias 1), zero biases,
+    the ReLU gain in the MLP blocks, and variance-head bias 1 where the head
+    has no batch norm; see ``networks.init_gaussian_head``), zero biases,
     batch norm's gamma 1 and beta 0, running means 0 and variances 1. The
     draws come in a fixed order: the bottom-up blocks and q heads from z_1
     up, the generative blocks and p heads from the top down, then (unshared
@@ -91,14 +93,14 @@ def init_params(config, rng, *, xp, dtype):
             add_head(f"p{i}", width, c.latent[i - 1])
         elif c.likelihood == "gaussian":  # the output layer: never batch-normalised
             params.update(with_prefix("p0", networks.init_gaussian_head(
-                rng, width, c.x_dim, xp=xp, dtype=dt, init=c.init)))
+                rng, width, c.x_dim, xp=xp, dtype=dt, init=c.init, output=True)))
         else:
             params.update(with_prefix("p0", {
                 "W": networks.init_weights(rng, width, c.x_dim, xp, dt, init=c.init),
                 "b": xp.zeros((c.x_dim,), dtype=dt)}))
     if c.kind == "lvae" and not c.shared_top_down:
         for i in range(c.n_layers - 1, 0, -1):  # the top-down inference path's own blocks
-            width = down_width(c, i)
+            width = c.hidden[i]   # the mirror width, whatever generative_widths says
             add_block(f"tdown{i}", (c.latent[i], width, width))
             add_head(f"tp{i}", width, c.latent[i - 1])
     return params, state

@@ -88,24 +88,28 @@ def init_mlp(rng, sizes, *, batch_norm: bool, xp, dtype, init: str = "glorot-uni
 
 
 def init_gaussian_head(rng, d_in: int, d_out: int, *, xp, dtype, batch_norm: bool = False,
-                       init: str = "glorot-uniform"):
+                       init: str = "glorot-uniform", output: bool = False):
     """Parameters of a Gaussian head: ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
 
     With ``batch_norm`` the biases give way to ``gamma_mu``, ``beta_mu``,
     ``gamma_var``, ``beta_var`` (its state: ``init_head_state``). Under
-    ``init="original"`` the weights are Glorot-normal (gain 1) and the
-    variance half starts at bias (or beta) 1, so var = softplus(1) at first.
+    ``init="original"``, as the released code: the weights of a latent head
+    are Glorot-uniform (gain 1) and those of the output layer (``output``)
+    Glorot-normal (gain 1); the variance half starts at bias 1, so var =
+    softplus(1) at first, except with ``batch_norm``, which removes that
+    bias: beta starts at 0.
     """
-    W_mu = init_weights(rng, d_in, d_out, xp, dtype, init=init)
-    W_var = init_weights(rng, d_in, d_out, xp, dtype, init=init)
-    var_shift = xp.full((d_out,), ORIGINAL_VAR_BIAS if init == "original" else 0.0, dtype=dtype)
+    kind = "original" if init == "original" and output else "glorot-uniform"
+    W_mu = init_weights(rng, d_in, d_out, xp, dtype, init=kind)
+    W_var = init_weights(rng, d_in, d_out, xp, dtype, init=kind)
     if batch_norm:
         return {"W_mu": W_mu, "gamma_mu": xp.ones((d_out,), dtype=dtype),
                 "beta_mu": xp.zeros((d_out,), dtype=dtype),
                 "W_var": W_var, "gamma_var": xp.ones((d_out,), dtype=dtype),
-                "beta_var": var_shift}
+                "beta_var": xp.zeros((d_out,), dtype=dtype)}
+    var_bias = ORIGINAL_VAR_BIAS if init == "original" else 0.0
     return {"W_mu": W_mu, "b_mu": xp.zeros((d_out,), dtype=dtype), "W_var": W_var,
-            "b_var": var_shift}
+            "b_var": xp.full((d_out,), var_bias, dtype=dtype)}
 
 
 def init_head_state(d_out: int, *, xp, dtype) -> dict:

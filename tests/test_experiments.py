@@ -300,7 +300,10 @@ def test_collecting_runs_that_do_not_exist_yet(tmp_path):
         ["active_units.png", "test_elbo.png"]
     assert not list((tmp_path / "out").glob("*.png"))
     md = (tmp_path / "out" / "results.md").read_text()
-    assert "| 2 (4/2) | on | on | analytic | -/1 | not started | - | - | - | - | - |" in md
+    assert "| LVAE | 2 (4/2) | on | on | analytic | -/1 | not started | - |" in md
+    # the VAE's training KL is analytic only at its top layer: the label says so
+    assert "| VAE | 2 (4/2) | on | on | analytic z2, mc z1..z1 | -/1 |" in md
+    assert "A_u does not compare the two models" in md
     assert "Note: test_elbo.png skipped" in md
 
 

@@ -182,8 +182,12 @@ def test_original_generative_widths_are_one_size_wider_for_the_lvae():
     vae, _ = Model(ModelConfig(kind="vae", generative_widths="original")).init()
     assert [vae[f"down{i}.W1"].shape for i in range(5)] == \
         [(64, 512), (32, 256), (16, 128), (8, 64), (4, 32)]          # mirrored, as before
+    # the unshared top-down inference blocks keep the mirror width (the released code's
+    # hidden_sizes[i+1]); only its generative blocks are wider
     unshared, _ = Model(ModelConfig(generative_widths="original", shared_top_down=False)).init()
-    assert unshared["tdown1.W1"].shape == (32, 512)
+    assert [unshared[f"tdown{i}.W1"].shape for i in range(1, 5)] == \
+        [(32, 256), (16, 128), (8, 64), (4, 32)]
+    assert unshared["tp1.W_mu"].shape == (256, 64) and unshared["down1.W1"].shape == (32, 512)
 
 
 # ----------------------------------------------------------------------------
@@ -194,12 +198,21 @@ def test_original_initialisation():
     w = params["up1.W1"]                                   # an MLP layer: ReLU gain sqrt(2)
     np.testing.assert_allclose(w.std(), math.sqrt(2) * math.sqrt(2 / (784 + 512)), rtol=0.01)
     assert abs(w.mean()) < 1e-3 and np.abs(w).max() > math.sqrt(6 / (784 + 512))  # not uniform
-    head = params["q1.W_mu"]                               # a head: gain 1
-    np.testing.assert_allclose(head.std(), math.sqrt(2 / (512 + 64)), rtol=0.03)
+    # a latent head: Glorot-uniform with gain 1, as the released code's denselayer default
+    head = params["q1.W_mu"]
+    bound = math.sqrt(6 / (512 + 64))
+    assert np.abs(head).max() <= bound and np.abs(head).max() > 0.98 * bound   # uniform
+    np.testing.assert_allclose(head.std(), bound / math.sqrt(3), rtol=0.03)
     assert np.all(params["q1.b_var"] == 1.0) and np.all(params["q1.b_mu"] == 0.0)
     assert np.all(params["p0.b"] == 0.0)
+    # the output layer's Gaussian head (NORB): Glorot-normal with gain 1
+    norb, _ = Model(ModelConfig(init="original", likelihood="gaussian", x_dim=1024)).init()
+    out = norb["p0.W_mu"]
+    np.testing.assert_allclose(out.std(), math.sqrt(2 / (512 + 1024)), rtol=0.02)
+    assert np.abs(out).max() > math.sqrt(6 / (512 + 1024))                    # not uniform
+    # with head batch norm the bias of 1 is normalised away: beta_var starts at 0
     bn, _ = Model(ModelConfig(init="original", head_batch_norm=True)).init()
-    assert np.all(bn["p2.beta_var"] == 1.0) and np.all(bn["p2.beta_mu"] == 0.0)
+    assert np.all(bn["p2.beta_var"] == 0.0) and np.all(bn["p2.beta_mu"] == 0.0)
     default, _ = Model(ModelConfig()).init()
     a = math.sqrt(6 / (784 + 512))
     assert np.abs(default["up1.W1"]).max() <= a and np.all(default["q1.b_var"] == 0.0)

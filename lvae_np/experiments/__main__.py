@@ -156,10 +156,11 @@ def main(argv=None) -> int:
                         data_dir=args.data_dir, progress=not args.no_progress,
                         executor=args.executor, executor_options=tuple(args.executor_options))
     settings.check()
-    kl = args.kl or (PRESETS[args.preset]["kl"] if args.preset else "analytic")
+    # --kl and --preset override what the experiment's runs say; without them each keeps its own
+    kl_given = args.kl or (PRESETS[args.preset]["kl"] if args.preset else None)
     if args.list:
         print(describe_runs([args.name] if args.name else list(EXPERIMENTS), settings,
-                            kl=kl, preset=args.preset))
+                            kl=kl_given, preset=args.preset))
         return 0
     if args.name is None:
         raise ExperimentError("name an experiment (" + ", ".join(EXPERIMENTS)
@@ -170,7 +171,8 @@ def main(argv=None) -> int:
                                                       publish=args.publish)
     if out.exists() and not out.is_dir():
         raise ExperimentError(f"--out {out} is a file, not a folder: choose another --out")
-    specs = [replace(spec, kl=kl, preset=args.preset) for spec in EXPERIMENTS[args.name].specs]
+    specs = [replace(spec, kl=kl_given or spec.kl, preset=args.preset or spec.preset)
+             for spec in EXPERIMENTS[args.name].specs]
     report = run_experiment(
         specs, **asdict(settings),
         out=out, name=args.name,

@@ -22,7 +22,7 @@ HOLDS, FAILS, UNSURE = "holds", "does not hold", "cannot tell"
 MIN_SEEDS = 2
 
 
-def _verdict(signs: list) -> str:
+def verdict(signs: list) -> str:
     """+1 (agrees), -1 (contradicts) or 0 (neither) per seed -> the verdict."""
     if len(signs) < MIN_SEEDS:
         return UNSURE
@@ -37,12 +37,24 @@ def _sign(value: float, margin: float = 0.0) -> int:
     return 1 if value > margin else -1 if value < -margin else 0
 
 
-def _by_seed(records: list, dataset: str, layers: int, bn: bool, wu: bool) -> dict:
+def _config(spec) -> tuple:
+    """What, besides the model, sets a run apart within an experiment: KL, preset, choices."""
+    return spec.kl, spec.preset, tuple(spec.choices)
+
+
+def _describe(config: tuple) -> str:
+    kl, preset, choices = config
+    return ", ".join([f"{kl} KL"] + ([f"preset {preset}"] if preset else []) + list(choices))
+
+
+def _by_seed(records: list, dataset: str, layers: int, bn: bool, wu: bool,
+             config: tuple | None = None) -> dict:
     """{seed: {model: evaluation}} of the evaluated runs with these settings."""
     out = {}
     for rec in records:
         s = rec.spec
         if (s.dataset, s.layers, s.batch_norm, s.warmup) == (dataset, layers, bn, wu) \
+                and (config is None or _config(s) == config) \
                 and rec.eval and rec.eval.get("kl"):
             out.setdefault(rec.seed, {})[s.model] = rec.eval
     return {seed: pair for seed, pair in sorted(out.items()) if len(pair) == 2}
@@ -78,31 +90,34 @@ def judge_claims(records: list, paired: list) -> list:
         ``evidence`` is a list of per-seed phrases, ``seeds`` the seeds behind it.
     """
     out = []
-    settings = sorted({(r.spec.dataset, r.spec.layers) for r in records
-                       if r.spec.layers >= 2}, key=lambda s: (s[0], s[1]))
-    for dataset, layers in settings:
-        where = f"{dataset}, {layers} layers"
+    settings = sorted({(r.spec.dataset, r.spec.layers, _config(r.spec)) for r in records
+                       if r.spec.layers >= 2}, key=lambda s: (s[0], s[1], str(s[2])))
+    several = len({c for _, _, c in settings}) > 1   # then each setting names its configuration
+    for dataset, layers, config in settings:
+        where = f"{dataset}, {layers} layers" + (f" ({_describe(config)})" if several else "")
         diffs = sorted((q["seed"], q) for q in paired
                        if (q["dataset"], q["layers"], q["batch_norm"], q["warmup"])
-                       == (dataset, layers, True, True))
+                       == (dataset, layers, True, True)
+                       and (q["kl"], q["preset"], tuple(q.get("choices", ()))) == config)
         if diffs:
             out.append(dict(
                 claim="the LVAE's log-likelihood (L_K) beats the VAE's", setting=where,
-                verdict=_verdict([_sign(q["diff"], 2 * q["diff_stderr"]) for _, q in diffs]),
+                verdict=verdict([_sign(q["diff"], 2 * q["diff_stderr"]) for _, q in diffs]),
                 seeds=[s for s, _ in diffs],
                 evidence=[f"seed {s}: {q['diff']:+.2f} ({q['diff_stderr']:.2f})"
                           for s, q in diffs]))
-        both = _by_seed(records, dataset, layers, True, True)
+        both = _by_seed(records, dataset, layers, True, True, config)
         for claim, measure, fmt in PER_MODEL_CLAIMS:
             if both:
                 values = {s: (measure(p["lvae"]), measure(p["vae"])) for s, p in both.items()}
                 out.append(dict(
                     claim=claim, setting=where,
-                    verdict=_verdict([_sign(a - b) for a, b in values.values()]),
+                    verdict=verdict([_sign(a - b) for a, b in values.values()]),
                     seeds=list(values),
                     evidence=[f"seed {s}: LVAE {a:{fmt}}, VAE {b:{fmt}}"
                               for s, (a, b) in values.items()]))
-        needed = _bn_wu_needed(records, dataset, layers)
+        needed = _bn_wu_needed([r for r in records if _config(r.spec) == config], dataset,
+                               layers)
         if needed is not None:
             out.append(dict(claim="batch norm and warm-up are both needed", setting=where,
                             **needed))
@@ -132,8 +147,8 @@ def _bn_wu_needed(records: list, dataset: str, layers: int) -> dict | None:
                         f"by {margin:+.2f}")
     if not signs:
         return None
-    verdict = _verdict(signs) if len(seeds) >= MIN_SEEDS else UNSURE
-    return dict(verdict=verdict, evidence=evidence, seeds=sorted(seeds))
+    result = verdict(signs) if len(seeds) >= MIN_SEEDS else UNSURE
+    return dict(verdict=result, evidence=evidence, seeds=sorted(seeds))
 
 
 def format_claims_markdown(claims: list, k: int) -> list:

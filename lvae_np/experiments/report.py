@@ -65,10 +65,17 @@ def table_rows(records: list, settings: Settings) -> tuple[list, list]:
 EXAMPLE_KEYS = ("limit", "subset", "subset_seed", "split_size")  # which examples were evaluated
 
 
+def kl_label(kl: str, model: str, layers: int) -> str:
+    """What the KL estimator of a run's training objective is, layer by layer, in a few words."""
+    if kl == "mc" or model == "lvae" or layers == 1:
+        return kl
+    return f"analytic z{layers}, mc z1..z{layers - 1}"
+
+
 def paired_differences(records: list) -> list:
     """L_K of the LVAE minus the VAE's, example by example, for runs that differ only in model.
 
-    For each (dataset, sizes, BN, WU, KL estimator, preset, seed) with an evaluated VAE
+    For each (dataset, sizes, BN, WU, KL estimator, preset, choices, seed) with an evaluated VAE
     and LVAE whose per-example values cover the same test examples, a dict with both
     means, the mean difference and its standard error. The per-example difference
     removes the variation between images, which dominates each model's own
@@ -83,9 +90,9 @@ def paired_differences(records: list) -> list:
     for rec in records:
         s = rec.spec
         by_key.setdefault((s.dataset, s.latent, s.hidden, s.batch_norm, s.warmup, s.kl,
-                           s.preset, rec.seed), {})[s.model] = rec
+                           s.preset, tuple(s.choices), rec.seed), {})[s.model] = rec
     out = []
-    for (dataset, latent, hidden, bn, wu, kl, preset, seed), pair in by_key.items():
+    for (dataset, latent, hidden, bn, wu, kl, preset, choices, seed), pair in by_key.items():
         vae, lvae = pair.get("vae"), pair.get("lvae")
         ev = [r.eval if r is not None else None for r in (vae, lvae)]
         if any(e is None or "lk_per_example" not in e for e in ev) or \
@@ -102,7 +109,8 @@ def paired_differences(records: list) -> list:
                 "--eval-subset-seed")
         d = numpy.asarray(ev[1]["lk_per_example"]) - numpy.asarray(ev[0]["lk_per_example"])
         out.append(dict(dataset=dataset, layers=len(latent), latent=latent, hidden=hidden,
-                        batch_norm=bn, warmup=wu, kl=kl, preset=preset, seed=seed,
+                        batch_norm=bn, warmup=wu, kl=kl, preset=preset, choices=choices,
+                        seed=seed,
                         epochs=(ev[0].get("epoch"), ev[1].get("epoch")), n=len(d),
                         vae=ev[0]["lk"], lvae=ev[1]["lk"], diff=float(d.mean()),
                         diff_stderr=float(d.std(ddof=1) / math.sqrt(len(d)))
@@ -182,7 +190,8 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
         lines.append(" | ".join([
             f"| {r['run_id']}", "VAE = LVAE" if L == 1 else r["model"].upper(),
             f"{L} ({r['latent']})",
-            "on" if r["batch_norm"] else "off", "on" if r["warmup"] else "off", r["kl"], epochs,
+            "on" if r["batch_norm"] else "off", "on" if r["warmup"] else "off",
+            kl_label(r["kl"], r["model"], L), epochs,
             r["status"], format_number(r["test_elbo"]), lk,
             _per_layer(r, "kl_z", L, lambda v: f"{v:.2f}"),
             _per_layer(r, "au_z", L, str), _per_layer(r, "au_kl_z", L, str)]) + " |")
@@ -190,8 +199,14 @@ def format_markdown(rows: list, settings: Settings, *, name: str, command: str,
               "units come from each run's evaluation at the epoch it had then (its JSON file "
               "in the run folder). A_u counts units whose posterior mean varies over the test "
               "inputs with variance above 0.01 (Burda et al.); the last column counts units "
-              "whose KL averages above 0.01 nats. \"-\": no value (not evaluated, or the run "
-              "has fewer layers). `results.csv` holds the same values in full precision."]
+              "whose KL averages above 0.01 nats. A_u does not compare the two models: an "
+              "LVAE unit with no KL still counts as active under it, because its posterior "
+              "mean follows mu_p(z_{i+1}), which varies with the input; compare the models "
+              "by the last column. `KL in training`: the estimator of the training "
+              "objective's KL terms: analytic where it is exact, which for the VAE is its "
+              "top layer only (its z1..z(L-1) terms are single-sample, mc, estimates), or mc "
+              "(single-sample) everywhere. \"-\": no value (not evaluated, or the run has fewer layers). "
+              "`results.csv` holds the same values in full precision."]
     if paired:
         lines += ["", f"LVAE minus VAE in L_{k}, example by example on the same test "
                   "examples (positive: the LVAE is better); the standard error is that of the "
@@ -275,19 +290,19 @@ def write_results(records: list, out: Path, *, settings: Settings, name: str, co
     return written + figures, notes
 
 
-def describe_runs(names: list, settings: Settings, kl: str = "analytic",
+def describe_runs(names: list, settings: Settings, kl: str | None = None,
                   preset: str | None = None) -> str:
     """The experiments and their runs, each with epochs done / target and evaluation state.
 
-    ``kl``: the KL estimator the runs are trained with (``--kl``); ``preset``:
-    their preset (``--preset``); each run is listed once per seed of ``settings``.
+    ``kl``: the KL estimator the runs are trained with (``--kl``; None: each
+    run's own); ``preset``: their preset (``--preset``; None: each run's own); each run is listed once per seed of ``settings``.
     """
     lines = []
     for name in names:
         exp = EXPERIMENTS[name]
         lines.append(f"{name}: {exp.description} ({len(exp.specs)} runs)")
         for seed, spec in ((seed, spec) for seed in settings.run_seeds for spec in exp.specs):
-            spec = replace(spec, kl=kl, preset=preset)
+            spec = replace(spec, kl=kl or spec.kl, preset=preset or spec.preset)
             run_id = spec.run_id(seed)
             run_dir = Path(settings.runs_dir) / run_id
             try:

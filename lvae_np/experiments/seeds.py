@@ -33,7 +33,7 @@ def spread(values: list) -> tuple:
 
 def _group(spec) -> tuple:
     return (spec.dataset, spec.latent, spec.hidden, spec.batch_norm, spec.warmup, spec.kl,
-            spec.preset)
+            spec.preset, spec.choices)
 
 
 def across_seeds(records: list, paired: list) -> list:
@@ -61,14 +61,14 @@ def across_seeds(records: list, paired: list) -> list:
         groups[key].append((rec.seed, rec.eval["lk"]))
     for q in paired:
         key = (q["dataset"], q["latent"], q["hidden"], q["batch_norm"], q["warmup"], q["kl"],
-               q["preset"], "LVAE - VAE")
+               q["preset"], q.get("choices", ()), "LVAE - VAE")
         if key not in groups:
             order.append(key)
             groups[key] = []
         groups[key].append((q["seed"], q["diff"]))
     out = []
     for key in order:
-        dataset, latent, _, bn, wu, kl, preset, what = key
+        dataset, latent, _, bn, wu, kl, preset, _, what = key
         pairs = sorted(groups[key])
         values = [v for _, v in pairs]
         mean, sd, se = spread(values)

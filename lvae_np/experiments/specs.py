@@ -22,6 +22,17 @@ EXECUTORS = ("pool", "slurm", "local")   # pool: subprocesses here; the others: 
 RESULTS = "results"   # RUNS_DIR/results/NAME/: an experiment's tables and figures by default
 # --preset NAME: the lvae_np.config preset every run gets, and the suffix of its run ids
 PRESET_SUFFIXES = {"original-code": "orig"}
+# The released code's choices one at a time (experiment mnist-choices): the TrainConfig
+# settings of each and the suffix it adds to run ids. The LVAE-only ones change nothing in
+# the VAE, whose counterpart is then the paper-form run.
+CHOICES = {
+    "headbn": dict(head_batch_norm=True),          # batch norm on every Gaussian head
+    "lr2e-4": dict(lr=2e-4),                      # the released code's learning rate
+    "unshared": dict(shared_top_down=False),      # LVAE: the top-down path's own MLP
+    "muup": dict(only_mu_up=True),                # LVAE: bottom-up blocks read mu_hat
+    "clip": dict(max_grad_norm=4.0, clip_elementwise=0.9),  # norm, then elementwise clipping
+}
+LVAE_ONLY_CHOICES = ("unshared", "muup")
 PROTOCOLS = {None: "the paper's (lvae_np's defaults)",
              "original-code": "the released code's (--preset original-code: "
                               "lvae_np.config.PRESETS['original-code'])"}
@@ -58,6 +69,8 @@ class RunSpec:
         preset: None (the paper's protocol, lvae_np's defaults) or a key of
             ``PRESET_SUFFIXES``: the settings of ``lvae_np.config.PRESETS[preset]``
             other than its KL estimator (``kl`` says that one).
+        choices: keys of ``CHOICES``, the released code's choices this run makes
+            on top of the preset (or of the paper's form).
     """
 
     dataset: str = "mnist"
@@ -68,8 +81,13 @@ class RunSpec:
     warmup: bool = True
     kl: str = "analytic"
     preset: str | None = None
+    choices: tuple = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "choices", tuple(self.choices))
+        for choice in self.choices:
+            if choice not in CHOICES:
+                raise ValueError(f"unknown choice {choice!r}: choose among {', '.join(CHOICES)}")
         object.__setattr__(self, "latent", tuple(int(v) for v in self.latent))
         object.__setattr__(self, "hidden", tuple(int(v) for v in self.hidden))
         if self.dataset not in DATASETS:
@@ -99,6 +117,9 @@ class RunSpec:
         return cls(dataset, model, PAPER_LATENT[:layers], PAPER_HIDDEN[:layers],
                    batch_norm, warmup, kl)
 
+    def _with(self, choice: str | None) -> "RunSpec":
+        return self if choice is None else replace(self, choices=self.choices + (choice,))
+
     @property
     def layers(self) -> int:
         """The number of stochastic layers, L."""
@@ -123,6 +144,7 @@ class RunSpec:
             parts.append(self.kl)
         if self.preset is not None:
             parts.append(PRESET_SUFFIXES[self.preset])
+        parts += self.choices
         if seed:
             parts.append(f"seed{seed}")
         return "-".join(parts)
@@ -138,7 +160,9 @@ class RunSpec:
         """
         steps = warmup_steps if self.warmup else 0
         epochs_wu = warmup_epochs if self.warmup and not steps else 0
-        preset = PRESETS[self.preset] if self.preset is not None else {}
+        preset = dict(PRESETS[self.preset]) if self.preset is not None else {}
+        for choice in self.choices:
+            preset.update(CHOICES[choice])
         return TrainConfig(**{**preset, **dict(
             model=self.model, dataset=self.dataset, latent=self.latent, hidden=self.hidden,
             batch_norm=self.batch_norm, warmup_epochs=epochs_wu, warmup_steps=steps,
@@ -164,6 +188,12 @@ def _build_experiments() -> dict:
                      for m in MODELS)
     omniglot = tuple(RunSpec.paper("omniglot", m, 5) for m in MODELS)
     headline = tuple(RunSpec.paper("mnist", m, 5) for m in MODELS)
+    choices = tuple(RunSpec.paper("mnist", m, 5, kl=kl)._with(choice)
+                    for choice, kl in (("headbn", "analytic"), ("lr2e-4", "analytic"),
+                                       ("unshared", "analytic"), ("muup", "analytic"),
+                                       (None, "mc"), ("clip", "analytic"))
+                    for m in MODELS if m == "lvae" or choice not in LVAE_ONLY_CHOICES) + tuple(
+        replace(RunSpec.paper("mnist", m, 5, kl="mc"), preset="original-code") for m in MODELS)
     union = tuple(dict.fromkeys(depth + ablation + omniglot))
     return {e.name: e for e in (
         Experiment("mnist-depth", "VAE and LVAE on MNIST with 1 to 5 stochastic layers, "
@@ -174,6 +204,12 @@ def _build_experiments() -> dict:
         Experiment("mnist-headline", "the 5-layer VAE and LVAE on MNIST, BN and WU on (the "
                                      "paper's headline comparison; run it with --seeds)",
                    headline),
+        Experiment("mnist-choices", "the released code's choices one at a time on the "
+                                    "5-layer paper-form headline (BN and WU): head batch "
+                                    "norm, lr 2e-4, unshared top-down path, only mu up, "
+                                    "Monte Carlo KL, clipping; then all of them, the "
+                                    "original-code preset (run it with --seeds, "
+                                    "--epochs 30 --warmup-epochs 100)", choices),
         Experiment("all", "every run above, each once", union),
     )}
 
