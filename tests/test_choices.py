@@ -52,3 +52,23 @@ def test_a_missing_epoch_is_not_run_and_a_bad_file_is_one_line(tmp_path):
         assert "metrics.csv cannot be read" in str(exc) and "\n" not in str(exc)
     else:
         raise AssertionError("no error")
+
+
+def test_the_command_writes_the_table_and_copies_finished_runs_records_once(tmp_path, capsys):
+    paper, runs = tmp_path / "paper", tmp_path / "runs"
+    _run(paper / "mnist-lvae-L5-bn-wu", [60, 5, 2, 1, 1], [20, 1, 1, 0.5, 0.5])
+    _run(paper / "mnist-vae-L5-bn-wu", [60, 15, 5, 2, 1], [20, 5, 2, 1, 1])
+    _run(runs / "mnist-lvae-L5-bn-wu-headbn", [60, 30, 8, 4, 3], [20, 4, 2, 1, 1])
+    _run(runs / "mnist-vae-L5-bn-wu-headbn", [60, 30, 8, 4, 3], [20, 4, 2, 1, 1], epoch=2)
+    (runs / "mnist-lvae-L5-bn-wu-headbn" / "checkpoint.npz").write_bytes(b"big")
+    out = tmp_path / "out"
+    args = ["--runs-dir", str(runs), "--paper", str(paper), "--epoch", "3", "--seeds", "0",
+            "--out", str(out)]
+    assert C.main(args) == 0
+    assert (out / "choices.md").read_text().startswith("# The released code's choices")
+    copied = sorted(p.name for p in (out / "runs").iterdir())
+    assert copied == ["mnist-lvae-L5-bn-wu-headbn"]          # the VAE has not reached epoch 3
+    assert not (out / "runs" / copied[0] / "checkpoint.npz").exists()
+    before = (out / "choices.md").read_bytes()
+    assert C.main(args) == 2 and "exists" in capsys.readouterr().err   # never overwritten
+    assert (out / "choices.md").read_bytes() == before

@@ -150,7 +150,9 @@ def main(argv=None) -> int:
     p.add_argument("--paper", type=Path, default=Path("results/experiments/mnist-headline/runs"),
                    help="the paper-form run folders (default: the published headline's)")
     p.add_argument("--out", type=Path, default=None,
-                   help="write OUT/choices.md (refused if it exists; default: print only)")
+                   help="write OUT/choices.md and copy the records of the choices' runs (config, "
+                        "metrics, KL per unit, status; no checkpoint) into OUT/runs/; refused if "
+                        "OUT exists (default: print only)")
     args = p.parse_args(argv)
     try:
         seeds = tuple(int(s) for s in args.seeds.split(","))
@@ -161,14 +163,35 @@ def main(argv=None) -> int:
     if args.out is None:
         print(text, end="")
         return 0
-    target = args.out / "choices.md"
-    if target.exists():
-        print(f"{p.prog}: error: {target} exists: choose another --out", file=sys.stderr)
+    if args.out.exists():
+        print(f"{p.prog}: error: {args.out} exists: choose another --out", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(target, text)
-    print(f"wrote {target}")
+    copied = copy_records(args.runs_dir, args.out / "runs", seeds, args.epoch)
+    atomic_write_text(args.out / "choices.md", text)
+    print(f"wrote {args.out / 'choices.md'} and the records of {copied} runs")
     return 0
+
+
+RECORDS = ("config.json", "metrics.csv", "kl_units.csv", "status.json")
+
+
+def copy_records(runs_dir: Path, out: Path, seeds, epoch: int) -> int:
+    """Copy the records (``RECORDS``, never a checkpoint) of each choice run that reached
+    ``epoch`` into ``out``/RUN_ID."""
+    count = 0
+    for _, suffix in CONFIGS[1:]:
+        for model in ("vae", "lvae"):
+            for seed in seeds:
+                folder = run_folder(suffix, model, seed, runs_dir, Path("/nonexistent"))
+                if folder.parent != runs_dir or numbers_at(folder, epoch) is None:
+                    continue
+                target = out / folder.name
+                target.mkdir(parents=True)
+                for name in RECORDS:
+                    if (folder / name).is_file():
+                        atomic_write_text(target / name, (folder / name).read_text())
+                count += 1
+    return count
 
 
 if __name__ == "__main__":
