@@ -23,6 +23,14 @@ except ImportError:
 needs_submitit = pytest.mark.skipif(
     not HAVE_SUBMITIT, reason="submitit is not installed (the optional [cluster] extra)")
 
+try:
+    import nbgrader  # noqa: F401
+    HAVE_NBGRADER = True
+except ImportError:
+    HAVE_NBGRADER = False
+needs_nbgrader = pytest.mark.skipif(not HAVE_NBGRADER,
+                                    reason="nbgrader is not installed (pip install -e .[course])")
+
 TESTS = pathlib.Path(__file__).resolve().parent
 STANDIN = TESTS / "cupy_standin"
 _real = {}

@@ -18,13 +18,7 @@ from lvae_np.course.__main__ import main
 from lvae_np.course.release import PACKAGE, SOURCE, copy_package, release
 from lvae_np.gradcheck import cases, grade
 
-try:
-    import nbgrader  # noqa: F401
-    HAVE_NBGRADER = True
-except ImportError:
-    HAVE_NBGRADER = False
-needs_nbgrader = pytest.mark.skipif(not HAVE_NBGRADER,
-                                    reason="nbgrader is not installed (pip install -e .[course])")
+from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
 
 # The package's functions that a course assigns: each has a marked body.
 ASSIGNED = {"layers.dense_backward", "layers.leaky_relu_backward", "layers.batchnorm_backward",

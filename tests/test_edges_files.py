@@ -15,7 +15,6 @@ traceback, and leaves the files that were there byte-identical.
 """
 import io
 import os
-import shutil
 import signal
 import socket
 import tracemalloc
@@ -34,55 +33,11 @@ from lvae_np.experiments import locks
 from lvae_np.gradcheck import __main__ as gradcheck_cli
 from lvae_np.models import Model
 
-SMALL = ["--dataset", "synthetic", "--latent", "4,2", "--hidden", "16,8", "--batch-size", "50",
-         "--warmup-epochs", "2", "--no-progress"]
+# the helpers and fixtures of test_edges, whose style this file follows
+from test_edges import (SMALL, base, epochs, files, never_trains, one_line_error,  # noqa: F401,E402
+                        run_dir, run_train)
+
 NO_USER = "~no_such_user_of_lvae_np"
-
-
-def run_train(argv):
-    return train.main([str(a) for a in argv])
-
-
-def files(folder) -> dict:
-    """Every file under ``folder``: relative path -> bytes."""
-    folder = Path(folder)
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file()}
-
-
-def one_line_error(capsys, prog: str) -> str:
-    """The single stderr line of a failed command (no traceback, nothing else)."""
-    err = capsys.readouterr().err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
-
-
-def never_trains(monkeypatch):
-    def step(self, x, beta):
-        raise AssertionError("a training step ran")
-    monkeypatch.setattr(train.Trainer, "step", step)
-
-
-def epochs(run_dir) -> list:
-    return [int(line.split(",")[0]) for line in
-            (Path(run_dir) / runs.METRICS).read_text().splitlines()[1:]]
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A tiny LVAE trained 1 epoch (the source of copies)."""
-    out = tmp_path_factory.mktemp("edges-files") / "run"
-    assert run_train(SMALL + ["--epochs", 1, "--out", out]) == 0
-    return out
-
-
-@pytest.fixture
-def run_dir(base, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(base, dst)
-    return dst
 
 
 def resume(run_dir):

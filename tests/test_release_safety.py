@@ -17,13 +17,7 @@ import pytest
 
 from lvae_np.course.release import MANIFEST, SOURCE
 
-try:
-    import nbgrader  # noqa: F401
-    HAVE_NBGRADER = True
-except ImportError:
-    HAVE_NBGRADER = False
-needs_nbgrader = pytest.mark.skipif(not HAVE_NBGRADER,
-                                    reason="nbgrader is not installed (pip install -e .[course])")
+from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
 
 PARTS = ("lvae_np", "assignments", "tutorials", "README.md", "pyproject.toml")
 IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", ".pytest_cache",
