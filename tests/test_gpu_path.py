@@ -164,3 +164,17 @@ def test_the_gpu_check_runs_on_the_standin_and_writes_its_json(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), *args],
                            env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert again.returncode == 2 and "exists" in again.stderr   # never overwritten by default
+
+
+@pytest.mark.slow
+def test_a_cupy_run_resumed_on_numpy_goes_on_with_a_new_stream_and_says_so(tmp_path):
+    out = tmp_path / "run"
+    first = _cli("lvae_np.train", ["--backend", "cupy", "--dataset", "synthetic", "--epochs", 1,
+                                   "--out", out, *SMALL], 14)
+    assert first.returncode == 0, first.stderr
+    moved = _cli("lvae_np.train", ["--out", out, "--resume", "--epochs", 2, "--backend",
+                                   "numpy", "--no-progress"], 14)
+    assert moved.returncode == 0, moved.stderr
+    assert "drew its noise on the device, this run on the host" in moved.stdout
+    assert "backend numpy" in moved.stdout
+    assert checkpoint.load(out / "checkpoint.npz")["meta"]["epoch"] == 2
