@@ -61,6 +61,8 @@ def test_the_command_writes_the_table_and_copies_finished_runs_records_once(tmp_
     _run(runs / "mnist-lvae-L5-bn-wu-headbn", [60, 30, 8, 4, 3], [20, 4, 2, 1, 1])
     _run(runs / "mnist-vae-L5-bn-wu-headbn", [60, 30, 8, 4, 3], [20, 4, 2, 1, 1], epoch=2)
     (runs / "mnist-lvae-L5-bn-wu-headbn" / "checkpoint.npz").write_bytes(b"big")
+    (runs / "mnist-lvae-L5-bn-wu-headbn" / "config.json").write_text(
+        '{"data_variant": "MNIST, files from /home/someone/data/mnist", "lr": 0.002}')
     out = tmp_path / "out"
     args = ["--runs-dir", str(runs), "--paper", str(paper), "--epoch", "3", "--seeds", "0",
             "--out", str(out)]
@@ -69,6 +71,8 @@ def test_the_command_writes_the_table_and_copies_finished_runs_records_once(tmp_
     copied = sorted(p.name for p in (out / "runs").iterdir())
     assert copied == ["mnist-lvae-L5-bn-wu-headbn"]          # the VAE has not reached epoch 3
     assert not (out / "runs" / copied[0] / "checkpoint.npz").exists()
+    config = (out / "runs" / copied[0] / "config.json").read_text()
+    assert "/home/someone" not in config and "files from <data-dir>/mnist" in config
     before = (out / "choices.md").read_bytes()
     assert C.main(args) == 2 and "exists" in capsys.readouterr().err   # never overwritten
     assert (out / "choices.md").read_bytes() == before

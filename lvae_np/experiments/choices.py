@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..fileio import atomic_write_text
 from .claims import verdict
+from .records import COPIED, copy_text
 from .specs import DEFAULT_RUNS_DIR, LVAE_ONLY_CHOICES
 
 # (label, run-id suffix after "mnist-<model>-L5-bn-wu"; None: the paper form)
@@ -172,12 +173,10 @@ def main(argv=None) -> int:
     return 0
 
 
-RECORDS = ("config.json", "metrics.csv", "kl_units.csv", "status.json")
-
-
 def copy_records(runs_dir: Path, out: Path, seeds, epoch: int) -> int:
-    """Copy the records (``RECORDS``, never a checkpoint) of each choice run that reached
-    ``epoch`` into ``out``/RUN_ID."""
+    """Copy the records (``records.COPIED``, never a checkpoint) of each choice run that
+    reached ``epoch`` into ``out``/RUN_ID, their JSON without this machine's folders."""
+    runs_dirs = tuple(dict.fromkeys(str(p).rstrip("/") for p in (runs_dir.resolve(), runs_dir)))
     count = 0
     for _, suffix in CONFIGS[1:]:
         for model in ("vae", "lvae"):
@@ -187,9 +186,9 @@ def copy_records(runs_dir: Path, out: Path, seeds, epoch: int) -> int:
                     continue
                 target = out / folder.name
                 target.mkdir(parents=True)
-                for name in RECORDS:
+                for name in COPIED:
                     if (folder / name).is_file():
-                        atomic_write_text(target / name, (folder / name).read_text())
+                        copy_text(folder / name, target / name, runs_dirs)
                 count += 1
     return count
 
