@@ -125,7 +125,7 @@ def namespace(*arrays) -> ModuleType:
     itself (NumPy 2 follows the standard in everything lvae_np uses), CuPy
     arrays get ``array_api_compat.cupy`` (CuPy plus the standard's names that
     CuPy lacks, such as ``concat`` and ``astype`` in CuPy 13), others their
-    own ``__array_namespace__()``. Python scalars and None are ignored.
+    own ``__array_namespace__`` method. Python scalars and None are ignored.
 
     Raises:
         TypeError: an argument is not an array, the arrays come from different
