@@ -102,15 +102,15 @@ def evaluate_run(run_dir, *, iw_samples: int = 5000, split: str = "test",
     else:
         x = train
     split_size = len(x)
-    rows = numpy.arange(split_size)
-    if subset:
-        rows = subset_indices(split_size, subset, subset_seed)
-    rows = rows[:limit] if limit else rows
-    if split == "train":
-        x = train_x if len(rows) == split_size else be.xp.take(
-            train_x, be.asarray(rows, dtype=be.xp.int64), axis=0)
+    rows = subset_indices(split_size, subset, subset_seed) if subset else None
+    if limit:
+        rows = (rows if rows is not None else numpy.arange(split_size))[:limit]
+    if split != "train":
+        x = be.asarray(x if rows is None else x[rows])
+    elif rows is None:
+        x = train_x
     else:
-        x = be.asarray(x[rows])
+        x = be.xp.take(train_x, be.asarray(rows, dtype=be.xp.int64), axis=0)
     t0 = time.perf_counter()
     state = run.state
     bn = run.config.bn_stats if bn is None else bn

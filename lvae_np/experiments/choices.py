@@ -50,12 +50,14 @@ def run_folder(suffix: str | None, model: str, seed: int, runs_dir: Path, paper_
 
     An LVAE-only choice leaves the VAE as it is: its VAE is the paper form's.
     """
-    lvae_only = suffix is not None and suffix.lstrip("-") in LVAE_ONLY_CHOICES
-    if suffix is None or (model == "vae" and lvae_only):
-        base, suffix = paper_dir, ""
-    else:
-        base = runs_dir
+    base, suffix = (paper_dir, "") if is_paper_form(suffix, model) else (runs_dir, suffix)
     return base / (f"mnist-{model}-L5-bn-wu{suffix}" + (f"-seed{seed}" if seed else ""))
+
+
+def is_paper_form(suffix: str | None, model: str) -> bool:
+    """Whether the run of ``suffix`` and ``model`` is the paper form's (no run of its own)."""
+    lvae_only = suffix is not None and suffix.lstrip("-") in LVAE_ONLY_CHOICES
+    return suffix is None or (model == "vae" and lvae_only)
 
 
 def numbers_at(folder: Path, epoch: int) -> dict | None:
@@ -180,9 +182,11 @@ def copy_records(runs_dir: Path, out: Path, seeds, epoch: int) -> int:
     count = 0
     for _, suffix in CONFIGS[1:]:
         for model in ("vae", "lvae"):
+            if is_paper_form(suffix, model):
+                continue
             for seed in seeds:
-                folder = run_folder(suffix, model, seed, runs_dir, Path("/nonexistent"))
-                if folder.parent != runs_dir or numbers_at(folder, epoch) is None:
+                folder = run_folder(suffix, model, seed, runs_dir, runs_dir)
+                if numbers_at(folder, epoch) is None:
                     continue
                 target = out / folder.name
                 target.mkdir(parents=True)
