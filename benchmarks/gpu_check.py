@@ -41,10 +41,10 @@ import numpy
 from lvae_np import data
 from lvae_np.backend import cupy_unavailable_reason, get_backend, to_numpy
 from lvae_np.bounds import log_likelihood
-from lvae_np.config import TrainConfig
+from lvae_np.training.config import TrainConfig
 from lvae_np.models import Model
-from lvae_np import checkpoint, metrics
-from lvae_np.trainer import Position, Trainer
+from lvae_np.training import checkpoint, metrics
+from lvae_np.training.trainer import Position, Trainer
 
 
 def parse_args(argv=None):

@@ -237,7 +237,7 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic",
     The counts do not depend on the batch size; the paper's layer sizes are
     the default (``config`` overrides them).
     """
-    from lvae_np import metrics
+    from lvae_np.training import metrics
     from lvae_np.backend import get_backend
     from lvae_np.models import Model, ModelConfig
     from lvae_np.optim import FlatAdam, adam_init, adam_update_

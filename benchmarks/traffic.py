@@ -22,10 +22,11 @@ from cupy_standin import activate  # noqa: E402
 activate()
 from cupy._standin import count_traffic  # noqa: E402
 
-from lvae_np import backend, data, metrics  # noqa: E402
+from lvae_np import backend, data  # noqa: E402
+from lvae_np.training import metrics  # noqa: E402
 from lvae_np.bounds import log_likelihood  # noqa: E402
-from lvae_np.config import TrainConfig  # noqa: E402
-from lvae_np.trainer import Position, Trainer  # noqa: E402
+from lvae_np.training.config import TrainConfig  # noqa: E402
+from lvae_np.training.trainer import Position, Trainer  # noqa: E402
 
 backend._cupy_status["reason"] = None   # the stand-in is the CuPy here
 

@@ -27,7 +27,7 @@ Widths (config ``latent`` D_i, ``hidden`` H_i, i = 1..L):
 """
 from __future__ import annotations
 
-from . import networks
+from . import blocks
 from .params import with_prefix
 
 
@@ -52,7 +52,7 @@ def init_params(config, rng, *, xp, dtype):
 
     Weights Glorot-uniform (or, with ``init="original"``, Glorot-normal with
     the ReLU gain in the MLP blocks, and variance-head bias 1 where the head
-    has no batch norm; see ``networks.init_gaussian_head``), zero biases,
+    has no batch norm; see ``blocks.init_gaussian_head``), zero biases,
     batch norm's gamma 1 and beta 0, running means 0 and variances 1. The
     draws come in a fixed order: the bottom-up blocks and q heads from z_1
     up, the generative blocks and p heads from the top down, then (unshared
@@ -71,16 +71,16 @@ def init_params(config, rng, *, xp, dtype):
     params, state = {}, {}
 
     def add_block(name, sizes):
-        p, s = networks.init_mlp(rng, sizes, batch_norm=c.batch_norm, xp=xp, dtype=dt,
+        p, s = blocks.init_mlp(rng, sizes, batch_norm=c.batch_norm, xp=xp, dtype=dt,
                                  init=c.init)
         params.update(with_prefix(name, p))
         state.update(with_prefix(name, s))
 
     def add_head(name, d_in, d_out):
-        params.update(with_prefix(name, networks.init_gaussian_head(
+        params.update(with_prefix(name, blocks.init_gaussian_head(
             rng, d_in, d_out, xp=xp, dtype=dt, batch_norm=c.head_batch_norm, init=c.init)))
         if c.head_batch_norm:
-            state.update(with_prefix(name, networks.init_head_state(d_out, xp=xp, dtype=dt)))
+            state.update(with_prefix(name, blocks.init_head_state(d_out, xp=xp, dtype=dt)))
 
     dt = dtype
     for i in range(1, c.n_layers + 1):  # bottom-up blocks and q heads
@@ -92,11 +92,11 @@ def init_params(config, rng, *, xp, dtype):
         if i > 0:
             add_head(f"p{i}", width, c.latent[i - 1])
         elif c.likelihood == "gaussian":  # the output layer: never batch-normalised
-            params.update(with_prefix("p0", networks.init_gaussian_head(
+            params.update(with_prefix("p0", blocks.init_gaussian_head(
                 rng, width, c.x_dim, xp=xp, dtype=dt, init=c.init, output=True)))
         else:
             params.update(with_prefix("p0", {
-                "W": networks.init_weights(rng, width, c.x_dim, xp, dt, init=c.init),
+                "W": blocks.init_weights(rng, width, c.x_dim, xp, dt, init=c.init),
                 "b": xp.zeros((c.x_dim,), dtype=dt)}))
     if c.kind == "lvae" and not c.shared_top_down:
         for i in range(c.n_layers - 1, 0, -1):  # the top-down inference path's own blocks

@@ -6,7 +6,7 @@ Both share the generative model (L stochastic layers, z_1 nearest the data)::
     p(z_i | z_{i+1}) = N(mu_p,i, var_p,i),   (mu_p,i, var_p,i) = head_p,i(block_down,i(z_{i+1}))
     p(x | z_1) = Bernoulli(sigmoid(logits))  (or a Gaussian), from block_down,0(z_1)
 
-and differ in the inference model q(z | x) (their passes: ``inference.py``):
+and differ in the inference model q(z | x) (their passes: ``passes.py``):
 
 * VAE (bottom-up): q(z_1 | x), then q(z_i | z_{i-1}), each a Gaussian head on
   a block of the sample below (``steps.vae_step_forward``).
@@ -75,11 +75,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import architecture, gaussian, layers, networks, steps
+from . import architecture, blocks, gaussian, layers, steps
 from .backend import Backend, get_backend, namespace
-from .inference import PASSES, Outputs, XPart, XPartGrad, by_layer, new_states, tile_part
-from .networks import INITS
-from .params import blocks, merge, subtree, with_prefix
+from .passes import PASSES, Outputs, XPart, XPartGrad, by_layer, new_states, tile_part
+from .blocks import INITS
+from .params import block_names, merge, subtree, with_prefix
 from .steps import KL_ESTIMATORS
 
 KINDS = ("lvae", "vae")
@@ -207,20 +207,20 @@ class Model:
 
         Returns (model, params) of a model without batch norm that computes
         what this one computes with its running averages (up to rounding),
-        skipping every normalisation (``networks.fold_batch_norm`` block by
-        block, ``networks.fold_head_batch_norm`` head by head). The L_k
+        skipping every normalisation (``blocks.fold_batch_norm`` block by
+        block, ``blocks.fold_head_batch_norm`` head by head). The L_k
         estimate (``bounds.log_likelihood``) uses it.
         """
         c = self.config
         if not (c.batch_norm or c.head_batch_norm):
             return self, params
         folded = {}
-        for name in blocks(params):
+        for name in block_names(params):
             block = subtree(params, name)
             if "gamma1" in block:
-                block = networks.fold_batch_norm(block, subtree(state, name), eps=c.bn_eps)
+                block = blocks.fold_batch_norm(block, subtree(state, name), eps=c.bn_eps)
             elif "gamma_mu" in block:
-                block = networks.fold_head_batch_norm(block, subtree(state, name), eps=c.bn_eps)
+                block = blocks.fold_head_batch_norm(block, subtree(state, name), eps=c.bn_eps)
             folded.update(with_prefix(name, block))
         plain = dataclasses.replace(c, batch_norm=False, head_batch_norm=False)
         return Model(plain, self.backend), folded
@@ -347,10 +347,10 @@ class Model:
             cache: from ``forward``.
         """
         grads, dpart = self.per_sample_backward(dout, cache.per_sample)
-        tiles = networks.TileCache(cache.k)
+        tiles = blocks.TileCache(cache.k)
 
         def untile(d):  # sums the k copies
-            return networks.tile_rows_backward(d, tiles)[0]
+            return blocks.tile_rows_backward(d, tiles)[0]
         dpart = XPartGrad([untile(d) for d in dpart.mu_hat], [untile(d) for d in dpart.var_hat])
         return merge([grads, self.bottom_up_backward(dpart, cache.bottom_up)])
 
@@ -406,13 +406,13 @@ class Model:
     # ------------------------------------------------------------------
     def data_mean(self, params, state, z1):
         """E[x | z_1]: sigmoid(logits) for Bernoulli data, mu for Gaussian. (rows, x_dim)."""
-        h, _ = networks.mlp_forward(z1, subtree(params, "down0"),
+        h, _ = blocks.mlp_forward(z1, subtree(params, "down0"),
                                     state=subtree(state, "down0") or None,
                                     **self.mode(training=False))
         head = subtree(params, "p0")  # the output layer, never batch-normalised
         if self.config.likelihood == "bernoulli":
             return layers.sigmoid(layers.dense_forward(h, head["W"], head["b"])[0])
-        (mu, _), _ = networks.gaussian_head_forward(h, head)
+        (mu, _), _ = blocks.gaussian_head_forward(h, head)
         return mu
 
     def generate(self, params, state, n: int, noise=None):
@@ -430,7 +430,7 @@ class Model:
         top = len(eps)
         z = {top: eps[top]}                                              # z_L ~ N(0, I)
         for i in range(top - 1, 0, -1):
-            (mu_p, var_p), _ = networks.gaussian_block_forward(
+            (mu_p, var_p), _ = blocks.gaussian_block_forward(
                 z[i + 1], subtree(params, f"down{i}"), subtree(params, f"p{i}"),
                 state=subtree(state, f"down{i}") or None,
                 head_state=subtree(state, f"p{i}") or None, **self.mode(training=False))

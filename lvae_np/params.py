@@ -67,7 +67,7 @@ def merge(trees) -> dict:
     return out
 
 
-def blocks(tree: dict) -> list:
+def block_names(tree: dict) -> list:
     """The block names of a flat dict, in the order they first appear: ``["up1", "q1", ...]``."""
     seen: dict = {}
     for k in tree:

@@ -13,7 +13,7 @@ model's flat dict with ``params.subtree``); ``mode`` is the dict of the
 blocks' settings (``batch_norm``, ``training``, ``momentum``, ``slope``,
 ``eps``). ``state`` and ``head_state`` are the block's and the head's
 batch-norm running averages (None where they have none; a head has some only
-with batch norm, see ``networks.gaussian_head_forward``).
+with batch norm, see ``blocks.gaussian_head_forward``).
 
 The KL estimators (``estimator``): ``"analytic"``, the closed form
 KL(q || p), or ``"mc"``, the single-sample estimate log q(z) - log p(z) at the
@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from . import gaussian, likelihoods
 from . import layers
-from . import networks
+from . import blocks
 from .backend import namespace
 
 KL_ESTIMATORS = ("analytic", "mc")
@@ -92,8 +92,8 @@ def _plus(a, b):
 # The deterministic bottom-up step: d_i = MLP(d_{i-1}), (mu_hat_i, var_hat_i) = head(d_i)
 # ----------------------------------------------------------------------------
 class BottomUpStepCache(NamedTuple):
-    mlp: networks.MLPCache             # d_i = MLP(d_{i-1})
-    head: networks.GaussianHeadCache   # (mu_hat_i, var_hat_i) = head(d_i)
+    mlp: blocks.MLPCache             # d_i = MLP(d_{i-1})
+    head: blocks.GaussianHeadCache   # (mu_hat_i, var_hat_i) = head(d_i)
     input_grad: bool                   # False where d_{i-1} is the data x
 
 
@@ -116,9 +116,9 @@ def bottom_up_step_forward(d_below, block, head, *, state=None, head_state=None,
         out: (d_i (R, H_i), mu_hat_i (R, D_i), var_hat_i (R, D_i)).
         cache: BottomUpStepCache.
     """
-    d, c_mlp = networks.mlp_forward(d_below, block, state=state, **mode)
-    (mu_hat, var_hat), c_head = networks.gaussian_head_forward(d, head, state=head_state,
-                                                               **networks.head_settings(mode))
+    d, c_mlp = blocks.mlp_forward(d_below, block, state=state, **mode)
+    (mu_hat, var_hat), c_head = blocks.gaussian_head_forward(d, head, state=head_state,
+                                                               **blocks.head_settings(mode))
     return (d, mu_hat, var_hat), BottomUpStepCache(c_mlp, c_head, input_grad)
 
 
@@ -129,8 +129,8 @@ def bottom_up_step_backward(dout, cache: BottomUpStepCache):
     the head's plus G_d (None at the top layer, where no block reads d_L).
     """
     dd, dmu_hat, dvar_hat = dout
-    dd_head, dhead = networks.gaussian_head_backward((dmu_hat, dvar_hat), cache.head)
-    dd_below, dblock = networks.mlp_backward(_plus(dd_head, dd), cache.mlp,
+    dd_head, dhead = blocks.gaussian_head_backward((dmu_hat, dvar_hat), cache.head)
+    dd_below, dblock = blocks.mlp_backward(_plus(dd_head, dd), cache.mlp,
                                              input_grad=cache.input_grad)
     return dd_below, dblock, dhead
 
@@ -139,7 +139,7 @@ def bottom_up_step_backward(dout, cache: BottomUpStepCache):
 # The LVAE's ladder step (top-down, i = L-1 .. 1)
 # ----------------------------------------------------------------------------
 class LadderStepCache(NamedTuple):
-    prior: networks.GaussianBlockCache  # (mu_p,i, var_p,i) from z_{i+1}
+    prior: blocks.GaussianBlockCache  # (mu_p,i, var_p,i) from z_{i+1}
     merge: gaussian.MergeCache          # (mu_q,i, var_q,i)
     sample: gaussian.ReparamCache       # z_i
     kl: KLTermCache                     # KL_i
@@ -175,7 +175,7 @@ def ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head, *, state=Non
         out: (z_i, KL_i), each of shape (R, D_i).
         cache: LadderStepCache; ``cache.mu_q`` is the posterior mean.
     """
-    (mu_p, var_p), c_prior = networks.gaussian_block_forward(z_above, block, head, state=state,
+    (mu_p, var_p), c_prior = blocks.gaussian_block_forward(z_above, block, head, state=state,
                                                              head_state=head_state, **mode)
     (mu_q, var_q), c_merge = gaussian.merge_forward(mu_hat, var_hat, mu_p, var_p)
     z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
@@ -206,15 +206,15 @@ def ladder_step_backward(dout, cache: LadderStepCache):
     dmu_r, dvar_r, deps = gaussian.reparameterize_backward(_plus(dz, dz_kl), cache.sample)
     dmu_hat, dvar_hat, dmu_p, dvar_p = gaussian.merge_backward(
         (dmu_q + dmu_r, dvar_q + dvar_r), cache.merge)
-    dz_above, dblock, dhead = networks.gaussian_block_backward(
+    dz_above, dblock, dhead = blocks.gaussian_block_backward(
         (dmu_p + dmu_p_kl, dvar_p + dvar_p_kl), cache.prior)
     return dz_above, dmu_hat, dvar_hat, deps, dblock, dhead
     ### END SOLUTION
 
 
 class UnsharedLadderStepCache(NamedTuple):
-    inference: networks.GaussianBlockCache  # (mu_td,i, var_td,i) from z_{i+1}: tdown{i}, tp{i}
-    prior: networks.GaussianBlockCache      # (mu_p,i, var_p,i) from z_{i+1}: down{i}, p{i}
+    inference: blocks.GaussianBlockCache  # (mu_td,i, var_td,i) from z_{i+1}: tdown{i}, tp{i}
+    prior: blocks.GaussianBlockCache      # (mu_p,i, var_p,i) from z_{i+1}: down{i}, p{i}
     merge: gaussian.MergeCache              # (mu_q,i, var_q,i)
     sample: gaussian.ReparamCache           # z_i
     kl: KLTermCache                         # KL_i
@@ -252,9 +252,9 @@ def unshared_ladder_step_forward(z_above, mu_hat, var_hat, eps, td_block, td_hea
         out: (z_i, KL_i), each of shape (R, D_i).
         cache: UnsharedLadderStepCache.
     """
-    (mu_td, var_td), c_inf = networks.gaussian_block_forward(
+    (mu_td, var_td), c_inf = blocks.gaussian_block_forward(
         z_above, td_block, td_head, state=td_state, head_state=td_head_state, **mode)
-    (mu_p, var_p), c_prior = networks.gaussian_block_forward(
+    (mu_p, var_p), c_prior = blocks.gaussian_block_forward(
         z_above, block, head, state=state, head_state=head_state, **mode)
     (mu_q, var_q), c_merge = gaussian.merge_forward(mu_hat, var_hat, mu_td, var_td)
     z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
@@ -278,9 +278,9 @@ def unshared_ladder_step_backward(dout, cache: UnsharedLadderStepCache):
     dmu_r, dvar_r, deps = gaussian.reparameterize_backward(_plus(dz, dz_kl), cache.sample)
     dmu_hat, dvar_hat, dmu_td, dvar_td = gaussian.merge_backward(
         (dmu_q + dmu_r, dvar_q + dvar_r), cache.merge)
-    dz_td, dtd_block, dtd_head = networks.gaussian_block_backward((dmu_td, dvar_td),
+    dz_td, dtd_block, dtd_head = blocks.gaussian_block_backward((dmu_td, dvar_td),
                                                                   cache.inference)
-    dz_p, dblock, dhead = networks.gaussian_block_backward((dmu_p, dvar_p), cache.prior)
+    dz_p, dblock, dhead = blocks.gaussian_block_backward((dmu_p, dvar_p), cache.prior)
     return dz_td + dz_p, dmu_hat, dvar_hat, deps, dtd_block, dtd_head, dblock, dhead
 
 
@@ -318,7 +318,7 @@ def top_step_backward(dout, cache: TopStepCache):
 # The VAE's steps: q(z_i | z_{i-1}) upwards, then KL_i against p(z_i | z_{i+1})
 # ----------------------------------------------------------------------------
 class VAEStepCache(NamedTuple):
-    posterior: networks.GaussianBlockCache  # (mu_q,i, var_q,i) from z_{i-1}
+    posterior: blocks.GaussianBlockCache  # (mu_q,i, var_q,i) from z_{i-1}
     sample: gaussian.ReparamCache           # z_i
 
 
@@ -340,7 +340,7 @@ def vae_step_forward(z_below, eps, block, head, *, state=None, head_state=None, 
             layer i needs q's mean and variance (``vae_kl_step_forward``).
         cache: VAEStepCache.
     """
-    (mu_q, var_q), c_q = networks.gaussian_block_forward(z_below, block, head, state=state,
+    (mu_q, var_q), c_q = blocks.gaussian_block_forward(z_below, block, head, state=state,
                                                          head_state=head_state, **mode)
     z, c_sample = gaussian.reparameterize_forward(mu_q, var_q, eps)
     return (z, mu_q, var_q), VAEStepCache(c_q, c_sample)
@@ -350,13 +350,13 @@ def vae_step_backward(dout, cache: VAEStepCache):
     """With dout = (G_z, G_mu_q, G_var_q): returns (dz_below, deps, dblock, dhead)."""
     dz, dmu_q, dvar_q = dout
     dmu_r, dvar_r, deps = gaussian.reparameterize_backward(dz, cache.sample)
-    dz_below, dblock, dhead = networks.gaussian_block_backward(
+    dz_below, dblock, dhead = blocks.gaussian_block_backward(
         (dmu_q + dmu_r, dvar_q + dvar_r), cache.posterior)
     return dz_below, deps, dblock, dhead
 
 
 class VAEKLStepCache(NamedTuple):
-    prior: networks.GaussianBlockCache  # (mu_p,i, var_p,i) from z_{i+1}
+    prior: blocks.GaussianBlockCache  # (mu_p,i, var_p,i) from z_{i+1}
     kl: KLTermCache                     # always the single-sample estimate
 
 
@@ -383,7 +383,7 @@ def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, hea
         kl: shape (R, D_i).
         cache: VAEKLStepCache.
     """
-    (mu_p, var_p), c_prior = networks.gaussian_block_forward(z_above, block, head, state=state,
+    (mu_p, var_p), c_prior = blocks.gaussian_block_forward(z_above, block, head, state=state,
                                                              head_state=head_state, **mode)
     kl, c_kl = kl_term_forward(z, mu_q, var_q, mu_p, var_p, estimator="mc")
     return kl, VAEKLStepCache(c_prior, c_kl)
@@ -392,7 +392,7 @@ def vae_kl_step_forward(z, mu_q, var_q, z_above, block, head, *, state=None, hea
 def vae_kl_step_backward(dout, cache: VAEKLStepCache):
     """With dout = G_kl (R, D_i): returns (dz, dmu_q, dvar_q, dz_above, dblock, dhead)."""
     dz, dmu_q, dvar_q, dmu_p, dvar_p = kl_term_backward(dout, cache.kl)
-    dz_above, dblock, dhead = networks.gaussian_block_backward((dmu_p, dvar_p), cache.prior)
+    dz_above, dblock, dhead = blocks.gaussian_block_backward((dmu_p, dvar_p), cache.prior)
     return dz, dmu_q, dvar_q, dz_above, dblock, dhead
 
 
@@ -400,7 +400,7 @@ def vae_kl_step_backward(dout, cache: VAEKLStepCache):
 # The output layer: log p(x | z_1)
 # ----------------------------------------------------------------------------
 class OutputStepCache(NamedTuple):
-    mlp: networks.MLPCache   # h = MLP_0(z_1)
+    mlp: blocks.MLPCache   # h = MLP_0(z_1)
     head: Any                # DenseCache (Bernoulli logits) or GaussianHeadCache
     log_lik: Any             # BernoulliCache or LogNormalCache
     likelihood: str          # "bernoulli" or "gaussian"
@@ -426,13 +426,13 @@ def output_step_forward(z1, x, block, head, *, state=None, mode: dict, likelihoo
         rec: shape (R,).
         cache: OutputStepCache.
     """
-    h, c_mlp = networks.mlp_forward(z1, block, state=state, **mode)
+    h, c_mlp = blocks.mlp_forward(z1, block, state=state, **mode)
     xp = namespace(h)
     if likelihood == "bernoulli":
         logits, c_head = layers.dense_forward(h, head["W"], head["b"])
         ll, c_ll = likelihoods.bernoulli_log_likelihood_forward(x, logits)
     else:
-        (mu, var), c_head = networks.gaussian_head_forward(h, head)
+        (mu, var), c_head = blocks.gaussian_head_forward(h, head)
         ll, c_ll = likelihoods.gaussian_log_likelihood_forward(x, mu, var)
     return xp.sum(ll, axis=1), OutputStepCache(c_mlp, c_head, c_ll, likelihood)
 
@@ -452,6 +452,6 @@ def output_step_backward(dout, cache: OutputStepCache):
     else:
         dll = xp.broadcast_to(g, cache.log_lik.inv.shape)             # (R, X)
         dx, dmu, dvar = likelihoods.gaussian_log_likelihood_backward(dll, cache.log_lik)
-        dh, dhead = networks.gaussian_head_backward((dmu, dvar), cache.head)
-    dz1, dblock = networks.mlp_backward(dh, cache.mlp)
+        dh, dhead = blocks.gaussian_head_backward((dmu, dvar), cache.head)
+    dz1, dblock = blocks.mlp_backward(dh, cache.mlp)
     return dz1, dx, dblock, dhead

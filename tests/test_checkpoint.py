@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from lvae_np import checkpoint, fileio
-from lvae_np.checkpoint import CheckpointError
+from lvae_np.training import checkpoint, fileio
+from lvae_np.training.checkpoint import CheckpointError
 
 rng = np.random.default_rng(0)
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvae_np import checkpoint, evaluate, plots, runs, train
+from lvae_np.training import checkpoint, evaluate, plots, runs, train
 from lvae_np import data as D
 from lvae_np.data import omniglot
 from lvae_np.experiments import __main__ as experiments_cli
-from lvae_np.runlock import RunInUse, RunLock
+from lvae_np.training.runlock import RunInUse, RunLock
 
 SMALL = ["--dataset", "synthetic", "--latent", "4,2", "--hidden", "16,8", "--batch-size", "50",
          "--warmup-epochs", "2", "--no-progress"]

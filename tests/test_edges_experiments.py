@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from lvae_np import runs, train
+from lvae_np.training import runs, train
 from lvae_np import experiments as E
 from lvae_np.experiments import records, report, runner
 from lvae_np.experiments.__main__ import main
-from lvae_np.fileio import atomic_write_text
-from lvae_np.runlock import RunInUse, RunLock
+from lvae_np.training.fileio import atomic_write_text
+from lvae_np.training.runlock import RunInUse, RunLock
 
 SPEC = E.RunSpec("synthetic", "lvae", (4,), (16,))
 RUN_ID = SPEC.run_id()              # synthetic-lvae-L1-bn-wu-z4-h16
@@ -167,7 +167,7 @@ def test_2_a_killed_runner_takes_its_local_jobs_and_trainings_with_it(tmp_path):
 
 HOLDER = """
 import sys, time
-from lvae_np.runlock import RunLock
+from lvae_np.training.runlock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(120)

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvae_np import bounds, evaluate, plots, runs, train
+from lvae_np import bounds
+from lvae_np.training import evaluate, plots, runs, train
 from lvae_np import data as D
 from lvae_np import experiments as E
 from lvae_np.experiments import __main__ as experiments_cli

@@ -27,7 +27,7 @@ from lvae_np import bounds
 from lvae_np import gaussian as G
 from lvae_np import layers as L
 from lvae_np import likelihoods as LL
-from lvae_np import networks as N
+from lvae_np import blocks as N
 from lvae_np.backend import get_backend
 from lvae_np.bounds import logmeanexp_backward, logmeanexp_forward
 from lvae_np.gradcheck import assert_gradients
@@ -88,7 +88,7 @@ def softplus_inverse(v):
     return math.log(math.expm1(v))
 
 
-# The model's networks, rebuilt from the public ops of lvae_np.networks and the
+# The model's networks, rebuilt from the public ops of lvae_np.blocks and the
 # parameter names documented in lvae_np.models (no batch norm: evaluation of a
 # model built with batch_norm=False). Tests that use them also check that they
 # reproduce the model's own forward pass.
@@ -396,7 +396,7 @@ def _exact_log_likelihood(model, params, state, x, n, lim=8.0):
     z1 = mu_p(z2) + sd_p(z2) u (so p(z1|z2) dz1 = N(u; 0, 1) du): the grid is
     over (u, z2), and both variables have standard normal weights. The model's
     generative path gives p(x|z1) (down0, p0) and p(z1|z2) (down1, p1), rebuilt
-    from lvae_np.networks (the test checks them against the model's forward pass).
+    from lvae_np.blocks (the test checks them against the model's forward pass).
     """
     h = 2.0 * lim / n
     g = -lim + h * (np.arange(n) + 0.5)

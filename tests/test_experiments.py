@@ -22,7 +22,7 @@ import pytest
 from lvae_np import experiments as E
 from lvae_np.experiments import runner
 from lvae_np.experiments.__main__ import main
-from lvae_np.runs import STATUS, read_status
+from lvae_np.training.runs import STATUS, read_status
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = dict(warmup_epochs=2, iw_samples=10, batch_size=50, progress=False)

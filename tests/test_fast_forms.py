@@ -14,7 +14,7 @@ below ask for the same bits.
 import numpy as np
 import pytest
 
-from lvae_np import layers, likelihoods, networks
+from lvae_np import layers, likelihoods, blocks
 from lvae_np.backend import get_backend
 from lvae_np.models import Model, ModelConfig
 from lvae_np.params import subtree
@@ -29,13 +29,13 @@ def _head(rng, d=7, m=5):
 def test_fused_gaussian_head_equals_two_dense_layers(seed):
     rng = np.random.default_rng(seed)
     h, p = rng.normal(size=(6, 7)), _head(rng)
-    (mu, var), fused = networks.gaussian_head_forward(h, p)
-    (mu_plain, var_plain), plain = networks.gaussian_head_plain_forward(h, p)
+    (mu, var), fused = blocks.gaussian_head_forward(h, p)
+    (mu_plain, var_plain), plain = blocks.gaussian_head_plain_forward(h, p)
     np.testing.assert_allclose(mu, mu_plain, rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(var, var_plain, rtol=1e-12, atol=1e-13)
     dout = (rng.normal(size=mu.shape), rng.normal(size=var.shape))
-    dh, dp = networks.gaussian_head_backward(dout, fused)
-    dh_plain, dp_plain = networks.gaussian_head_plain_backward(dout, plain)
+    dh, dp = blocks.gaussian_head_backward(dout, fused)
+    dh_plain, dp_plain = blocks.gaussian_head_plain_backward(dout, plain)
     np.testing.assert_allclose(dh, dh_plain, rtol=1e-12, atol=1e-13)
     assert set(dp) == set(dp_plain) == set(p)
     for k in p:
@@ -46,13 +46,13 @@ def test_the_plain_head_is_really_softplus_of_a_dense_layer():
     # Against NumPy written out here, not against another lvae_np function.
     rng = np.random.default_rng(3)
     h, p = rng.normal(size=(4, 7)), _head(rng)
-    (mu, var), _ = networks.gaussian_head_plain_forward(h, p)
+    (mu, var), _ = blocks.gaussian_head_plain_forward(h, p)
     np.testing.assert_allclose(mu, h @ p["W_mu"] + p["b_mu"], rtol=1e-13)
     np.testing.assert_allclose(var, np.logaddexp(0.0, h @ p["W_var"] + p["b_var"]), rtol=1e-13)
 
 
 def _bn_block(rng, sizes=(6, 9, 8)):
-    p, s = networks.init_mlp(rng, sizes, batch_norm=True, xp=np, dtype=np.float64)
+    p, s = blocks.init_mlp(rng, sizes, batch_norm=True, xp=np, dtype=np.float64)
     p = {k: v + 0.3 * rng.normal(size=v.shape) for k, v in p.items()}
     s = {k: (rng.uniform(0.3, 2.0, v.shape) if k.startswith("var") else rng.normal(size=v.shape))
          for k, v in s.items()}
@@ -64,10 +64,10 @@ def test_folded_batch_norm_equals_evaluation_mode(seed):
     rng = np.random.default_rng(seed)
     p, s = _bn_block(rng)
     x = rng.normal(size=(5, 6))
-    h, _ = networks.mlp_forward(x, p, state=s, batch_norm=True, training=False)
-    folded = networks.fold_batch_norm(p, s)
+    h, _ = blocks.mlp_forward(x, p, state=s, batch_norm=True, training=False)
+    folded = blocks.fold_batch_norm(p, s)
     assert set(folded) == {"W1", "b1", "W2", "b2"}
-    h_folded, _ = networks.mlp_forward(x, folded, batch_norm=False, training=False)
+    h_folded, _ = blocks.mlp_forward(x, folded, batch_norm=False, training=False)
     np.testing.assert_allclose(h_folded, h, rtol=1e-12, atol=1e-13)
     # One layer by hand: BN(x W) = gamma (x W - mean) / sqrt(var + eps) + beta.
     a = x @ p["W1"]

@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvae_np import checkpoint, data, metrics
+from lvae_np import data
+from lvae_np.training import checkpoint, metrics
 from lvae_np.backend import get_backend, to_numpy
 from lvae_np.bounds import log_likelihood
-from lvae_np.config import TrainConfig
-from lvae_np.trainer import Position, Trainer
+from lvae_np.training.config import TrainConfig
+from lvae_np.training.trainer import Position, Trainer
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -221,7 +221,7 @@ def test_register_appends_and_refuses_bad_or_taken_names(monkeypatch):
 
 
 def test_positional_params_refuse_a_gradient_dict_with_other_keys():
-    from lvae_np.networks import gaussian_head_forward, init_gaussian_head
+    from lvae_np.blocks import gaussian_head_forward, init_gaussian_head
 
     params = init_gaussian_head(rng, 3, 2, xp=np, dtype=np.float64)
     keys = sorted(params)

@@ -7,11 +7,11 @@ import math
 import numpy
 import pytest
 
-from lvae_np import train
+from lvae_np.training import train
 from lvae_np.backend import get_backend, to_numpy
 from lvae_np.experiments import klsplit
 from lvae_np.models import Model, ModelConfig
-from lvae_np.networks import gaussian_block_forward
+from lvae_np.blocks import gaussian_block_forward
 from lvae_np.params import subtree
 
 

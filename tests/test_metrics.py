@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lvae_np import metrics as M
+from lvae_np.training import metrics as M
 from lvae_np.backend import get_backend
 from lvae_np.models import Model, ModelConfig
 

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from lvae_np import networks
+from lvae_np import blocks
 from lvae_np.backend import get_backend
 from lvae_np.gradcheck.cases import model_case
 from lvae_np.models import Model, ModelConfig
@@ -199,9 +199,9 @@ def test_gaussian_likelihood_model_runs_and_has_a_variance_head():
 
 def test_tile_rows_is_sample_major_and_its_backward_sums_copies():
     a = np.arange(6.0).reshape(3, 2)
-    out, cache = networks.tile_rows_forward(a, k=2)
+    out, cache = blocks.tile_rows_forward(a, k=2)
     np.testing.assert_array_equal(out, np.concatenate([a, a]))
-    (da,) = networks.tile_rows_backward(np.arange(12.0).reshape(6, 2), cache)
+    (da,) = blocks.tile_rows_backward(np.arange(12.0).reshape(6, 2), cache)
     np.testing.assert_array_equal(da, np.arange(12.0).reshape(2, 3, 2).sum(axis=0))
 
 
@@ -225,7 +225,7 @@ def test_generate_follows_the_prior_chain():
     model, params, state, _ = _small("lvae", bn=False)
     noise = model.noise(5)
     _, zs = model.generate(params, state, 5, noise=noise)
-    (mu, var), _ = networks.gaussian_block_forward(
+    (mu, var), _ = blocks.gaussian_block_forward(
         zs[1], subtree(params, "down1"), subtree(params, "p1"), state=subtree(state, "down1"),
         **model.mode(training=False))
     np.testing.assert_allclose(zs[0], mu + np.sqrt(var) * noise[0], rtol=1e-12)

@@ -2,11 +2,11 @@
 import numpy as np
 import pytest
 
-from lvae_np import networks as N
+from lvae_np import blocks as N
 from lvae_np.gradcheck.cases import CASES, find_case
 
 rng = np.random.default_rng(11)
-BLOCKS = [c for c in CASES if c.module == "networks"]  # the registered cases of networks.py
+BLOCKS = [c for c in CASES if c.module == "networks"]  # the registered cases of blocks.py
 
 
 def test_every_block_is_registered():

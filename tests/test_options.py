@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lvae_np import networks
+from lvae_np import blocks
 from lvae_np.gradcheck.cases import CASES, OPTION_TAGS
 from lvae_np.models import Model, ModelConfig
 from lvae_np.params import subtree
@@ -78,9 +78,9 @@ def test_batch_normalised_heads_names_and_shapes():
 
 def test_a_batch_normalised_heads_halves_are_normalised_over_the_batch():
     rng = np.random.default_rng(0)
-    p = networks.init_gaussian_head(rng, 5, 3, xp=np, dtype=np.float64, batch_norm=True)
+    p = blocks.init_gaussian_head(rng, 5, 3, xp=np, dtype=np.float64, batch_norm=True)
     h = 3.0 + 2.0 * rng.normal(size=(400, 5))
-    (mu, var), cache = networks.gaussian_head_forward(h, p, eps=1e-10)
+    (mu, var), cache = blocks.gaussian_head_forward(h, p, eps=1e-10)
     np.testing.assert_allclose(mu.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(mu.std(axis=0), 1.0, rtol=1e-8)
     a_var = np.log(np.expm1(var))                       # softplus^-1
@@ -167,7 +167,7 @@ def test_only_mu_up_feeds_each_block_the_mean_below():
     params, state, x, _ = problem(model, seed=6)
     assert params["up2.W1"].shape == (4, 5) and params["up3.W1"].shape == (3, 4)
     part, _ = model.bottom_up_forward(params, state, x)
-    d2, _ = networks.mlp_forward(part.mu_hat[0], subtree(params, "up2"),
+    d2, _ = blocks.mlp_forward(part.mu_hat[0], subtree(params, "up2"),
                                  state=subtree(state, "up2"), **model.mode())
     np.testing.assert_array_equal(part.d[1], d2)
     vae, _ = small("vae", only_mu_up=True).init()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from lvae_np import plots, runs, train
+from lvae_np.training import plots, runs, train
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from lvae_np import checkpoint, config, runs, train
-from lvae_np.checkpoint import CheckpointError
-from lvae_np.config import TrainConfig
+from lvae_np.training import checkpoint, config, runs, train
+from lvae_np.training.checkpoint import CheckpointError
+from lvae_np.training.config import TrainConfig
 from lvae_np.models import PAPER_HIDDEN, PAPER_LATENT
 
 
@@ -173,7 +173,7 @@ def test_the_data_dir_of_a_run(tmp_path):
 
 
 def test_the_run_lock(tmp_path):
-    from lvae_np.runlock import RunInUse, RunLock
+    from lvae_np.training.runlock import RunInUse, RunLock
 
     with RunLock(tmp_path) as lock:
         assert (tmp_path / runs.LOCK).read_text().split()[0] == str(os.getpid())

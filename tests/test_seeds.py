@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy
 import pytest
 
-from lvae_np import evaluate
+from lvae_np.training import evaluate
 from lvae_np import experiments as E
-from lvae_np.config import PRESETS
+from lvae_np.training.config import PRESETS
 from lvae_np.experiments.__main__ import main
-from lvae_np.runs import eval_file_name, subset_indices
+from lvae_np.training.runs import eval_file_name, subset_indices
 
 TINY = dict(warmup_epochs=1, iw_samples=5, batch_size=50, progress=False)
 
@@ -73,7 +73,7 @@ def test_evaluate_subset_reads_the_permuted_examples_and_records_them(tmp_path, 
     monkeypatch.setattr(evaluate, "summarize", spy)
     assert evaluate.main([str(run_dir), "--iw-samples", "3", "--subset", "20",
                           "--subset-seed", "4", "--per-example", "--no-progress"]) == 0
-    from lvae_np.runs import load_run
+    from lvae_np.training.runs import load_run
     test = load_run(run_dir).dataset.test
     assert numpy.array_equal(seen[0], test[subset_indices(len(test), 20, 4)])
     stored = json.loads((run_dir / "eval-test-k3-subset20-seed4.json").read_text())

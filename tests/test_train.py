@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lvae_np import backend, checkpoint, data as D, evaluate, runs, train
-from lvae_np.config import TrainConfig, config_from_meta
+from lvae_np import backend, data as D
+from lvae_np.training import checkpoint, evaluate, runs, train
+from lvae_np.training.config import TrainConfig, config_from_meta
 from lvae_np.data import files as data_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -362,8 +363,8 @@ def test_evaluate_recollects_batch_norm_statistics(tmp_path):
 
 def test_single_pass_statistics_are_the_whole_training_sets(tmp_path):
     """--bn-stats single-pass: each BN layer normalises with the whole set's mean and variance."""
-    from lvae_np.metrics import evaluation_bn_state
-    from lvae_np.runs import evaluation_train_set, load_run
+    from lvae_np.training.metrics import evaluation_bn_state
+    from lvae_np.training.runs import evaluation_train_set, load_run
     out = tmp_path / "run"
     assert run(["--dataset", "synthetic", "--epochs", 1, "--bn-stats", "single-pass",
                 "--dtype", "float64", "--out", out] + SMALL) == 0
@@ -420,6 +421,6 @@ def test_evaluate_reports_a_checkpoint_without_a_config_in_one_line(capsys, tmp_
 
 def test_cli_modules_import_one_way():
     """train uses evaluate; evaluate, plots and the run contract never import train."""
-    code = ("import sys; import lvae_np.evaluate, lvae_np.plots, lvae_np.runs, lvae_np.config; "
+    code = ("import sys; import lvae_np.evaluate, lvae_np.plots, lvae_np.training.runs, lvae_np.training.config; "
             "assert 'lvae_np.train' not in sys.modules, sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from lvae_np import config, optim, train
-from lvae_np.config import PRESETS, TrainConfig, config_from_meta
+from lvae_np import optim
+from lvae_np.training import config, train
+from lvae_np.training.config import PRESETS, TrainConfig, config_from_meta
 from test_train import ckpt, rows, run
 
 SMALL = ["--dataset", "synthetic", "--latent", "4,2", "--hidden", "16,8", "--no-progress"]
@@ -83,7 +84,7 @@ def test_training_clips_in_the_released_codes_order(tmp_path, monkeypatch):
 def _trainer(tmp_path, **changes):
     from lvae_np import data
     from lvae_np.backend import get_backend
-    from lvae_np.trainer import Trainer
+    from lvae_np.training.trainer import Trainer
     cfg = TrainConfig(dataset="synthetic", latent=(4, 2), hidden=(16, 8), **changes)
     ds = data.load_dataset("synthetic", None, validation=0, seed=0, progress=False)
     return Trainer(cfg, tmp_path, get_backend("numpy", seed=0), ds, progress=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..cli import Parser, RawHelpFormatter, entry
+from ..training.cli import Parser, RawHelpFormatter, entry
 from .markers import MarkerError
 from .release import MANIFEST, NOTEBOOK_FOLDERS, SOURCE, CourseError, release
 

@@ -17,7 +17,7 @@ import stat
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from ..fileio import fsync_dir
+from ..training.fileio import fsync_dir
 
 NOTEBOOK_FOLDERS = ("assignments", "tutorials")
 SKIP = ("__pycache__", ".ipynb_checkpoints", ".pytest_cache")

@@ -34,7 +34,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..fileio import atomic_write, atomic_write_text
+from ..training.fileio import atomic_write, atomic_write_text
 from . import markers
 from .folders import (MANIFEST, NOTEBOOK_FOLDERS, CourseError, check_out, check_source,
                       earlier_release, move_into_place, private_folder_beside, read_manifest,

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..fileio import atomic_write
+from ..training.fileio import atomic_write
 
 ENV_VAR = "LVAE_NP_DATA"
 

@@ -19,7 +19,7 @@ import zlib
 
 import numpy
 
-from ..fileio import ArchiveError, atomic_write, npy_headers
+from ..training.fileio import ArchiveError, atomic_write, npy_headers
 from .files import (OMNIGLOT_ARRAYS, OMNIGLOT_BURDA, OMNIGLOT_CHARACTERS, OMNIGLOT_IMAGES_SHA256,
                     DataError, cache_dir, how_to_provide, locate, read_content, read_verified,
                     search_dirs)

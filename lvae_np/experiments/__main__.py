@@ -14,8 +14,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..backend import BACKENDS
-from ..cli import Parser, RawHelpFormatter, UsageError, entry, folder_path
-from ..config import PRESETS
+from ..training.cli import Parser, RawHelpFormatter, UsageError, entry, folder_path
+from ..training.config import PRESETS
 from ..data import ENV_VAR
 from ..models import KL_ESTIMATORS
 from .report import describe_runs

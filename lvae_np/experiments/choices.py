@@ -27,7 +27,7 @@ import io
 import sys
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..training.fileio import atomic_write_text
 from .claims import verdict
 from .records import COPIED, copy_text
 from .specs import DEFAULT_RUNS_DIR, LVAE_ONLY_CHOICES

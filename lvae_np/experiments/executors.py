@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..fileio import atomic_write_text
+from ..training.fileio import atomic_write_text
 from .locks import JOB
 from .specs import LOG, ExperimentError
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy
 
-from ..fileio import atomic_write
+from ..training.fileio import atomic_write
 from .specs import MODELS, RunSpec
 
 DPI = 120
@@ -47,7 +47,7 @@ def plot_test_elbo(records: list):
     """
     from matplotlib import colormaps
 
-    from ..plots import PlotError, read_csv
+    from ..training.plots import PlotError, read_csv
 
     curves = []
     for rec in records:

@@ -48,14 +48,14 @@ from pathlib import Path
 import numpy
 
 from ..backend import to_numpy
-from ..checkpoint import CheckpointError
-from ..cli import UsageError, entry
+from ..training.checkpoint import CheckpointError
+from ..training.cli import UsageError, entry
 from ..data import DataError
-from ..fileio import atomic_write_text
-from ..metrics import evaluation_bn_state
-from ..networks import gaussian_block_forward
+from ..training.fileio import atomic_write_text
+from ..training.metrics import evaluation_bn_state
+from ..blocks import gaussian_block_forward
 from ..params import subtree
-from ..runs import evaluation_train_set, load_run, subset_indices
+from ..training.runs import evaluation_train_set, load_run, subset_indices
 
 PROG = "lvae_np.experiments.klsplit"
 LOG_2PI = math.log(2.0 * math.pi)

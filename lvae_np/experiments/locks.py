@@ -19,7 +19,7 @@ import os
 import socket
 from pathlib import Path
 
-from ..runlock import lock_holder
+from ..training.runlock import lock_holder
 from .specs import ExperimentError
 
 LOCK = ".experiments.lock"  # in a run folder while a runner works on it

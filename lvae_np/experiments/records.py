@@ -26,9 +26,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..config import config_as_dict, config_from_meta
-from ..fileio import atomic_write_text, fsync_dir
-from ..runs import CONFIG, KL_UNITS, METRICS, STATUS
+from ..training.config import config_as_dict, config_from_meta
+from ..training.fileio import atomic_write_text, fsync_dir
+from ..training.runs import CONFIG, KL_UNITS, METRICS, STATUS
 from .specs import ExperimentError
 from .state import check_logs, check_status, eval_path, saved_meta
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy
 
-from ..config import PRESETS
-from ..fileio import atomic_write_text
+from ..training.config import PRESETS
+from ..training.fileio import atomic_write_text
 from .claims import format_claims_markdown, judge_claims
 from .figures import draw_figures
 from .seeds import across_seeds, format_seeds_csv, format_seeds_markdown

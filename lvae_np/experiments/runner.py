@@ -26,9 +26,9 @@ from collections import deque
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..fileio import atomic_write_text
-from ..runs import STATUS, read_status
-from ..train import command_line
+from ..training.fileio import atomic_write_text
+from ..training.runs import STATUS, read_status
+from ..training.train import command_line
 from .executors import Submitter, die_with_parent, parse_options
 from .locks import check_no_orphans, lock_runs, unlock_runs
 from .records import check_results_folder, record_files, replace_folder

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..config import PRESETS, TrainConfig
+from ..training.config import PRESETS, TrainConfig
 from ..data import DATASETS
 from ..models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT
 

@@ -21,11 +21,11 @@ import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..checkpoint import CheckpointError, load_meta
-from ..config import RESUMABLE, TrainConfig, config_from_meta
-from ..fileio import read_json
-from ..metrics import LogError, RunLog
-from ..runs import (CHECKPOINT, KL_UNITS, METRICS, STATUS, eval_file_name, load_status,
+from ..training.checkpoint import CheckpointError, load_meta
+from ..training.config import RESUMABLE, TrainConfig, config_from_meta
+from ..training.fileio import read_json
+from ..training.metrics import LogError, RunLog
+from ..training.runs import (CHECKPOINT, KL_UNITS, METRICS, STATUS, eval_file_name, load_status,
                     read_status, write_status)
 from .specs import LOG, ExperimentError, RunSpec
 

@@ -16,7 +16,7 @@ import argparse
 import math
 import sys
 
-from ..cli import Parser, UsageError, entry, fail
+from ..training.cli import Parser, UsageError, entry, fail
 from . import cases, grading
 from .engine import DEFAULT_TOL, ArgumentReport
 

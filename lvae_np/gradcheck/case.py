@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy
 
-from .. import networks
+from .. import blocks
 from ..backend import namespace
 from .engine import (
     DEFAULT_STEP,
@@ -101,7 +101,7 @@ class Case:
         make_inputs: ``rng -> list`` of float64 NumPy arrays, the inputs.
         module: the lvae_np module the pair comes from (``"layers"``).
         kind: ``"op"``, ``"composite"`` (built from ops, such as the blocks of
-            networks.py; parameters as dicts) or ``"model"`` (a whole VAE or LVAE).
+            blocks.py; parameters as dicts) or ``"model"`` (a whole VAE or LVAE).
         title: what is checked, in words (shown by ``--list -v``).
         names: argument names shown in reports (default: forward's parameter names).
         step: finite-difference step.
@@ -251,10 +251,10 @@ def mlp_state(like, widths=MLP_SIZES[1:]) -> dict:
 
 
 def init_mlp_params(batch_norm: bool):
-    return lambda rng: networks.init_mlp(rng, MLP_SIZES, batch_norm=batch_norm, xp=numpy,
+    return lambda rng: blocks.init_mlp(rng, MLP_SIZES, batch_norm=batch_norm, xp=numpy,
                                          dtype=numpy.float64)[0]
 
 
 def init_head_params(d_in: int, d_out: int):
-    return lambda rng: networks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
+    return lambda rng: blocks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
                                                    dtype=numpy.float64)

@@ -31,7 +31,7 @@ from functools import partial
 
 import numpy
 
-from .. import bounds, gaussian, likelihoods, networks
+from .. import blocks, bounds, gaussian, likelihoods
 from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
 from ..models import Model, ModelConfig
@@ -203,53 +203,53 @@ register(
 
 
 # ----------------------------------------------------------------------------
-# The composites of networks.py
+# The composites of blocks.py
 # ----------------------------------------------------------------------------
 def _mlp_forward(batch_norm: bool, training: bool):
     """mlp_forward with its settings bound and, with batch norm, a fixed state."""
     def forward(x, p):
         state = mlp_state(x) if batch_norm else None
-        return networks.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training)
+        return blocks.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training)
 
     return forward
 
 
 def _gaussian_block_forward(h, block, head):
-    return networks.gaussian_block_forward(h, block, head, state=mlp_state(h), batch_norm=True,
+    return blocks.gaussian_block_forward(h, block, head, state=mlp_state(h), batch_norm=True,
                                            training=True)
 
 
 register(
-    composite_case("mlp", _mlp_forward(True, True), networks.mlp_backward, normal_input((6, 5)),
+    composite_case("mlp", _mlp_forward(True, True), blocks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(True)}, names=("x",),
                    title="MLP block, Dense -> BatchNorm -> leaky ReLU twice, training mode",
                    uses=("dense", "batchnorm", "leaky-relu"), points=3),
-    composite_case("mlp-eval", _mlp_forward(True, False), networks.mlp_backward, normal_input((6, 5)),
+    composite_case("mlp-eval", _mlp_forward(True, False), blocks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(True)}, names=("x",),
                    title="MLP block with batch norm, evaluation mode (running averages)",
                    uses=("dense", "batchnorm-eval", "leaky-relu")),
-    composite_case("mlp-nobn", _mlp_forward(False, True), networks.mlp_backward, normal_input((6, 5)),
+    composite_case("mlp-nobn", _mlp_forward(False, True), blocks.mlp_backward, normal_input((6, 5)),
                    {"p": init_mlp_params(False)}, names=("x",),
                    title="MLP block without batch norm, Dense (with bias) -> leaky ReLU twice",
                    uses=("dense", "leaky-relu")),
-    composite_case("gaussian-head", networks.gaussian_head_forward,
-                   networks.gaussian_head_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
+    composite_case("gaussian-head", blocks.gaussian_head_forward,
+                   blocks.gaussian_head_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",),
                    title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)",
                    uses=("dense", "softplus")),
-    composite_case("gaussian-head-plain", networks.gaussian_head_plain_forward,
-                   networks.gaussian_head_plain_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
+    composite_case("gaussian-head-plain", blocks.gaussian_head_plain_forward,
+                   blocks.gaussian_head_plain_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",), title="the Gaussian head's plain form, two dense layers",
                    uses=("dense", "softplus")),
-    composite_case("gaussian-block", _gaussian_block_forward, networks.gaussian_block_backward,
+    composite_case("gaussian-block", _gaussian_block_forward, blocks.gaussian_block_backward,
                    normal_input((6, 5)), {"block": init_mlp_params(True), "head": init_head_params(MLP_SIZES[-1], 2)},
                    names=("h",), title="Gaussian block, an MLP block then a Gaussian head",
                    uses=("mlp", "gaussian-head")),
-    Case("tile-rows", partial(networks.tile_rows_forward, k=3), networks.tile_rows_backward,
-         normal_input((4, 3)), module="networks", kind="composite",
+    Case("tile-rows", partial(blocks.tile_rows_forward, k=3), blocks.tile_rows_backward,
+         normal_input((4, 3)), module="blocks", kind="composite",
          title="row tiling, k = 3 copies of each row", points=1),
-    Case("tile-rows-k1", partial(networks.tile_rows_forward, k=1), networks.tile_rows_backward,
-         normal_input((4, 3)), module="networks", kind="composite",
+    Case("tile-rows-k1", partial(blocks.tile_rows_forward, k=1), blocks.tile_rows_backward,
+         normal_input((4, 3)), module="blocks", kind="composite",
          title="row tiling, k = 1 (the input itself)", points=1),
 )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy
 
-from .. import networks, steps
+from .. import blocks, steps
 from ..backend import namespace
 from .case import (
     composite_case,
@@ -27,7 +27,7 @@ HEAD_IN, HEAD_OUT = 5, 3  # the batch-normalised head's input and output widths
 
 
 def init_bn_head_params(d_in: int, d_out: int):
-    return lambda rng: networks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
+    return lambda rng: blocks.init_gaussian_head(rng, d_in, d_out, xp=numpy,
                                                    dtype=numpy.float64, batch_norm=True)
 
 
@@ -48,7 +48,7 @@ def ladder_inputs(rng):
 
 def _head_bn(training: bool):
     def forward(h, p):
-        return networks.gaussian_head_forward(h, p, state=head_state(h, HEAD_OUT),
+        return blocks.gaussian_head_forward(h, p, state=head_state(h, HEAD_OUT),
                                               training=training, momentum=0.1)
     return forward
 
@@ -68,12 +68,12 @@ TWO_BLOCKS = {"td_block": init_mlp_params(True), "td_head": init_head_params(FEA
 LADDER_NAMES = ("z_above", "mu_hat", "var_hat", "eps")
 
 OPTION_COMPOSITE_CASES = [
-    composite_case("gaussian-head-bn", _head_bn(True), networks.gaussian_head_backward,
+    composite_case("gaussian-head-bn", _head_bn(True), blocks.gaussian_head_backward,
                    normal_input((ROWS, HEAD_IN)), HEAD_BN, names=("h",),
                    uses=("dense", "batchnorm", "softplus"),
                    title="Gaussian head with batch norm: Dense -> BN -> (identity, softplus)",
                    course=False),
-    composite_case("gaussian-head-bn-eval", _head_bn(False), networks.gaussian_head_backward,
+    composite_case("gaussian-head-bn-eval", _head_bn(False), blocks.gaussian_head_backward,
                    normal_input((ROWS, HEAD_IN)), HEAD_BN, names=("h",),
                    uses=("dense", "batchnorm-eval", "softplus"), points=1,
                    title="Gaussian head with batch norm, evaluation mode (running averages)",

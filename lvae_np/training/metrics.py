@@ -21,8 +21,8 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from . import bounds
-from .backend import namespace, to_numpy
+from .. import bounds
+from ..backend import namespace, to_numpy
 from .cli import memory_hint
 from .fileio import atomic_write_many, special_file
 from .runs import KL_UNITS, METRICS

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import numpy
 
-from . import bounds, checkpoint, data, flat, metrics
-from .backend import to_numpy
+from . import checkpoint, metrics
+from .. import bounds, data, flat
+from ..backend import to_numpy
 from .checkpoint import CheckpointError
 from .config import TrainConfig, config_as_dict
 from .fileio import atomic_write_many
-from .models import Model
-from .optim import AdamConfig, FlatAdam
+from ..models import Model
+from ..optim import AdamConfig, FlatAdam
 from .runs import CHECKPOINT, CONFIG, check_model_arrays
 
 

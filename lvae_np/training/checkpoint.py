@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy
 
-from .backend import to_numpy
+from ..backend import to_numpy
 from .fileio import ArchiveError, atomic_write, npy_headers
 
 FORMAT_VERSION = 1

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from . import gaussian, networks, steps
+from . import blocks, gaussian, steps
 from .backend import Array, namespace
 from .params import merge, with_prefix
 
@@ -67,9 +67,9 @@ class Outputs(NamedTuple):
 
 
 def tile_part(part: XPart, k: int) -> XPart:
-    """The x-part repeated for k samples per input, sample-major (see networks.tile_rows_forward)."""
+    """The x-part repeated for k samples per input, sample-major (see blocks.tile_rows_forward)."""
     def tile(a):
-        return networks.tile_rows_forward(a, k=k)[0]
+        return blocks.tile_rows_forward(a, k=k)[0]
     return XPart(tile(part.x), [tile(a) for a in part.d], [tile(a) for a in part.mu_hat],
                  [tile(a) for a in part.var_hat])
 
@@ -283,7 +283,7 @@ def new_states(cache) -> list:
     """
     found = []
 
-    def block(name, c: networks.GaussianBlockCache, head_name):
+    def block(name, c: blocks.GaussianBlockCache, head_name):
         found.extend([(name, c.mlp.new_state), (head_name, c.head.new_state)])
 
     if isinstance(cache, VAEPassCache):

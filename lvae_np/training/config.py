@@ -15,9 +15,9 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields
 
-from .backend import BACKENDS, DTYPES, NOISE
-from .data import DATASETS
-from .models import (GENERATIVE_WIDTHS, INITS, KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT,
+from ..backend import BACKENDS, DTYPES, NOISE
+from ..data import DATASETS
+from ..models import (GENERATIVE_WIDTHS, INITS, KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT,
                      ModelConfig)
 
 MODELS = ("lvae", "vae")

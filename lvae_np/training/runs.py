@@ -41,12 +41,13 @@ from typing import NamedTuple
 
 import numpy
 
-from . import architecture, checkpoint, data
-from .backend import get_backend
+from . import checkpoint
+from .. import architecture, data
+from ..backend import get_backend
 from .checkpoint import CheckpointError
 from .config import CIRCUMSTANCES, RESUMABLE, TrainConfig, check_config, config_from_meta
 from .fileio import atomic_write_text, read_json
-from .models import Model
+from ..models import Model
 
 CHECKPOINT = "checkpoint.npz"
 CONFIG = "config.json"
