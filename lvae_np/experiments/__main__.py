@@ -13,15 +13,13 @@ import textwrap
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..backend import BACKENDS
 from ..training.cli import Parser, RawHelpFormatter, UsageError, entry, folder_path
 from ..training.config import PRESETS
-from ..data import ENV_VAR
-from ..models import KL_ESTIMATORS
+from ..training.options import add_options, config_values
 from .report import describe_runs
 from .runner import THREAD_VARS, run_experiment
 from .specs import (DEFAULT_OUT_DIR, EXECUTORS, EXPERIMENTS, PRESET_SUFFIXES, RESULTS,
-                    ExperimentError, Settings, default_out)
+                    TRAINING_SETTINGS, ExperimentError, Settings, default_out)
 
 PROG = "lvae_np.experiments"
 DESCRIPTION = """\
@@ -39,12 +37,37 @@ trainings at a batch boundary with their checkpoints written; the same
 command continues."""
 
 
+# lvae_np.train's options (lvae_np.training.options) that every run takes alike, with what
+# each means here; the ones that are Settings take its defaults.
+RUN_OPTIONS = {
+    "epochs": "runs that exist resume up to it (the paper's: 2000)",
+    "warmup_epochs": "for the runs with warm-up, the others get 0 (the paper's: 200); cannot "
+                     "change for an existing run",
+    "warmup_steps": "for the runs with warm-up; never scaled with --epochs",
+    "kl": "every run's, the VAE's and the LVAE's alike (default: analytic, or the preset's; mc "
+          "adds -mc to the run ids)",
+    "preset": "every run gets its settings and a suffix to its run ids ("
+              + ", ".join(f"-{v}" for v in PRESET_SUFFIXES.values())
+              + "); default: the paper's protocol",
+    "batch_size": "cannot change for an existing run",
+    "seed": "the same for every run, and part of the run ids when other than 0",
+    "backend": "passed to lvae_np.train and lvae_np.evaluate",
+    "data_dir": "passed to lvae_np.train and lvae_np.evaluate",
+}
+
+
 def build_parser() -> Parser:
-    """The parser of ``python -m lvae_np.experiments``; its errors raise UsageError."""
+    """The parser of ``python -m lvae_np.experiments``; its errors raise UsageError.
+
+    The options of every run's training (``RUN_OPTIONS``) and ``--no-progress`` are
+    lvae_np.train's, defined once in ``lvae_np.training.options``; the rest are this
+    command's own.
+    """
     d = Settings()
+    width = max(map(len, EXPERIMENTS)) + 4
     epilog = "experiments:\n" + "\n".join(
         textwrap.fill(f"{e.description} ({len(e.specs)} runs)", 78,
-                      initial_indent=f"  {e.name:<16}", subsequent_indent=" " * 18)
+                      initial_indent=f"  {e.name:<{width - 2}}", subsequent_indent=" " * width)
         for e in EXPERIMENTS.values())
     p = Parser(prog="python -m lvae_np.experiments", description=DESCRIPTION,
                epilog=epilog, formatter_class=RawHelpFormatter)
@@ -53,24 +76,10 @@ def build_parser() -> Parser:
     p.add_argument("--list", action="store_true",
                    help="list the experiments (or NAME's) with their run ids and states "
                         "(epochs done / target, evaluated or not); runs nothing")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="target epochs of every run (the paper's: 2000); existing runs "
-                        "resume up to it")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
-                   help="warm-up length of the runs with warm-up (the paper's: 200); runs "
-                        "without warm-up get 0. Cannot change for an existing run")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="the warm-up in optimizer steps instead (sets --warmup-epochs to 0 "
-                        "unless given; never scaled with --epochs)")
-    p.add_argument("--kl", choices=KL_ESTIMATORS,
-                   help="the KL estimator of every run, the VAE's and the LVAE's alike "
-                        "(default: analytic, or the preset's; mc adds -mc to the run ids)")
-    p.add_argument("--preset", choices=list(PRESET_SUFFIXES),
-                   help="every run gets the settings of lvae_np.train's --preset of that "
-                        "name (original-code: the released code's choices, its Monte Carlo "
-                        "KL and learning rate) and a suffix to its run ids ("
-                        + ", ".join(f"-{v}" for v in PRESET_SUFFIXES.values())
-                        + "); default: the paper's protocol")
+    add_options(p.add_argument_group("every run's training (lvae_np.train's options)"),
+                RUN_OPTIONS, notes=RUN_OPTIONS, choices={"preset": tuple(PRESET_SUFFIXES)},
+                defaults={**{name: getattr(d, name) for name in TRAINING_SETTINGS},
+                          "kl": None})
     p.add_argument("--jobs", type=int, default=d.jobs,
                    help="trainings at once; each gets cpu_count // JOBS BLAS threads "
                         f"({', '.join(THREAD_VARS)}) unless set already")
@@ -98,18 +107,10 @@ def build_parser() -> Parser:
                    help="skip evaluations (stored ones of the same epoch still show)")
     p.add_argument("--no-train", action="store_true",
                    help="train nothing: evaluate and tabulate the runs as they are")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
-                   help="training batch size (cannot change for an existing run)")
-    p.add_argument("--seed", type=int, default=d.seed,
-                   help="seed of every run; other than 0 it is part of the run ids")
     p.add_argument("--seeds", type=seed_list, metavar="S,S,...",
                    help="run every run once per seed (0 keeps its run id, others add "
                         "-seed<S>); results.md gives each model's mean, s.d. and s.e. of L_k "
                         "across the seeds, and of the paired LVAE - VAE difference")
-    p.add_argument("--backend", choices=BACKENDS, default=d.backend,
-                   help="passed to lvae_np.train and lvae_np.evaluate")
-    p.add_argument("--data-dir", metavar="DIR",
-                   help=f"folder with the data files (also ${ENV_VAR})")
     p.add_argument("--executor", choices=EXECUTORS, default=d.executor,
                    help="pool: up to --jobs subprocesses on this machine; slurm: each "
                         "training and evaluation a SLURM job through submitit (pip install "
@@ -119,8 +120,8 @@ def build_parser() -> Parser:
                    metavar="KEY=VALUE",
                    help="a submitit parameter of every job, e.g. slurm_partition=gpu, "
                         "gpus_per_node=1, cpus_per_task=8, timeout_min=600 (repeatable)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (the line per finished run still shows)")
+    add_options(p, ["no_progress"], notes={"no_progress": "the line per finished run still "
+                                                          "shows"})
     return p
 
 
@@ -136,26 +137,33 @@ def seed_list(text: str) -> tuple:
     return seeds
 
 
-@entry(PROG, errors=(ExperimentError,))
-def main(argv=None) -> int:
-    """The command line; returns the exit status (2 with a one-line error)."""
-    argv = sys.argv[1:] if argv is None else list(argv)
+def parse_args(argv=None) -> tuple:
+    """Parse and check the command line: (the parsed options, the invocation's ``Settings``).
+
+    The warm-up rule and the checks of the options every run's training takes
+    are lvae_np.train's (``options.config_values``, ``config.check_options``),
+    with the same one-line messages.
+    """
     args = build_parser().parse_args(argv)
-    warmup_epochs = args.warmup_epochs
-    if args.warmup_steps and not any(a == "--warmup-epochs" or a.startswith("--warmup-epochs=")
-                                     for a in argv):
-        warmup_epochs = 0  # the warm-up is given in steps instead
-    settings = Settings(epochs=args.epochs, warmup_epochs=warmup_epochs,
-                        warmup_steps=args.warmup_steps, jobs=args.jobs,
+    settings = Settings(**config_values(args, TRAINING_SETTINGS), jobs=args.jobs,
                         runs_dir=Path(args.runs_dir),
                         iw_samples=args.iw_samples, eval_limit=args.eval_limit,
                         eval_subset=args.eval_subset, eval_subset_seed=args.eval_subset_seed,
                         train=not args.no_train, evaluate=not args.no_eval,
-                        batch_size=args.batch_size, seed=args.seed, seeds=args.seeds or (),
-                        backend=args.backend,
-                        data_dir=args.data_dir, progress=not args.no_progress,
+                        seeds=args.seeds or (), progress=not args.no_progress,
                         executor=args.executor, executor_options=tuple(args.executor_options))
-    settings.check()
+    try:
+        settings.check()
+    except ExperimentError as exc:   # an option out of range: a usage error, as lvae_np.train's
+        raise UsageError(str(exc)) from None
+    return args, settings
+
+
+@entry(PROG, errors=(ExperimentError,))
+def main(argv=None) -> int:
+    """The command line; returns the exit status (2 with a one-line error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, settings = parse_args(argv)
     # --kl and --preset override what the experiment's runs say; without them each keeps its own
     kl_given = args.kl or (PRESETS[args.preset]["kl"] if args.preset else None)
     if args.list:

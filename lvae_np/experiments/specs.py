@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..training.config import PRESETS, TrainConfig
+from ..training.config import PRESETS, TrainConfig, check_options
 from ..data import DATASETS
 from ..models import KL_ESTIMATORS, PAPER_HIDDEN, PAPER_LATENT
 
@@ -33,6 +33,10 @@ CHOICES = {
     "clip": dict(max_grad_norm=4.0, clip_elementwise=0.9),  # norm, then elementwise clipping
 }
 LVAE_ONLY_CHOICES = ("unshared", "muup")
+# Settings that are every run's TrainConfig field of the same name: lvae_np.train's options
+# (lvae_np.training.options), checked as lvae_np.train checks them (config.check_options).
+TRAINING_SETTINGS = ("epochs", "warmup_epochs", "warmup_steps", "batch_size", "seed", "backend",
+                     "data_dir")
 PROTOCOLS = {None: "the paper's (lvae_np's defaults)",
              "original-code": "the released code's (--preset original-code: "
                               "lvae_np.config.PRESETS['original-code'])"}
@@ -257,17 +261,21 @@ class Settings:
         return tuple(self.seeds) or (self.seed,)
 
     def check(self) -> None:
-        """Raise ExperimentError for a value out of range."""
-        for name, low in (("epochs", 1), ("warmup_epochs", 0), ("warmup_steps", 0), ("jobs", 1),
-                          ("iw_samples", 0), ("batch_size", 1), ("seed", 0),
-                          ("eval_subset_seed", 0)):
+        """Raise ExperimentError for a value out of range.
+
+        The settings of every run's training (``TRAINING_SETTINGS``: epochs, warm-up,
+        batch size, seed, backend, data folder) get lvae_np.train's own check
+        (``check_options``), with its messages.
+        """
+        try:
+            check_options({name: getattr(self, name) for name in TRAINING_SETTINGS},
+                          trains=True)
+        except ValueError as exc:
+            raise ExperimentError(str(exc)) from None
+        for name, low in (("jobs", 1), ("iw_samples", 0), ("eval_subset_seed", 0)):
             if getattr(self, name) < low:
                 raise ExperimentError(f"--{name.replace('_', '-')} must be >= {low}, "
                                       f"got {getattr(self, name)}")
-        if self.warmup_steps and self.warmup_epochs:
-            raise ExperimentError(f"--warmup-steps {self.warmup_steps} and --warmup-epochs "
-                                  f"{self.warmup_epochs}: give the warm-up in steps or in "
-                                  "epochs, not both (the other 0)")
         if self.executor not in EXECUTORS:
             raise ExperimentError(f"--executor must be one of {', '.join(EXECUTORS)}, got "
                                   f"{self.executor!r}")

@@ -5,14 +5,16 @@ from the command line, saves it (as a plain JSON dict, ``config_as_dict``) in
 the run's ``config.json`` and in every checkpoint's meta record, and
 ``config_from_meta`` turns that record back into a ``TrainConfig`` for
 ``--resume``, ``lvae_np.evaluate``, ``lvae_np.plots`` and the experiment
-runner. ``check_config`` says, in one line naming the option, what makes a
-config one that ``lvae_np.train`` refuses: the command line and every
-checkpoint read back go through it.
+runner. ``check_options`` says, in one line naming the option, what makes a
+value one that ``lvae_np.train`` refuses: both commands that take the
+config's options (``lvae_np.train``, ``lvae_np.experiments``) and every
+checkpoint read back (``check_config``) go through it.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from ..backend import BACKENDS, DTYPES, NOISE
@@ -130,12 +132,28 @@ def config_from_meta(meta: dict) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in saved.items() if k in known})
 
 
-def _option(name: str) -> str:
+def option_flag(name: str) -> str:
+    """The option of a ``TrainConfig`` field: ``warmup_steps`` -> ``--warmup-steps``."""
     return "--" + name.replace("_", "-")
 
 
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+# The rules of check_options, field by field, in the order they are checked.
+OPTION_CHOICES = {"model": MODELS, "dataset": DATASETS, "kl": KL_ESTIMATORS, "dtype": DTYPES,
+                  "backend": BACKENDS, "generative_widths": GENERATIVE_WIDTHS, "init": INITS,
+                  "bn_stats": BN_STATS, "noise": NOISE}
+SIZES = ("latent", "hidden")
+SWITCHES = ("batch_norm", "head_batch_norm", "shared_top_down", "only_mu_up", "drop_last")
+INTEGER_FLOORS = {"epochs": 0, "warmup_epochs": 0, "warmup_steps": 0, "validation": 0,
+                  "eval_iw_samples": 0, "final_iw_samples": 0, "seed": 0,
+                  "batch_size": 1, "iw_samples": 1, "eval_every": 1}
+REAL_RULES = {"lr": ("> 0 (a finite number)", lambda v: v > 0),
+              "max_grad_norm": (">= 0 (a finite number; 0: no clipping)", lambda v: v >= 0),
+              "clip_elementwise": (">= 0 (a finite number; 0: no clipping)", lambda v: v >= 0),
+              "bn_eps": ("> 0 (a finite number)", lambda v: v > 0)}
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -147,47 +165,63 @@ def check_config(cfg: TrainConfig) -> None:
     Raises:
         ValueError: the first problem found, e.g. "--batch-size must be >= 1, got 0".
     """
-    for name, choices in (("model", MODELS), ("dataset", DATASETS), ("kl", KL_ESTIMATORS),
-                          ("dtype", DTYPES), ("backend", BACKENDS),
-                          ("generative_widths", GENERATIVE_WIDTHS), ("init", INITS),
-                          ("bn_stats", BN_STATS), ("noise", NOISE)):
-        if getattr(cfg, name) not in choices:
-            raise ValueError(f"{_option(name)} must be one of {', '.join(choices)}, "
-                             f"got {getattr(cfg, name)!r}")
-    for name in ("latent", "hidden"):
-        sizes = getattr(cfg, name)
+    check_options({f.name: getattr(cfg, f.name) for f in fields(TrainConfig)})
+
+
+def check_options(values: dict, *, trains: bool = False) -> None:
+    """Refuse the first value out of range, in one line naming its option.
+
+    The one check of every command that takes ``TrainConfig``'s options
+    (``lvae_np.train``, ``lvae_np.experiments``): the same value gives the
+    same message whichever command it came from.
+
+    Args:
+        values: ``TrainConfig`` field name -> value, for any of the fields (a
+            rule between two fields, such as one width per layer or the
+            warm-up in steps or in epochs, applies when both are there).
+        trains: the values start a training: ``epochs`` must be 1 or more.
+
+    Raises:
+        ValueError: the first problem found, e.g. "--batch-size must be >= 1, got 0".
+    """
+    for name, choices in OPTION_CHOICES.items():
+        if name in values and values[name] not in choices:
+            raise ValueError(f"{option_flag(name)} must be one of {', '.join(choices)}, "
+                             f"got {values[name]!r}")
+    for name in SIZES:
+        if name not in values:
+            continue
+        sizes = values[name]
         if not isinstance(sizes, tuple) or not sizes \
                 or not all(_is_int(v) and v >= 1 for v in sizes):
-            raise ValueError(f"{_option(name)} must be positive integers, got {sizes!r}")
-    if len(cfg.latent) != len(cfg.hidden):
-        raise ValueError(f"--latent has {len(cfg.latent)} layers but --hidden has "
-                         f"{len(cfg.hidden)}: give one width per stochastic layer")
-    for name in ("batch_norm", "head_batch_norm", "shared_top_down", "only_mu_up", "drop_last"):
-        if not isinstance(getattr(cfg, name), bool):
-            raise ValueError(f"{_option(name)} must be true or false, got "
-                             f"{getattr(cfg, name)!r}")
-    for name, low in (("epochs", 0), ("warmup_epochs", 0), ("warmup_steps", 0),
-                      ("validation", 0),
-                      ("eval_iw_samples", 0), ("final_iw_samples", 0), ("seed", 0),
-                      ("batch_size", 1), ("iw_samples", 1), ("eval_every", 1)):
-        value = getattr(cfg, name)
-        if not _is_int(value):
-            raise ValueError(f"{_option(name)} must be an integer, got {value!r}")
-        if value < low:
-            raise ValueError(f"{_option(name)} must be >= {low}, got {value}")
-    for name, words, ok in (("lr", "> 0 (a finite number)", lambda v: v > 0),
-                            ("max_grad_norm", ">= 0 (a finite number; 0: no clipping)",
-                             lambda v: v >= 0),
-                            ("clip_elementwise", ">= 0 (a finite number; 0: no clipping)",
-                             lambda v: v >= 0),
-                            ("bn_eps", "> 0 (a finite number)", lambda v: v > 0)):
-        value = getattr(cfg, name)
+            raise ValueError(f"{option_flag(name)} must be positive integers, got {sizes!r}")
+    if all(name in values for name in SIZES) and len(values["latent"]) != len(values["hidden"]):
+        raise ValueError(f"--latent has {len(values['latent'])} layers but --hidden has "
+                         f"{len(values['hidden'])}: give one width per stochastic layer")
+    for name in SWITCHES:
+        if name in values and not isinstance(values[name], bool):
+            raise ValueError(f"{option_flag(name)} must be true or false, got {values[name]!r}")
+    for name, low in INTEGER_FLOORS.items():
+        if name not in values:
+            continue
+        if not _is_int(values[name]):
+            raise ValueError(f"{option_flag(name)} must be an integer, got {values[name]!r}")
+        if values[name] < low:
+            raise ValueError(f"{option_flag(name)} must be >= {low}, got {values[name]}")
+    for name, (words, ok) in REAL_RULES.items():
+        if name not in values:
+            continue
+        value = values[name]
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and math.isfinite(value) and ok(value)):
-            raise ValueError(f"{_option(name)} must be {words}, got {value!r}")
-    if cfg.warmup_steps and cfg.warmup_epochs:
-        raise ValueError(f"--warmup-steps {cfg.warmup_steps} and --warmup-epochs "
-                         f"{cfg.warmup_epochs}: give the warm-up in steps or in epochs, "
+            raise ValueError(f"{option_flag(name)} must be {words}, got {value!r}")
+    if values.get("warmup_steps") and values.get("warmup_epochs"):
+        raise ValueError(f"--warmup-steps {values['warmup_steps']} and --warmup-epochs "
+                         f"{values['warmup_epochs']}: give the warm-up in steps or in epochs, "
                          "not both (the other 0)")
-    if cfg.data_dir is not None and not isinstance(cfg.data_dir, str):
-        raise ValueError(f"--data-dir must be a folder name, got {cfg.data_dir!r}")
+    if values.get("data_dir") is not None \
+            and not isinstance(values["data_dir"], (str, os.PathLike)):
+        raise ValueError(f"--data-dir must be a folder name, got {values['data_dir']!r}")
+    if trains and values.get("epochs") == 0:
+        raise ValueError("--epochs 0 trains nothing: give 1 or more (lvae_np.evaluate and "
+                         "lvae_np.plots need a run with at least one epoch)")

@@ -30,7 +30,6 @@ Examples::
 """
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import signal
@@ -40,16 +39,16 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from .. import data
-from ..backend import BACKENDS, DTYPES, NOISE, get_backend
+from ..backend import get_backend
 from .checkpoint import CheckpointError
 from .cli import (Parser, UsageError, entry, fail, folder_path, memory_hint, memory_message,
-                  os_error_message, plain_warnings, positive_ints)
-from .config import (BN_STATS, CIRCUMSTANCES, GENERATIVE_WIDTHS, INITS, PRESETS, RESUMABLE,
-                     TrainConfig, check_config)
+                  os_error_message, plain_warnings)
+from .config import (CIRCUMSTANCES, PRESETS, RESUMABLE, TrainConfig, check_options,
+                     option_flag)
 from .evaluate import evaluate_run
 from .fileio import atomic_write_many, remove_stale_temporaries, special_file
 from .metrics import LogError
-from ..models import KL_ESTIMATORS
+from .options import OPTIONS, add_options, config_values, given
 from .runlock import RunInUse, RunLock
 from .runs import (CHECKPOINT, CONFIG, RUN_FILES, check_same_run, data_dir_of,
                    files_in_the_way, read_checkpoint, saved_meta, write_status)
@@ -65,123 +64,45 @@ MODEL_MEMORY_HINT = "the model is too large for this machine: choose smaller --h
 # Command line
 # ----------------------------------------------------------------------------
 def build_parser() -> Parser:
-    """The command line of ``python -m lvae_np.train``: one option per ``TrainConfig`` field."""
-    d = TrainConfig()
+    """The command line of ``python -m lvae_np.train``: one option per ``TrainConfig`` field.
+
+    The options that set the config are defined once, in ``lvae_np.training.options``
+    (``lvae_np.experiments`` takes some of them too); ``--out`` and ``--resume`` are this
+    command's own.
+    """
     p = Parser(prog="python -m lvae_np.train",
                description="Train a Ladder VAE (or the bottom-up hierarchical VAE) with "
                            "hand-written gradients. Defaults follow the paper's MNIST protocol.")
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="a named protocol; options given explicitly override it. paper-mnist: "
-                        "2000 epochs, warm-up 200, batch norm, test L_5000 at the end. "
-                        "original-code: the released code's choices (head batch norm, "
-                        "unshared top-down path, only mu up, its widths, init and bn eps "
-                        "1e-10, clipping 4 then 0.9, drop last, MC KL, lr 2e-4)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto",
-                   help="cupy runs on the GPU; without CuPy or a GPU it warns and uses NumPy")
-    p.add_argument("--noise", choices=NOISE, default=d.noise,
-                   help="with CuPy: draw the training noise and the binarisation on the device "
-                        "(device), or on the host with NumPy's generator and copy it over "
-                        "(host: NumPy's numbers, for parity checks; slower). No effect on NumPy")
-    p.add_argument("--model", choices=("lvae", "vae"), default=d.model,
-                   help="lvae: top-down inference; vae: bottom-up inference")
-    p.add_argument("--dataset", choices=data.DATASETS, default=d.dataset,
-                   help="mnist and omniglot: Bernoulli output; norb: Gaussian output; "
-                        "synthetic: tiny, for smoke tests")
-    p.add_argument("--data-dir", help=f"folder with the data files (also ${data.ENV_VAR}; "
-                                      "default: the repository's data/, then the cache)")
-    p.add_argument("--latent", type=positive_ints, default=d.latent, metavar="D1,D2,...",
-                   help="sizes of z_1 .. z_L")
-    p.add_argument("--hidden", type=positive_ints, default=d.hidden, metavar="H1,H2,...",
-                   help="width of the deterministic block under each z_i")
-    p.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=d.batch_norm,
-                   help="Dense -> BatchNorm -> leaky ReLU blocks (else Dense -> leaky ReLU)")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
-                   help="beta rises linearly from 0 to 1 over this many epochs (0: none)")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps,
-                   help="beta rises linearly from 0 to 1 over this many optimizer steps, "
-                        "step by step (0: none); given alone it sets --warmup-epochs to 0")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help="train until this many epochs are done (with --resume: the new total)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step")
-    p.add_argument("--lr", type=float, default=d.lr, help="Adam's step size")
-    p.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
-                   help="clip the total gradient norm to this (0: no clipping)")
-    p.add_argument("--clip-elementwise", type=float, default=d.clip_elementwise,
-                   help="then clip each gradient element to +-this (0: no clipping)")
-    p.add_argument("--drop-last", action=argparse.BooleanOptionalAction, default=d.drop_last,
-                   help="drop the last partial batch of each epoch")
-    p.add_argument("--iw-samples", type=int, default=d.iw_samples,
-                   help="importance samples per example in the training objective "
-                        "(1: the warm-up ELBO; >1: the IWAE bound, MC KL)")
-    p.add_argument("--kl", choices=KL_ESTIMATORS, default=d.kl,
-                   help="KL estimator: analytic where exact (LVAE every layer, VAE top "
-                        "layer), or mc (single-sample) everywhere")
-    p.add_argument("--head-batch-norm", action=argparse.BooleanOptionalAction,
-                   default=d.head_batch_norm,
-                   help="batch norm on every Gaussian head of q and p (not the x output)")
-    p.add_argument("--shared-top-down", action=argparse.BooleanOptionalAction,
-                   default=d.shared_top_down,
-                   help="LVAE: the top-down inference path shares the generative model's "
-                        "blocks (else its own MLP)")
-    p.add_argument("--only-mu-up", action=argparse.BooleanOptionalAction,
-                   default=d.only_mu_up,
-                   help="each bottom-up block reads the previous layer's mu_hat (else the "
-                        "previous block's output)")
-    p.add_argument("--generative-widths", choices=GENERATIVE_WIDTHS,
-                   default=d.generative_widths,
-                   help="LVAE generative blocks: mirror (the VAE's) or original (the "
-                        "released code's, width hidden[i-1])")
-    p.add_argument("--init", choices=INITS, default=d.init,
-                   help="glorot-uniform (gain 1, zero biases) or original (the released "
-                        "code's)")
-    p.add_argument("--bn-eps", type=float, default=d.bn_eps, help="batch norm's epsilon")
-    p.add_argument("--bn-stats", choices=BN_STATS, default=d.bn_stats,
-                   help="the batch-norm statistics lvae_np.evaluate and lvae_np.plots use by "
-                        "default: recollect (the mean of the training set's batch statistics) "
-                        "or single-pass (the whole training set as one batch, as the released "
-                        "code)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
-                   help="evaluate test ELBO and active units every N epochs")
-    p.add_argument("--eval-iw-samples", type=int, default=d.eval_iw_samples,
-                   help="also estimate test L_k with this many samples at evaluations (0: no)")
-    p.add_argument("--final-iw-samples", type=int, default=d.final_iw_samples,
-                   help="estimate test L_k with this many samples when training ends (0: no)")
-    p.add_argument("--validation", type=int, default=d.validation,
-                   help="hold out this many training examples as a validation split")
-    p.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating-point precision")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of everything random")
+    add_options(p, [name for name in OPTIONS if name != "no_progress"],
+                notes={"epochs": "with --resume: the new total"})
     p.add_argument("--out", metavar="RUN_DIR", type=folder_path,
                    help="folder for checkpoint, metrics and config (default: runs/<model>-"
                         "<dataset>-<date>-<time>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; only "
-                        + ", ".join("--" + o.replace("_", "-") for o in RESUMABLE)
-                        + " may change")
-    p.add_argument("--no-progress", action="store_true", help="plain log lines, no bars")
+                        + ", ".join(map(option_flag, RESUMABLE)) + " may change")
+    add_options(p, ["no_progress"])
     return p
 
 
 def parse_args(argv=None):
-    """Parse and validate the command line: (TrainConfig, other options)."""
+    """Parse and validate the command line: (TrainConfig, other options).
+
+    The checks are ``config.check_options``', the same as ``lvae_np.experiments``'.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.preset:
         parser.set_defaults(**PRESETS[args.preset])
         args = parser.parse_args(argv)
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)
-                         if hasattr(args, f.name)})
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if _explicit(argv, "warmup_steps") and not _explicit(argv, "warmup_epochs"):
-        cfg.warmup_epochs = 0  # the warm-up is given in steps instead
+    cfg = TrainConfig(**config_values(args, [f.name for f in fields(TrainConfig)
+                                             if f.name in OPTIONS]))
     try:
-        check_config(cfg)
+        check_options(vars(cfg), trains=not args.resume)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.resume and not args.out:
         raise UsageError("--resume needs --out RUN_DIR: the run to continue")
-    if cfg.epochs == 0 and not args.resume:
-        raise UsageError("--epochs 0 trains nothing: give 1 or more (lvae_np.evaluate and "
-                         "lvae_np.plots need a run with at least one epoch)")
     return cfg, args
 
 
@@ -213,23 +134,17 @@ def command_line(cfg: TrainConfig, out, *, resume: bool = False, backend: str | 
         for f in fields(TrainConfig):
             if f.name in CIRCUMSTANCES:
                 continue
-            value, flag = getattr(cfg, f.name), "--" + f.name.replace("_", "-")
+            value, option = getattr(cfg, f.name), option_flag(f.name)
             if isinstance(value, bool):
-                cmd.append(flag if value else "--no-" + flag[2:])
+                cmd.append(option if value else "--no-" + option[2:])
             elif isinstance(value, (tuple, list)):
-                cmd += [flag, ",".join(map(str, value))]
+                cmd += [option, ",".join(map(str, value))]
             else:
-                cmd += [flag, str(value)]
+                cmd += [option, str(value)]
     cmd += ["--backend", backend or cfg.backend]
     if data_dir or cfg.data_dir:
         cmd += ["--data-dir", str(data_dir or cfg.data_dir)]
     return cmd if progress else cmd + ["--no-progress"]
-
-
-def _explicit(argv, name: str) -> bool:
-    """Whether the command line ``argv`` gives the option of field ``name`` itself."""
-    flag = "--" + name.replace("_", "-")
-    return any(a == flag or a.startswith(flag + "=") for a in argv)
 
 
 @entry(PROG, errors=(CheckpointError, data.DataError, LogError, RunInUse),
@@ -242,7 +157,6 @@ def main(argv=None) -> int:
     130 stopped by Ctrl-C or SIGTERM. Every failure is one line on stderr and
     leaves the run folder's files as they were, save ``status.json``.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
     cfg, args = parse_args(argv)
     plain_warnings()
     run_dir = Path(args.out) if args.out else Path("runs") / \
@@ -256,7 +170,7 @@ def main(argv=None) -> int:
     lock = RunLock(run_dir)
     try:
         lock.acquire()
-        return _train(cfg, args, argv, run_dir)
+        return _train(cfg, args, run_dir)
     finally:
         lock.release()
         for folder in created:  # a run that failed before writing anything leaves nothing
@@ -266,7 +180,7 @@ def main(argv=None) -> int:
                 break
 
 
-def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
+def _train(cfg: TrainConfig, args, run_dir: Path) -> int:
     """Train in ``run_dir``, whose lock this process holds (see ``main``)."""
     for name in RUN_FILES:  # a FIFO would block the reads below for ever
         kind = special_file(run_dir / name)
@@ -281,12 +195,12 @@ def _train(cfg: TrainConfig, args, argv: list, run_dir: Path) -> int:
     ckpt = None
     if args.resume:
         ckpt, saved = read_checkpoint(run_dir)
-        ignored = [n for n in fields(TrainConfig) if n.name not in RESUMABLE
-                   and _explicit(argv, n.name)]
+        ignored = [f.name for f in fields(TrainConfig)
+                   if f.name not in RESUMABLE and f.name in given(args)]
         if ignored:
             print("lvae_np.train: note: --resume keeps the run's saved "
-                  + ", ".join("--" + f.name.replace("_", "-") for f in ignored), flush=True)
-        changed = {k: getattr(cfg, k) for k in RESUMABLE if _explicit(argv, k)}
+                  + ", ".join(map(option_flag, ignored)), flush=True)
+        changed = {k: getattr(cfg, k) for k in RESUMABLE if k in given(args)}
         cfg = TrainConfig(**{**asdict(saved), **changed})
         check_same_run(run_dir, cfg)
     elif (run_dir / CHECKPOINT).exists():
