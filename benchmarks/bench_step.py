@@ -112,7 +112,7 @@ import lvae_np.layers as layers_module  # noqa: E402
 from lvae_np import bounds  # noqa: E402
 from lvae_np.backend import get_backend  # noqa: E402
 import op_count  # noqa: E402  (benchmarks/op_count.py, beside this script)
-from lvae_np.passes import tile_part  # noqa: E402
+from lvae_np.steps import tile_part  # noqa: E402
 from lvae_np.models import Model, ModelConfig  # noqa: E402
 from lvae_np.optim import AdamConfig, adam_init, adam_update_  # noqa: E402
 

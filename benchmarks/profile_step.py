@@ -34,9 +34,14 @@ GROUPS = (  # (name, module, function-name prefixes or None for all)
     ("output likelihood", "likelihoods", None),
     ("Gaussian ops (sample, merge, KL, log-density)", "gaussian", None),
     ("Adam", "optim", None),
-    ("networks (blocks, heads, tiling)", "networks", None),
+    ("parameter tree (cutting, merging)", "blocks", ("subtree", "with_prefix", "merge",
+                                                     "block_names", "_keys_under")),
+    ("networks (blocks, heads, tiling)", "blocks", None),
+    ("networks (blocks, heads, tiling)", "networks", None),         # older versions' name
     ("model (wiring, noise, sums)", "models", None),
     ("model steps and passes (sums, wiring)", "steps", None),
+    ("model steps and passes (sums, wiring)", "variants", None),
+    ("model steps and passes (sums, wiring)", "passes", None),        # older versions' names
     ("model steps and passes (sums, wiring)", "inference", None),
     ("parameter tree (cutting, merging)", "params", None),
     ("bounds (log-mean-exp, chunks)", "bounds", None),

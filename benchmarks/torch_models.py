@@ -140,19 +140,19 @@ class HierarchicalVAE(nn.Module):
     def bottom_up(self, x):
         """LVAE: (mu_hat_i, var_hat_i) for i = 1..L. VAE: q(z_1 | x) only."""
         n_up = self.n_layers if self.kind == "lvae" else 1
-        h, mus, vars_ = x, [], []
+        h, mus, var_hats = x, [], []
         for i in range(1, n_up + 1):
             h = self.blocks[f"up{i}"](h)
             mu, var = self.heads[f"q{i}"](h)
             mus.append(mu)
-            vars_.append(var)
-        return mus, vars_
+            var_hats.append(var)
+        return mus, var_hats
 
     # -- sampling, KL terms and the likelihood ------------------------------
-    def top_down(self, x, mus, vars_, *, beta=1.0, kl="analytic", noise=None):
+    def top_down(self, x, mus, var_hats, *, beta=1.0, kl="analytic", noise=None):
         """f = log p(x | z_1) - beta * sum_i KL_i, one value per row.
 
-        ``mus``/``vars_`` come from ``bottom_up`` (one row per row of x; they
+        ``mus``/``var_hats`` come from ``bottom_up`` (one row per row of x; they
         may be broadcast views). ``noise``: list of eps_i (rows, latent_i),
         i = 1..L, drawn when None.
         """
@@ -160,14 +160,14 @@ class HierarchicalVAE(nn.Module):
         eps = noise if noise is not None else [None] * Lz
         kl_sum = 0.0
         if self.kind == "lvae":
-            mu_q, var_q = mus[Lz - 1], vars_[Lz - 1]
+            mu_q, var_q = mus[Lz - 1], var_hats[Lz - 1]
             z = sample(mu_q, var_q, eps[Lz - 1])
             top = (kl_standard_normal(mu_q, var_q) if analytic
                    else log_normal(z, mu_q, var_q) - log_standard_normal(z))
             kl_sum = top.sum(dim=1)
             for i in range(Lz - 1, 0, -1):
                 mu_p, var_p = self.heads[f"p{i}"](self.blocks[f"down{i}"](z))
-                mu_hat, var_hat = mus[i - 1], vars_[i - 1]
+                mu_hat, var_hat = mus[i - 1], var_hats[i - 1]
                 var_q = 1.0 / (1.0 / var_hat + 1.0 / var_p)          # paper eq. (19)
                 mu_q = (mu_hat / var_hat + mu_p / var_p) * var_q     # paper eq. (18)
                 z = sample(mu_q, var_q, eps[i - 1])
@@ -176,7 +176,7 @@ class HierarchicalVAE(nn.Module):
                 kl_sum = kl_sum + layer.sum(dim=1)
             z1 = z
         else:
-            z, mu_q, var_q = {}, {1: mus[0]}, {1: vars_[0]}
+            z, mu_q, var_q = {}, {1: mus[0]}, {1: var_hats[0]}
             z[1] = sample(mu_q[1], var_q[1], eps[0])
             for i in range(2, Lz + 1):
                 mu_q[i], var_q[i] = self.heads[f"q{i}"](self.blocks[f"up{i}"](z[i - 1]))
@@ -204,8 +204,8 @@ class HierarchicalVAE(nn.Module):
     # -- objectives ----------------------------------------------------------
     def loss(self, x, beta=1.0, kl="analytic", noise=None):
         """The negative warm-up ELBO averaged over the batch."""
-        mus, vars_ = self.bottom_up(x)
-        return -self.top_down(x, mus, vars_, beta=beta, kl=kl, noise=noise).mean()
+        mus, var_hats = self.bottom_up(x)
+        return -self.top_down(x, mus, var_hats, beta=beta, kl=kl, noise=noise).mean()
 
     @torch.no_grad()
     def log_weights(self, x1, k: int, chunk: int = 5000, noise=None):
@@ -215,13 +215,13 @@ class HierarchicalVAE(nn.Module):
         ``chunk`` at a time, with the x-only results broadcast (not copied).
         Call in evaluation mode (``model.eval()``) for batch norm's running averages.
         """
-        mus, vars_ = self.bottom_up(x1)
+        mus, var_hats = self.bottom_up(x1)
         out, done = [], 0
         while done < k:
             s = min(chunk, k - done)
             eps = None if noise is None else [e[done:done + s] for e in noise]
             out.append(self.top_down(x1.expand(s, -1), [m.expand(s, -1) for m in mus],
-                                     [v.expand(s, -1) for v in vars_], beta=1.0, kl="mc",
+                                     [v.expand(s, -1) for v in var_hats], beta=1.0, kl="mc",
                                      noise=eps))
             done += s
         return torch.cat(out)

@@ -28,7 +28,7 @@ Widths (config ``latent`` D_i, ``hidden`` H_i, i = 1..L):
 from __future__ import annotations
 
 from . import blocks
-from .params import with_prefix
+from .blocks import with_prefix
 
 
 def down_width(config, i: int) -> int:

@@ -1,11 +1,16 @@
-"""Building blocks of the models: the MLP block, the Gaussian head and the row tiling.
+"""Building blocks of the models: MLP block, Gaussian head, row tiling, and the blocks' dicts.
 
 A composite follows the op contract one level up: its parameters come in as a
 dict name -> array (its positional input ``p``), and its backward returns the
 gradient of each positional input, the parameters' as a dict with the same keys::
 
-    h, cache = mlp_forward(x, p, state=s, batch_norm=True, training=True)
+    h, cache = mlp_forward(x, p, state=s, settings=BlockSettings())
     dx, dp = mlp_backward(dh, cache)             # dp.keys() == p.keys()
+
+How the blocks run (batch norm on or off, batch or running statistics, its
+momentum and epsilon, the leaky ReLU's slope) comes in one ``BlockSettings``
+value, which a model makes once per pass (``Model.settings``) and hands down
+to every block and step.
 
 Where a fast form differs from the plain one, both are here and a test shows
 they agree: the Gaussian head as two dense layers (``gaussian_head_plain_*``)
@@ -29,10 +34,22 @@ softplus, as the original code's heads) has no biases but ``gamma_mu``,
 ``mean_mu``, ``var_mu``, ``mean_var``, ``var_var`` (M,): the running mean and
 variance of the mu half and of the var half. A head is batch-normalised
 exactly when its parameters hold ``gamma_mu``.
+
+A model keeps all its blocks' parameters (and its batch-norm state) in one
+flat dict whose keys name the block, then the array: ``"down1.W1"``,
+``"p1.W_mu"``. The last section cuts it into blocks and puts the gradients
+back together (none of its functions changes the dicts it is given)::
+
+    block = subtree(params, "down1")              # {"W1": ..., "gamma1": ..., ...}
+    h, cache = mlp_forward(z, block, settings=settings)
+    dz, dblock = mlp_backward(dh, cache)
+    grads = merge([with_prefix("down1", dblock), ...])   # {"down1.W1": ..., ...}
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from . import layers
@@ -120,6 +137,26 @@ def init_head_state(d_out: int, *, xp, dtype) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# How the blocks run
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockSettings:
+    """The settings every block of a pass runs with (``Model.settings`` makes them).
+
+    An MLP block uses them all; a Gaussian head takes batch norm's
+    ``training``, ``momentum`` and ``eps`` (whether a head has batch norm is
+    said by its parameters, see the module docstring).
+    """
+
+    batch_norm: bool = True                      # MLP blocks: Dense -> BN -> lrelu (or no BN)
+    training: bool = True                        # batch statistics (True) or the running averages
+    momentum: float | None = layers.BN_MOMENTUM  # this batch's weight in the new running averages;
+                                                 # None: the caches hold the batch's statistics
+    slope: float = layers.LEAKY_RELU_SLOPE       # the leaky ReLU's slope for negative inputs
+    eps: float = layers.BN_EPS                   # batch norm's epsilon
+
+
+# ----------------------------------------------------------------------------
 # MLP block
 # ----------------------------------------------------------------------------
 class MLPLayerCache(NamedTuple):
@@ -138,22 +175,20 @@ def _layer_count(p) -> int:
     return sum(1 for k in p if k.startswith("W"))
 
 
-def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
-                momentum: float | None = layers.BN_MOMENTUM, slope: float = layers.LEAKY_RELU_SLOPE,
-                eps: float = layers.BN_EPS):
+def mlp_forward(x, p, *, state=None, settings: BlockSettings):
     """The deterministic block: for each layer j, h <- lrelu(BN(h W_j)) (or lrelu(h W_j + b_j)).
 
     Args:
         x: array of shape (N, D_in).
         p: parameters (see the module docstring).
         state: running averages ``mean{j}``, ``var{j}``; needed in evaluation mode.
-        batch_norm: whether the block has batch norm.
-        training: batch statistics (True) or the running averages (False).
-        momentum: weight of this batch in the new running averages; None
-            leaves them to the caller, and ``cache.new_state`` holds this
-            batch's means and variances instead (``layers.batchnorm_forward``).
-        slope: the leaky ReLU's slope for negative inputs.
-        eps: batch norm's epsilon.
+        settings: ``settings.batch_norm`` says whether the block has batch norm;
+            ``training`` picks batch statistics (True) or the running averages;
+            ``momentum`` is this batch's weight in the new running averages
+            (None leaves them to the caller, and ``cache.new_state`` holds
+            this batch's means and variances instead, see
+            ``layers.batchnorm_forward``); ``slope`` is the leaky ReLU's and
+            ``eps`` batch norm's.
 
     Returns:
         h: array of shape (N, D_out).
@@ -161,17 +196,18 @@ def mlp_forward(x, p, *, state=None, batch_norm: bool, training: bool = True,
     """
     h, caches, new_state = x, [], {}
     for j in range(1, _layer_count(p) + 1):
-        if batch_norm:
+        if settings.batch_norm:
             a, c_dense = layers.dense_forward(h, p[f"W{j}"], None)
             bn_state = None if state is None else layers.BNState(state[f"mean{j}"], state[f"var{j}"])
             a, c_bn = layers.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
-                                          training=training, momentum=momentum, eps=eps)
+                                               training=settings.training,
+                                               momentum=settings.momentum, eps=settings.eps)
             if c_bn.new_state is not None:
                 new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
         else:
             a, c_dense = layers.dense_forward(h, p[f"W{j}"], p[f"b{j}"])
             c_bn = None
-        h, c_act = layers.leaky_relu_forward(a, slope=slope)
+        h, c_act = layers.leaky_relu_forward(a, slope=settings.slope)
         caches.append(MLPLayerCache(c_dense, c_bn, c_act))
     return h, MLPCache(tuple(caches), new_state)
 
@@ -250,8 +286,7 @@ HEAD_BN_KEYS = (("gamma_mu", "gamma_var"), ("beta_mu", "beta_var"))
 HEAD_STATE_KEYS = (("mean_mu", "mean_var"), ("var_mu", "var_var"))
 
 
-def gaussian_head_forward(h, p, *, state=None, training: bool = True,
-                          momentum: float | None = layers.BN_MOMENTUM, eps: float = layers.BN_EPS):
+def gaussian_head_forward(h, p, *, state=None, settings: BlockSettings = BlockSettings()):
     """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
 
     The two products share h, so they run as one (N, D) @ (D, 2M) product
@@ -277,7 +312,9 @@ def gaussian_head_forward(h, p, *, state=None, training: bool = True,
         state: a batch-normalised head's running averages (``mean_mu``,
             ``var_mu``, ``mean_var``, ``var_var``, (M,) each); needed in
             evaluation mode; unused without batch norm.
-        training, momentum, eps: batch norm's settings (as for ``mlp_forward``).
+        settings: a batch-normalised head takes batch norm's ``training``,
+            ``momentum`` and ``eps`` from them (as ``mlp_forward``); the
+            default is training mode with the default momentum and epsilon.
 
     Returns:
         out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
@@ -294,10 +331,11 @@ def gaussian_head_forward(h, p, *, state=None, training: bool = True,
         return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, None, {})
     a, c_dense = layers.dense_forward(h, W, None)
     gamma, beta = (xp.concat([p[k] for k in keys], axis=0) for keys in HEAD_BN_KEYS)
+    training, momentum = settings.training, settings.momentum
     bn_state = None if not state or (training and momentum is None) else layers.BNState(
         *(xp.concat([state[k] for k in keys], axis=0) for keys in HEAD_STATE_KEYS))
     a, c_bn = layers.batchnorm_forward(a, gamma, beta, state=bn_state, training=training,
-                                       momentum=momentum, eps=eps)
+                                       momentum=momentum, eps=settings.eps)
     new_state = {}
     if c_bn.new_state is not None:
         for keys, value in zip(HEAD_STATE_KEYS, c_bn.new_state):
@@ -335,9 +373,8 @@ class GaussianBlockCache(NamedTuple):
     head: GaussianHeadCache
 
 
-def gaussian_block_forward(h, block, head, *, state=None, head_state=None, batch_norm: bool,
-                           training: bool = True, momentum: float | None = layers.BN_MOMENTUM,
-                           slope: float = layers.LEAKY_RELU_SLOPE, eps: float = layers.BN_EPS):
+def gaussian_block_forward(h, block, head, *, state=None, head_state=None,
+                           settings: BlockSettings):
     """A diagonal Gaussian from an MLP block and a head: (mu, var) = head(block(h)).
 
     Every conditional Gaussian of the models is one: p(z_i | z_{i+1}) from
@@ -347,17 +384,15 @@ def gaussian_block_forward(h, block, head, *, state=None, head_state=None, batch
         h: array of shape (N, D_in).
         block: the MLP block's parameters (see the module docstring).
         head: the Gaussian head's parameters (see ``gaussian_head_forward``).
-        state, batch_norm, training, momentum, slope, eps: as for ``mlp_forward``.
+        state, settings: as for ``mlp_forward`` (the head takes what it needs).
         head_state: a batch-normalised head's running averages (or None).
 
     Returns:
         out: (mu, var), each of shape (N, M).
         cache: GaussianBlockCache.
     """
-    g, c_mlp = mlp_forward(h, block, state=state, batch_norm=batch_norm, training=training,
-                           momentum=momentum, slope=slope, eps=eps)
-    out, c_head = gaussian_head_forward(g, head, state=head_state, training=training,
-                                        momentum=momentum, eps=eps)
+    g, c_mlp = mlp_forward(h, block, state=state, settings=settings)
+    out, c_head = gaussian_head_forward(g, head, state=head_state, settings=settings)
     return out, GaussianBlockCache(c_mlp, c_head)
 
 
@@ -378,9 +413,10 @@ def fold_batch_norm(block, state, *, eps: float = layers.BN_EPS) -> dict:
     BN(a) = gamma * (a - mean) / sqrt(var + eps) + beta = a * s + c with
     s = gamma / sqrt(var + eps) and c = beta - mean * s, so
     BN(h W) = h (W s) + c: one dense layer with every column of W scaled by s
-    and bias c. ``mlp_forward(x, fold_batch_norm(p, s), batch_norm=False)``
-    gives ``mlp_forward(x, p, state=s, batch_norm=True, training=False)``
-    (up to rounding) with no normalisation pass; the L_k estimate uses it.
+    and bias c. Without batch norm (``BlockSettings(batch_norm=False)``),
+    ``mlp_forward`` on ``fold_batch_norm(p, s)`` gives what it gives on ``p``
+    with state ``s`` in evaluation mode (``BlockSettings(training=False)``),
+    up to rounding, with no normalisation pass; the L_k estimate uses it.
 
     Args:
         block: parameters ``W{j}`` (D, M), ``gamma{j}``, ``beta{j}`` (M,).
@@ -397,11 +433,6 @@ def fold_batch_norm(block, state, *, eps: float = layers.BN_EPS) -> dict:
         folded[f"W{j}"] = block[f"W{j}"] * scale
         folded[f"b{j}"] = block[f"beta{j}"] - state[f"mean{j}"] * scale
     return folded
-
-
-def head_settings(mode: dict) -> dict:
-    """The batch-norm settings of a model's ``mode`` dict that a Gaussian head takes."""
-    return {k: mode[k] for k in ("training", "momentum", "eps") if k in mode}
 
 
 def fold_head_batch_norm(head, state, *, eps: float = layers.BN_EPS) -> dict:
@@ -460,3 +491,65 @@ def tile_rows_backward(dout, cache: TileCache):
     if k == 1:
         return (dout,)
     return (xp.sum(xp.reshape(dout, (k, dout.shape[0] // k) + tuple(dout.shape[1:])), axis=0),)
+
+
+# ----------------------------------------------------------------------------
+# Parameter trees: a model's flat dict cut into its blocks, and put back together
+# ----------------------------------------------------------------------------
+SEP = "."
+
+
+def subtree(tree: dict, prefix: str) -> dict:
+    """The entries of ``tree`` under ``prefix.``, with the prefix removed.
+
+    Plainly ``{k[len(prefix) + 1:]: v for k, v in tree.items() if
+    k.startswith(prefix + ".")}``; the key selection is cached, since a
+    training step cuts the same few dicts up many times.
+
+    Args:
+        tree: a flat dict name -> array.
+        prefix: a block's name, e.g. ``"up1"``.
+
+    Returns:
+        a new dict short name -> array (empty when no key is under ``prefix``).
+    """
+    return {short: tree[k] for k, short in _keys_under(tuple(tree), prefix)}
+
+
+@lru_cache(maxsize=1024)
+def _keys_under(keys: tuple, prefix: str) -> tuple:
+    cut = len(prefix) + len(SEP)
+    return tuple((k, k[cut:]) for k in keys if k.startswith(prefix + SEP))
+
+
+def with_prefix(prefix: str, sub: dict) -> dict:
+    """A block's dict with full keys: ``{"W1": a}`` -> ``{"up1.W1": a}``."""
+    return {f"{prefix}{SEP}{k}": v for k, v in sub.items()}
+
+
+def merge(trees) -> dict:
+    """One flat dict from several; where a key appears more than once, the values are summed.
+
+    A block used twice in one forward pass (which the paper's models never
+    do, but a variant may) gets the sum of its two gradients, in the order
+    given.
+
+    Args:
+        trees: an iterable of flat dicts.
+
+    Returns:
+        a new dict.
+    """
+    out: dict = {}
+    for tree in trees:
+        for k, v in tree.items():
+            out[k] = v if k not in out else out[k] + v
+    return out
+
+
+def block_names(tree: dict) -> list:
+    """The block names of a flat dict, in the order they first appear: ``["up1", "q1", ...]``."""
+    seen: dict = {}
+    for k in tree:
+        seen.setdefault(k.split(SEP, 1)[0], None)
+    return list(seen)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .backend import is_cupy, namespace
-from .passes import tile_part
+from .steps import tile_part
 
 
 # Rows (samples x inputs) pushed through the top-down pass at once when

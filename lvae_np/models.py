@@ -6,7 +6,7 @@ Both share the generative model (L stochastic layers, z_1 nearest the data)::
     p(z_i | z_{i+1}) = N(mu_p,i, var_p,i),   (mu_p,i, var_p,i) = head_p,i(block_down,i(z_{i+1}))
     p(x | z_1) = Bernoulli(sigmoid(logits))  (or a Gaussian), from block_down,0(z_1)
 
-and differ in the inference model q(z | x) (their passes: ``passes.py``):
+and differ in the inference model q(z | x) (their passes: ``steps.py``):
 
 * VAE (bottom-up): q(z_1 | x), then q(z_i | z_{i-1}), each a Gaussian head on
   a block of the sample below (``steps.vae_step_forward``).
@@ -33,8 +33,8 @@ with beta the warm-up weight. KL_i is estimated in one of two ways:
   applies the closed form to the top layer only (against N(0, I)) and keeps
   the MC estimate below it. ``stats["kl_estimator"]`` says what was used.
 
-A forward pass runs in two stages: ``bottom_up_forward``, the part that
-depends on x alone (computed once per input, however many samples follow),
+A forward pass runs in two stages: ``bottom_up_forward``, the bottom-up values
+that depend on x alone (computed once per input, however many samples follow),
 and ``per_sample_forward``, the sampling, KL terms and likelihood for every
 row. ``forward`` runs both, tiling the first stage's output for k samples.
 
@@ -48,7 +48,8 @@ layer); ``state`` holds the batch-norm running averages under the same
 prefixes. ``architecture.py`` lists the names and the widths.
 
 The original code's choices, as options of ``ModelConfig`` (the defaults
-are the paper's form):
+are the paper's form); where one replaces a step, ``Model`` picks the step
+once, when it is built (``variants.py``):
 
 * ``head_batch_norm``: every q and p Gaussian head (not the output layer)
   is Dense -> BatchNorm -> (identity for mu, softplus for var), its dense
@@ -75,12 +76,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import architecture, blocks, gaussian, layers, steps
+from . import architecture, blocks, gaussian, layers, steps, variants
 from .backend import Backend, get_backend, namespace
-from .passes import PASSES, Outputs, XPart, XPartGrad, by_layer, new_states, tile_part
-from .blocks import INITS
-from .params import block_names, merge, subtree, with_prefix
-from .steps import KL_ESTIMATORS
+from .blocks import INITS, BlockSettings, block_names, merge, subtree, with_prefix
+from .steps import (KL_ESTIMATORS, BottomUp, BottomUpGrad, Outputs, by_layer, new_states,
+                    tile_part)
 
 KINDS = ("lvae", "vae")
 GENERATIVE_WIDTHS = ("mirror", "original")
@@ -90,7 +90,7 @@ PAPER_HIDDEN = (512, 256, 128, 64, 32)  # width of the deterministic block under
 
 __all__ = ["KINDS", "GENERATIVE_WIDTHS", "INITS", "KL_ESTIMATORS", "LIKELIHOODS",
            "PAPER_LATENT", "PAPER_HIDDEN",
-           "ModelConfig", "Model", "XPart", "XPartGrad", "Outputs", "tile_part"]
+           "ModelConfig", "Model", "BottomUp", "BottomUpGrad", "Outputs", "tile_part"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class BottomUpCache(NamedTuple):
 
 
 class ForwardCache(NamedTuple):
-    k: int                         # samples per input (the x-part was tiled k times)
+    k: int                         # samples per input (the bottom-up values were tiled k times)
     bottom_up: BottomUpCache
     per_sample: Any                # LadderPassCache or VAEPassCache
 
@@ -184,6 +184,10 @@ class Model:
     def __init__(self, config: ModelConfig = ModelConfig(), backend: Backend | None = None):
         self.config = config
         self.backend = backend if backend is not None else get_backend("numpy", dtype="float64")
+        # The steps the passes run, picked once: the paper's (steps.py) or a variant (variants.py).
+        self.ladder_layer = (steps.LadderLayer() if config.shared_top_down
+                             else variants.UnsharedLadderLayer())
+        self.up_input = variants.MuUpInput() if config.only_mu_up else steps.UpInput()
 
     # ------------------------------------------------------------------
     def init(self):
@@ -197,10 +201,11 @@ class Model:
         """Standard normal eps_i of shape (n_rows, latent_i), for i = 1..L."""
         return [self.backend.normal((n_rows, d)) for d in self.config.latent]
 
-    def mode(self, training: bool = True, momentum: float = layers.BN_MOMENTUM) -> dict:
+    def settings(self, training: bool = True,
+                 momentum: float | None = layers.BN_MOMENTUM) -> BlockSettings:
         """The blocks' settings: batch norm on or off, batch or running statistics, slope, eps."""
-        return {"batch_norm": self.config.batch_norm, "training": training,
-                "momentum": momentum, "slope": self.config.slope, "eps": self.config.bn_eps}
+        return BlockSettings(batch_norm=self.config.batch_norm, training=training,
+                             momentum=momentum, slope=self.config.slope, eps=self.config.bn_eps)
 
     def fold_batch_norm(self, params, state):
         """The same network in evaluation mode, with batch norm folded into the dense layers.
@@ -240,46 +245,45 @@ class Model:
                 (None: the caches hold each block's batch statistics instead).
 
         Returns:
-            part: XPart, lists per layer.
+            part: BottomUp, lists per layer.
             cache: BottomUpCache.
         """
-        mode = self.mode(training, bn_momentum)
-        layers_ = self.config.n_layers if self.config.kind == "lvae" else 1
-        d, ds, mus, vars_, caches = x, [], [], [], []
-        for i in range(1, layers_ + 1):
-            # d_i = MLP_i(d_{i-1}) (only_mu_up: MLP_i(mu_hat_{i-1}))
-            # (mu_hat_i, var_hat_i) = head_i(d_i)
-            below = mus[-1] if self.config.only_mu_up and i > 1 else d
+        settings = self.settings(training, bn_momentum)
+        n_layers = self.config.n_layers if self.config.kind == "lvae" else 1
+        below, ds, mus, var_hats, caches = x, [], [], [], []
+        for i in range(1, n_layers + 1):
+            # d_i = MLP_i(below), below = x for i = 1;  (mu_hat_i, var_hat_i) = head_i(d_i)
             (d, mu_hat, var_hat), c = steps.bottom_up_step_forward(
                 below, subtree(params, f"up{i}"), subtree(params, f"q{i}"),
                 state=subtree(state, f"up{i}") or None,
-                head_state=subtree(state, f"q{i}") or None, mode=mode, input_grad=i > 1)
+                head_state=subtree(state, f"q{i}") or None, settings=settings,
+                input_grad=i > 1)
+            below = self.up_input.forward(d, mu_hat)    # what block up_{i+1} reads: d_i
             ds.append(d)
             mus.append(mu_hat)
-            vars_.append(var_hat)
+            var_hats.append(var_hat)
             caches.append(c)
-        return XPart(x, ds, mus, vars_), BottomUpCache(tuple(caches))
+        return BottomUp(x, ds, mus, var_hats), BottomUpCache(tuple(caches))
 
-    def bottom_up_backward(self, dpart: XPartGrad, cache: BottomUpCache) -> dict:
-        """The x-part's parameter gradients; the data x gets none.
+    def bottom_up_backward(self, dpart: BottomUpGrad, cache: BottomUpCache) -> dict:
+        """The bottom-up values' parameter gradients; the data x gets none.
 
         The gradient of block up_{i+1}'s input joins d_i's (or, with
         ``only_mu_up``, mu_hat_i's, whose d_i then feeds its head alone).
         """
-        grads, dd = [], None
+        grads, dd, dmu_above = [], None, None
         for i in range(len(cache.steps), 0, -1):
-            dmu_hat = dpart.mu_hat[i - 1]
-            if self.config.only_mu_up and dd is not None:
-                dmu_hat, dd = dmu_hat + dd, None
-            dd, dblock, dhead = steps.bottom_up_step_backward(
+            dmu_hat = steps.add_if_present(dpart.mu_hat[i - 1], dmu_above)
+            dbelow, dblock, dhead = steps.bottom_up_step_backward(
                 (dd, dmu_hat, dpart.var_hat[i - 1]), cache.steps[i - 1])
             grads += [with_prefix(f"q{i}", dhead), with_prefix(f"up{i}", dblock)]
+            dd, dmu_above = self.up_input.backward(dbelow)  # to d_{i-1} (or mu_hat_{i-1})
         return merge(grads)
 
     # ------------------------------------------------------------------
     # Stage 2: sampling, KL terms and the likelihood, per sample
     # ------------------------------------------------------------------
-    def per_sample_forward(self, params, state, part: XPart, noise, *, beta, kl,
+    def per_sample_forward(self, params, state, part: BottomUp, noise, *, beta, kl,
                            training=True, bn_momentum=layers.BN_MOMENTUM):
         """The per-sample objective f = log p(x | z_1) - beta * sum_i KL_i.
 
@@ -290,17 +294,23 @@ class Model:
         if kl not in KL_ESTIMATORS:
             raise ValueError(f"unknown KL estimator {kl!r}: choose one of {', '.join(KL_ESTIMATORS)}")
 
-        def block_of(name):
+        def params_of(name):
             return subtree(params, name), subtree(state, name) or None
 
-        forward, _ = PASSES[self.config.kind]
-        return forward(block_of, part, noise, beta=beta, estimator=kl,
-                       likelihood=self.config.likelihood, mode=self.mode(training, bn_momentum))
+        settings = self.settings(training, bn_momentum)
+        if self.config.kind == "lvae":
+            return steps.ladder_pass_forward(params_of, part, noise, layer=self.ladder_layer,
+                                             beta=beta, estimator=kl,
+                                             likelihood=self.config.likelihood,
+                                             settings=settings)
+        return steps.vae_pass_forward(params_of, part, noise, beta=beta, estimator=kl,
+                                      likelihood=self.config.likelihood, settings=settings)
 
     def per_sample_backward(self, df, cache):
-        """Gradients of sum_rows df * f: (parameter gradients, XPartGrad)."""
-        _, backward = PASSES[self.config.kind]
-        return backward(df, cache)
+        """Gradients of sum_rows df * f: (parameter gradients, BottomUpGrad)."""
+        if self.config.kind == "lvae":
+            return steps.ladder_pass_backward(df, cache)
+        return steps.vae_pass_backward(df, cache)
 
     # ------------------------------------------------------------------
     # The whole model
@@ -317,7 +327,7 @@ class Model:
             beta: warm-up weight of the KL terms.
             kl: "analytic" or "mc" (see the module docstring).
             training: batch statistics (True) or running averages in batch norm.
-            k: samples per input; the x-part runs once and is tiled k times.
+            k: samples per input; the bottom-up values are computed once and tiled k times.
             bn_momentum: weight of this batch in the new running averages,
                 updated for all layers at once after the pass.
 
@@ -351,7 +361,8 @@ class Model:
 
         def untile(d):  # sums the k copies
             return blocks.tile_rows_backward(d, tiles)[0]
-        dpart = XPartGrad([untile(d) for d in dpart.mu_hat], [untile(d) for d in dpart.var_hat])
+        dpart = BottomUpGrad([untile(d) for d in dpart.mu_hat],
+                             [untile(d) for d in dpart.var_hat])
         return merge([grads, self.bottom_up_backward(dpart, cache.bottom_up)])
 
     def loss_and_grads(self, params, state, x, beta=1.0, noise=None, kl="analytic",
@@ -407,8 +418,8 @@ class Model:
     def data_mean(self, params, state, z1):
         """E[x | z_1]: sigmoid(logits) for Bernoulli data, mu for Gaussian. (rows, x_dim)."""
         h, _ = blocks.mlp_forward(z1, subtree(params, "down0"),
-                                    state=subtree(state, "down0") or None,
-                                    **self.mode(training=False))
+                                  state=subtree(state, "down0") or None,
+                                  settings=self.settings(training=False))
         head = subtree(params, "p0")  # the output layer, never batch-normalised
         if self.config.likelihood == "bernoulli":
             return layers.sigmoid(layers.dense_forward(h, head["W"], head["b"])[0])
@@ -433,7 +444,8 @@ class Model:
             (mu_p, var_p), _ = blocks.gaussian_block_forward(
                 z[i + 1], subtree(params, f"down{i}"), subtree(params, f"p{i}"),
                 state=subtree(state, f"down{i}") or None,
-                head_state=subtree(state, f"p{i}") or None, **self.mode(training=False))
+                head_state=subtree(state, f"p{i}") or None,
+                settings=self.settings(training=False))
             z[i], _ = gaussian.reparameterize_forward(mu_p, var_p, eps[i])  # z_i ~ p
         return self.data_mean(params, state, z[1]), [z[i] for i in range(1, top + 1)]
 

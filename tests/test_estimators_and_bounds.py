@@ -32,7 +32,7 @@ from lvae_np.backend import get_backend
 from lvae_np.bounds import logmeanexp_backward, logmeanexp_forward
 from lvae_np.gradcheck import assert_gradients
 from lvae_np.models import Model, ModelConfig
-from lvae_np.params import subtree
+from lvae_np.blocks import subtree
 
 FAMILY_ALPHA = 1e-6  # false-alarm rate of each statistical test (all its comparisons together)
 
@@ -95,8 +95,8 @@ def softplus_inverse(v):
 def gaussian_block(model, params, block, head, h):
     """(mu, var) of the Gaussian head ``head`` on the MLP block ``block`` at the rows h."""
     assert not model.config.batch_norm
-    g, _ = N.mlp_forward(h, subtree(params, block), batch_norm=False, training=False,
-                         slope=model.config.slope)
+    g, _ = N.mlp_forward(h, subtree(params, block), settings=N.BlockSettings(
+        batch_norm=False, training=False, slope=model.config.slope))
     (mu, var), _ = N.gaussian_head_forward(g, subtree(params, head))
     return mu, var
 
@@ -104,8 +104,8 @@ def gaussian_block(model, params, block, head, h):
 def log_px_given_z1(model, params, z1, x):
     """log p(x | z_1) summed over the data dimensions (Bernoulli output), shape (rows,)."""
     assert not model.config.batch_norm and model.config.likelihood == "bernoulli"
-    h, _ = N.mlp_forward(z1, subtree(params, "down0"), batch_norm=False, training=False,
-                         slope=model.config.slope)
+    h, _ = N.mlp_forward(z1, subtree(params, "down0"), settings=N.BlockSettings(
+        batch_norm=False, training=False, slope=model.config.slope))
     logits, _ = L.dense_forward(h, params["p0.W"], params["p0.b"])
     ll, _ = LL.bernoulli_log_likelihood_forward(x, logits)
     return ll.sum(axis=1)

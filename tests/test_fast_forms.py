@@ -17,7 +17,7 @@ import pytest
 from lvae_np import layers, likelihoods, blocks
 from lvae_np.backend import get_backend
 from lvae_np.models import Model, ModelConfig
-from lvae_np.params import subtree
+from lvae_np.blocks import subtree
 
 
 def _head(rng, d=7, m=5):
@@ -64,10 +64,11 @@ def test_folded_batch_norm_equals_evaluation_mode(seed):
     rng = np.random.default_rng(seed)
     p, s = _bn_block(rng)
     x = rng.normal(size=(5, 6))
-    h, _ = blocks.mlp_forward(x, p, state=s, batch_norm=True, training=False)
+    h, _ = blocks.mlp_forward(x, p, state=s, settings=blocks.BlockSettings(training=False))
     folded = blocks.fold_batch_norm(p, s)
     assert set(folded) == {"W1", "b1", "W2", "b2"}
-    h_folded, _ = blocks.mlp_forward(x, folded, batch_norm=False, training=False)
+    h_folded, _ = blocks.mlp_forward(
+        x, folded, settings=blocks.BlockSettings(batch_norm=False, training=False))
     np.testing.assert_allclose(h_folded, h, rtol=1e-12, atol=1e-13)
     # One layer by hand: BN(x W) = gamma (x W - mean) / sqrt(var + eps) + beta.
     a = x @ p["W1"]

@@ -169,12 +169,13 @@ def test_names_are_unique_one_word_and_tagged():
 
 
 # Every forward/backward pair these modules define has a registered case.
-OP_MODULES = ("layers", "gaussian", "likelihoods", "networks", "bounds", "steps")
+OP_MODULES = ("layers", "gaussian", "likelihoods", "blocks", "bounds", "steps", "variants")
 # Pairs checked only through the cases built on them: steps.kl_term picks the KL
 # estimator, and its closed-form branch returns None for the z-gradient (the
 # closed form does not depend on z), which no finite difference compares with.
-# ladder-step, top-step and vae-kl-step check both of its branches.
-THROUGH_OTHERS = {"kl_term_backward"}
+# ladder-step, top-step and vae-kl-step check both of its branches. The passes of
+# steps.py (a whole model's per-sample part) are checked through the whole models.
+THROUGH_OTHERS = {"kl_term_backward", "ladder_pass_backward", "vae_pass_backward"}
 
 
 def _checked_backwards():

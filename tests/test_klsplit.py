@@ -12,7 +12,7 @@ from lvae_np.backend import get_backend, to_numpy
 from lvae_np.experiments import klsplit
 from lvae_np.models import Model, ModelConfig
 from lvae_np.blocks import gaussian_block_forward
-from lvae_np.params import subtree
+from lvae_np.blocks import subtree
 
 
 def test_log_density_matrix_is_each_point_under_each_gaussian():
@@ -87,11 +87,11 @@ def test_a_vaes_chain_information_agrees_with_a_brute_force_marginal():
     part, _ = model.bottom_up_forward(params, state, x, training=False)
     mu1, var1 = to_numpy(part.mu_hat[0]), to_numpy(part.var_hat[0])
     rng = numpy.random.default_rng(5)
-    mode = model.mode(training=False)
+    settings = model.settings(training=False)
 
     def q2(z1):   # (mu, var) of q(z_2 | z_1) for rows z1
         (mu, var), _ = gaussian_block_forward(z1, subtree(params, "up2"), subtree(params, "q2"),
-                                              **mode)
+                                              settings=settings)
         return mu, var
 
     def log_n(z, mu, var):

@@ -8,7 +8,7 @@ from lvae_np import blocks
 from lvae_np.backend import get_backend
 from lvae_np.gradcheck.cases import model_case
 from lvae_np.models import Model, ModelConfig
-from lvae_np.params import subtree
+from lvae_np.blocks import subtree
 
 KINDS = ("vae", "lvae")
 
@@ -227,7 +227,7 @@ def test_generate_follows_the_prior_chain():
     _, zs = model.generate(params, state, 5, noise=noise)
     (mu, var), _ = blocks.gaussian_block_forward(
         zs[1], subtree(params, "down1"), subtree(params, "p1"), state=subtree(state, "down1"),
-        **model.mode(training=False))
+        settings=model.settings(training=False))
     np.testing.assert_allclose(zs[0], mu + np.sqrt(var) * noise[0], rtol=1e-12)
     assert G.VAR_FLOOR < var.min()
 

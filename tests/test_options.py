@@ -9,10 +9,10 @@ import math
 import numpy as np
 import pytest
 
-from lvae_np import blocks
+from lvae_np import blocks, steps, variants
 from lvae_np.gradcheck.cases import CASES, OPTION_TAGS
 from lvae_np.models import Model, ModelConfig
-from lvae_np.params import subtree
+from lvae_np.blocks import subtree
 
 SMALL = {"x_dim": 7, "latent": (4, 3, 2), "hidden": (6, 5, 4)}
 
@@ -80,7 +80,7 @@ def test_a_batch_normalised_heads_halves_are_normalised_over_the_batch():
     rng = np.random.default_rng(0)
     p = blocks.init_gaussian_head(rng, 5, 3, xp=np, dtype=np.float64, batch_norm=True)
     h = 3.0 + 2.0 * rng.normal(size=(400, 5))
-    (mu, var), cache = blocks.gaussian_head_forward(h, p, eps=1e-10)
+    (mu, var), cache = blocks.gaussian_head_forward(h, p, settings=blocks.BlockSettings(eps=1e-10))
     np.testing.assert_allclose(mu.mean(axis=0), 0.0, atol=1e-12)
     np.testing.assert_allclose(mu.std(axis=0), 1.0, rtol=1e-8)
     a_var = np.log(np.expm1(var))                       # softplus^-1
@@ -111,6 +111,31 @@ def test_folding_batch_normalised_heads_gives_the_evaluation_mode_model():
     assert sorted(subtree(folded, "q1")) == ["W_mu", "W_var", "b_mu", "b_var"]
     got, _ = folded_model.forward(folded, {}, x, noise, training=False)
     np.testing.assert_allclose(got.f, want.f, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Where a variant comes in: the model picks its steps once, the passes run them
+# ----------------------------------------------------------------------------
+def test_the_model_picks_the_papers_steps_or_the_variants_from_its_config():
+    assert type(small().ladder_layer) is steps.LadderLayer
+    assert type(small(shared_top_down=False).ladder_layer) is variants.UnsharedLadderLayer
+    assert type(small().up_input) is steps.UpInput
+    assert type(small(only_mu_up=True).up_input) is variants.MuUpInput
+
+
+def test_the_passes_run_the_steps_they_are_given_whatever_the_config_says():
+    variant = small(shared_top_down=False, only_mu_up=True)
+    params, state, x, noise = problem(variant, seed=8)
+    swapped = small()   # the paper's config, with the variant's steps put in place
+    swapped.ladder_layer, swapped.up_input = variants.UnsharedLadderLayer(), variants.MuUpInput()
+    loss, grads, stats = variant.loss_and_grads(params, state, x, noise=noise, kl="mc")
+    loss_s, grads_s, stats_s = swapped.loss_and_grads(params, state, x, noise=noise, kl="mc")
+    assert loss_s == loss and list(grads_s) == list(grads) and set(grads) == set(params)
+    for k in grads:
+        np.testing.assert_array_equal(grads_s[k], grads[k], err_msg=k)
+    assert list(stats_s["state"]) == list(stats["state"])
+    for k in stats["state"]:
+        np.testing.assert_array_equal(stats_s["state"][k], stats["state"][k], err_msg=k)
 
 
 # ----------------------------------------------------------------------------
@@ -168,7 +193,7 @@ def test_only_mu_up_feeds_each_block_the_mean_below():
     assert params["up2.W1"].shape == (4, 5) and params["up3.W1"].shape == (3, 4)
     part, _ = model.bottom_up_forward(params, state, x)
     d2, _ = blocks.mlp_forward(part.mu_hat[0], subtree(params, "up2"),
-                                 state=subtree(state, "up2"), **model.mode())
+                               state=subtree(state, "up2"), settings=model.settings())
     np.testing.assert_array_equal(part.d[1], d2)
     vae, _ = small("vae", only_mu_up=True).init()
     assert vae["up2.W1"].shape == (4, 5)  # the VAE's blocks read z_{i-1} anyway
@@ -220,7 +245,7 @@ def test_original_initialisation():
 
 def test_bn_eps_reaches_the_blocks_the_heads_and_the_folding():
     model = small(bn_eps=1e-10, head_batch_norm=True)
-    assert model.mode()["eps"] == 1e-10
+    assert model.settings().eps == 1e-10
     params, state, x, noise = problem(model, seed=7)
     state = {k: (v * 1e-8 if ".var" in k else v) for k, v in state.items()}  # tiny variances
     want, _ = model.forward(params, state, x, noise, training=False)

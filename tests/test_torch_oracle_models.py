@@ -123,22 +123,22 @@ class TorchReference:
     def bottom_up(self, x):
         """LVAE: (mu_hat_i, var_hat_i) for i = 1..L. VAE: q(z_1 | x) only."""
         n_up = self.c.n_layers if self.c.kind == "lvae" else 1
-        h, mus, vars_ = x, [], []
+        h, mus, var_hats = x, [], []
         for i in range(1, n_up + 1):
             below = mus[-1] if self.c.only_mu_up and i > 1 else h   # only_mu_up: mu_hat_{i-1}
             h = self.mlp(below, f"up{i}")
             mu, var = self.head(h, f"q{i}")
             mus.append(mu)
-            vars_.append(var)
-        return mus, vars_
+            var_hats.append(var)
+        return mus, var_hats
 
     # -- sampling, KL and likelihood ----------------------------------------
-    def top_down(self, x, mus, vars_, eps, beta, kl):
+    def top_down(self, x, mus, var_hats, eps, beta, kl):
         """f = log p(x | z_1) - beta * sum KL per row; also the rec term and the KLs (z_1 first)."""
         Lz, analytic = self.c.n_layers, kl == "analytic"
         kls = {}
         if self.c.kind == "lvae":
-            mu_q, var_q = mus[Lz - 1], vars_[Lz - 1]
+            mu_q, var_q = mus[Lz - 1], var_hats[Lz - 1]
             z = mu_q + torch.sqrt(var_q) * eps[Lz - 1]
             kls[Lz] = (kl_standard_normal(mu_q, var_q) if analytic else
                        log_normal(z, mu_q, var_q) - log_normal(z, torch.zeros_like(z),
@@ -149,7 +149,7 @@ class TorchReference:
                     mu_td, var_td = mu_p, var_p
                 else:  # the top-down inference path's own block and head
                     mu_td, var_td = self.head(self.mlp(z, f"tdown{i}"), f"tp{i}")
-                mu_hat, var_hat = mus[i - 1], vars_[i - 1]
+                mu_hat, var_hat = mus[i - 1], var_hats[i - 1]
                 var_q = 1.0 / (1.0 / var_hat + 1.0 / var_td)         # paper eq. (19)
                 mu_q = (mu_hat / var_hat + mu_td / var_td) * var_q   # paper eq. (18)
                 z = mu_q + torch.sqrt(var_q) * eps[i - 1]
@@ -157,7 +157,7 @@ class TorchReference:
                           log_normal(z, mu_q, var_q) - log_normal(z, mu_p, var_p))
             z1 = z
         else:
-            z, mu_q, var_q = {}, {1: mus[0]}, {1: vars_[0]}
+            z, mu_q, var_q = {}, {1: mus[0]}, {1: var_hats[0]}
             z[1] = mu_q[1] + torch.sqrt(var_q[1]) * eps[0]
             for i in range(2, Lz + 1):
                 mu_q[i], var_q[i] = self.head(self.mlp(z[i - 1], f"up{i}"), f"q{i}")
@@ -190,8 +190,8 @@ class TorchReference:
     def elbo_loss(self, x, noise, beta, kl):
         x = torch.tensor(x, dtype=DT)
         eps = [torch.tensor(e, dtype=DT) for e in noise]
-        mus, vars_ = self.bottom_up(x)
-        f, rec, kls = self.top_down(x, mus, vars_, eps, beta, kl)
+        mus, var_hats = self.bottom_up(x)
+        f, rec, kls = self.top_down(x, mus, var_hats, eps, beta, kl)
         loss = -f.mean()
         loss.backward()
         return loss, f, rec, kls
@@ -201,12 +201,12 @@ class TorchReference:
         x = torch.tensor(x, dtype=DT)
         n = x.shape[0]
         eps = [torch.tensor(e, dtype=DT) for e in noise]
-        mus, vars_ = self.bottom_up(x)
+        mus, var_hats = self.bottom_up(x)
 
         def tile(a):  # sample-major: row s*N + n is a[n]
             return torch.cat([a] * k, dim=0)
 
-        f, _, _ = self.top_down(tile(x), [tile(m) for m in mus], [tile(v) for v in vars_],
+        f, _, _ = self.top_down(tile(x), [tile(m) for m in mus], [tile(v) for v in var_hats],
                                 eps, beta, "mc")
         log_w = f.reshape(k, n)
         loss = -(torch.logsumexp(log_w, dim=0) - math.log(k)).mean()

@@ -54,7 +54,7 @@ from ..data import DataError
 from ..training.fileio import atomic_write_text
 from ..training.metrics import evaluation_bn_state
 from ..blocks import gaussian_block_forward
-from ..params import subtree
+from ..blocks import subtree
 from ..training.runs import evaluation_train_set, load_run, subset_indices
 
 PROG = "lvae_np.experiments.klsplit"
@@ -131,14 +131,15 @@ def vae_chain_information(model, params, state, x, k: int):
                            training=False, k=k)
     layers = len(out.z)
     kl = [float(numpy.mean(numpy.sum(to_numpy(a), axis=1))) for a in out.kl]
-    mode = model.mode(training=False)
+    settings = model.settings(training=False)
     lower, upper = [], []
     for i in range(1, layers):
         z_below = out.z[i - 1]                                  # z_i, rows sample-major
         (mu, var), _ = gaussian_block_forward(
             z_below, subtree(params, f"up{i + 1}"), subtree(params, f"q{i + 1}"),
             state=subtree(state, f"up{i + 1}") or None,
-            head_state=subtree(state, f"q{i + 1}") or None, **mode)   # q(z_{i+1} | z_i)
+            head_state=subtree(state, f"q{i + 1}") or None,
+            settings=settings)                                  # q(z_{i+1} | z_i)
 
         def per_input(a):     # (k*n, D) sample-major -> (n, k, D)
             a = to_numpy(a)

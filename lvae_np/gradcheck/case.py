@@ -200,7 +200,7 @@ MLP_SIZES = (5, 4, 3)  # the MLP block's widths (in, h1, h2)
 
 
 def composite_case(name: str, forward: Callable, backward: Callable, make_arrays: Callable,
-                   params: dict, *, names: tuple, module: str = "networks",
+                   params: dict, *, names: tuple, module: str = "blocks",
                    title: str = "", uses: tuple = (), points: int = 0,
                    course: bool = True) -> Case:
     """An op taking arrays, then dicts of parameters (a block, a head, a step), as a case.

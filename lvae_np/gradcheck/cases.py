@@ -34,6 +34,7 @@ import numpy
 from .. import blocks, bounds, gaussian, likelihoods
 from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
+from ..blocks import BlockSettings
 from ..models import Model, ModelConfig
 from .case import (  # noqa: F401  (KINDS, NAME and Case are part of the registry's interface)
     KINDS,
@@ -209,14 +210,15 @@ def _mlp_forward(batch_norm: bool, training: bool):
     """mlp_forward with its settings bound and, with batch norm, a fixed state."""
     def forward(x, p):
         state = mlp_state(x) if batch_norm else None
-        return blocks.mlp_forward(x, p, state=state, batch_norm=batch_norm, training=training)
+        return blocks.mlp_forward(x, p, state=state,
+                                  settings=BlockSettings(batch_norm=batch_norm, training=training))
 
     return forward
 
 
 def _gaussian_block_forward(h, block, head):
-    return blocks.gaussian_block_forward(h, block, head, state=mlp_state(h), batch_norm=True,
-                                           training=True)
+    return blocks.gaussian_block_forward(h, block, head, state=mlp_state(h),
+                                         settings=BlockSettings(batch_norm=True, training=True))
 
 
 register(
@@ -256,7 +258,7 @@ register(
 
 register(*OPTION_COMPOSITE_CASES)  # the batch-normalised head (option_cases.py)
 register(*STEP_CASES)  # the models' steps (steps.py), before the whole models
-register(*OPTION_STEP_CASES)  # the unshared ladder step (option_cases.py)
+register(*OPTION_STEP_CASES)  # the unshared ladder step of variants.py (option_cases.py)
 
 
 # ----------------------------------------------------------------------------

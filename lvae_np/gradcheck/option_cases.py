@@ -1,5 +1,8 @@
 """Gradient-check cases of the original code's options: batch-normalised head, unshared step.
 
+The unshared ladder step is ``variants.py``'s; the head's batch norm is an
+option of ``blocks.gaussian_head_forward``.
+
 ``cases.py`` registers ``OPTION_COMPOSITE_CASES`` after the other
 composites and ``OPTION_STEP_CASES`` after the other steps, so the
 registry's order stays ops, composites, steps, models; the whole models
@@ -11,8 +14,9 @@ from __future__ import annotations
 
 import numpy
 
-from .. import blocks, steps
+from .. import blocks, variants
 from ..backend import namespace
+from ..blocks import BlockSettings
 from .case import (
     composite_case,
     init_head_params,
@@ -21,7 +25,7 @@ from .case import (
     normal_input,
     variances,
 )
-from .step_cases import D, D_ABOVE, FEATURES, LADDER_USES, MODE, ROWS
+from .step_cases import D, D_ABOVE, FEATURES, ROWS, SETTINGS
 
 HEAD_IN, HEAD_OUT = 5, 3  # the batch-normalised head's input and output widths
 
@@ -49,15 +53,16 @@ def ladder_inputs(rng):
 def _head_bn(training: bool):
     def forward(h, p):
         return blocks.gaussian_head_forward(h, p, state=head_state(h, HEAD_OUT),
-                                              training=training, momentum=0.1)
+                                            settings=BlockSettings(training=training,
+                                                                   momentum=0.1))
     return forward
 
 
 def _unshared_ladder_step(estimator):
     def forward(z_above, mu_hat, var_hat, eps, td_block, td_head, block, head):
-        return steps.unshared_ladder_step_forward(
+        return variants.unshared_ladder_step_forward(
             z_above, mu_hat, var_hat, eps, td_block, td_head, block, head,
-            td_state=mlp_state(z_above), state=mlp_state(z_above), mode=MODE,
+            td_state=mlp_state(z_above), state=mlp_state(z_above), settings=SETTINGS,
             estimator=estimator)
     return forward
 
@@ -66,6 +71,8 @@ HEAD_BN = {"p": init_bn_head_params(HEAD_IN, HEAD_OUT)}
 TWO_BLOCKS = {"td_block": init_mlp_params(True), "td_head": init_head_params(FEATURES, D),
               "block": init_mlp_params(True), "head": init_head_params(FEATURES, D)}
 LADDER_NAMES = ("z_above", "mu_hat", "var_hat", "eps")
+# The unshared step: its top-down Gaussian block, the merge and the sample, then the VAE's KL step.
+UNSHARED_USES = ("gaussian-block", "merge", "reparameterize", "vae-kl-step")
 
 OPTION_COMPOSITE_CASES = [
     composite_case("gaussian-head-bn", _head_bn(True), blocks.gaussian_head_backward,
@@ -82,13 +89,13 @@ OPTION_COMPOSITE_CASES = [
 
 OPTION_STEP_CASES = [
     composite_case("unshared-ladder-step", _unshared_ladder_step("analytic"),
-                   steps.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
-                   names=LADDER_NAMES, module="steps", uses=LADDER_USES + ("kl-normal",),
+                   variants.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
+                   names=LADDER_NAMES, module="variants", uses=UNSHARED_USES + ("kl-normal",),
                    points=3, title="LVAE ladder step with its own top-down block: merge with "
                                    "tp(tdown(z_{i+1})), KL against p(z_i | z_{i+1})",
                    course=False),
     composite_case("unshared-ladder-step-mc", _unshared_ladder_step("mc"),
-                   steps.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
-                   names=LADDER_NAMES, module="steps", uses=LADDER_USES + ("kl-sample",),
+                   variants.unshared_ladder_step_backward, ladder_inputs, TWO_BLOCKS,
+                   names=LADDER_NAMES, module="variants", uses=UNSHARED_USES + ("kl-sample",),
                    title="unshared LVAE ladder step with the single-sample KL", course=False),
 ]

@@ -12,6 +12,7 @@ from functools import partial
 import numpy
 
 from .. import steps
+from ..blocks import BlockSettings
 from .case import (
     MLP_SIZES,
     Case,
@@ -25,33 +26,33 @@ from .case import (
 
 ROWS, D_ABOVE, D = 6, MLP_SIZES[0], 2  # rows; the block's input width; a layer's units
 FEATURES = MLP_SIZES[-1]                # the block's output width, the head's input
-MODE = {"batch_norm": True, "training": True, "momentum": 0.1, "slope": 0.01}
+SETTINGS = BlockSettings(batch_norm=True, training=True, momentum=0.1, slope=0.01)
 
 
 def _bottom_up_step(d_below, block, head):
-    return steps.bottom_up_step_forward(d_below, block, head, state=mlp_state(d_below), mode=MODE)
+    return steps.bottom_up_step_forward(d_below, block, head, state=mlp_state(d_below), settings=SETTINGS)
 
 
 def _ladder_step(estimator):
     def forward(z_above, mu_hat, var_hat, eps, block, head):
         return steps.ladder_step_forward(z_above, mu_hat, var_hat, eps, block, head,
-                                         state=mlp_state(z_above), mode=MODE,
+                                         state=mlp_state(z_above), settings=SETTINGS,
                                          estimator=estimator)
     return forward
 
 
 def _vae_step(z_below, eps, block, head):
-    return steps.vae_step_forward(z_below, eps, block, head, state=mlp_state(z_below), mode=MODE)
+    return steps.vae_step_forward(z_below, eps, block, head, state=mlp_state(z_below), settings=SETTINGS)
 
 
 def _vae_kl_step(z, mu_q, var_q, z_above, block, head):
     return steps.vae_kl_step_forward(z, mu_q, var_q, z_above, block, head,
-                                     state=mlp_state(z_above), mode=MODE)
+                                     state=mlp_state(z_above), settings=SETTINGS)
 
 
 def _output_step(likelihood):
     def forward(z1, x, block, head):
-        return steps.output_step_forward(z1, x, block, head, state=mlp_state(z1), mode=MODE,
+        return steps.output_step_forward(z1, x, block, head, state=mlp_state(z1), settings=SETTINGS,
                                          likelihood=likelihood)
     return forward
 

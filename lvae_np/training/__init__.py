@@ -9,6 +9,7 @@ this package turns it into runs a person can start, stop and trust:
   written atomically, read back with checks, held by one trainer at a time;
 * ``metrics``: what a run measures and records (the test summary, CSV logs);
 * ``cli``: what the command lines share (one-line errors, help layout);
+* ``options``: the options that set a run's config, defined once for the commands;
 * ``train``, ``evaluate``, ``plots``: the commands, run as
   ``python -m lvae_np.train``, ``lvae_np.evaluate`` and ``lvae_np.plots``.
 """

@@ -6,7 +6,7 @@ from lvae_np import blocks as N
 from lvae_np.gradcheck.cases import CASES, find_case
 
 rng = np.random.default_rng(11)
-BLOCKS = [c for c in CASES if c.module == "networks"]  # the registered cases of blocks.py
+BLOCKS = [c for c in CASES if c.module == "blocks"]  # the registered cases of blocks.py
 
 
 def test_every_block_is_registered():
@@ -24,9 +24,11 @@ def test_block_gradients(case):
 
 def test_mlp_block_returns_new_running_averages():
     params, state = N.init_mlp(rng, (5, 4, 3), batch_norm=True, xp=np, dtype=np.float64)
-    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=state, batch_norm=True)
+    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=state,
+                             settings=N.BlockSettings())
     assert set(cache.new_state) == set(state)
-    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=None, batch_norm=True)
+    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=None,
+                             settings=N.BlockSettings())
     assert cache.new_state == {}
 
 
@@ -46,7 +48,8 @@ def test_glorot_uniform_bound():
 
 def test_mlp_backward_can_skip_the_input_gradient():
     params, state = N.init_mlp(rng, (5, 4, 3), batch_norm=True, xp=np, dtype=np.float64)
-    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=state, batch_norm=True)
+    _, cache = N.mlp_forward(rng.normal(size=(6, 5)), params, state=state,
+                             settings=N.BlockSettings())
     dout = rng.normal(size=(6, 3))
     dx, dp = N.mlp_backward(dout, cache)
     none, dp_skip = N.mlp_backward(dout, cache, input_grad=False)
