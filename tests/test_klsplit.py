@@ -125,6 +125,12 @@ def test_the_cli_splits_both_models_runs_and_keeps_an_existing_file(tmp_path, ca
     assert vae["kl"][0] + vae["info_lower"][0] == pytest.approx(vae["top_down_lower"][0])
     assert sum(vae["kl"]) == pytest.approx(vae["total_kl"])
     assert "| vae | VAE | 1 |" in capsys.readouterr().out
+    table = out.with_suffix(".md").read_text()
+    assert table.startswith("Produced by `python -m lvae_np.experiments.klsplit ")
+    assert "| vae | VAE | 1 |" in table
     before = out.read_text()
     assert klsplit.main(argv) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == before
+    out.unlink()
+    assert klsplit.main(argv) == 2        # the table beside it is kept too
+    assert out.with_suffix(".md").read_text() == table and not out.exists()

@@ -241,7 +241,8 @@ def parse_args(argv=None):
                     "chains per test image). See the module's docstring for the algebra.")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run folders")
     p.add_argument("--out", type=Path, required=True,
-                   help="JSON file for the results (refused if it exists, unless --force)")
+                   help="JSON file for the results; the table goes beside it, with .md in "
+                        "place of the suffix (both refused if they exist, unless --force)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--k", type=int, default=1000,
                    help="posterior chains per test image for the VAE's bounds (default: 1000)")
@@ -259,8 +260,9 @@ def parse_args(argv=None):
         raise UsageError(f"--k must be >= 2, got {args.k}")
     if args.eval_subset < 1:
         raise UsageError(f"--eval-subset must be >= 1, got {args.eval_subset}")
-    if args.out.exists() and not args.force:
-        raise UsageError(f"--out {args.out} exists: choose another, or --force")
+    for path in (args.out, args.out.with_suffix(".md")):
+        if path.exists() and not args.force:
+            raise UsageError(f"{path} exists: choose another --out, or --force")
     return args
 
 
@@ -274,6 +276,9 @@ def main(argv=None) -> int:
                                  data_dir=args.data_dir, backend=args.backend))
         print(format_table(results[-1:]).splitlines()[-1], flush=True)
     atomic_write_text(args.out, json.dumps(results, indent=2) + "\n")
+    command = " ".join(["python -m lvae_np.experiments.klsplit"] + list(argv or sys.argv[1:]))
+    atomic_write_text(args.out.with_suffix(".md"),
+                      f"Produced by `{command}`.\n\n{format_table(results)}\n")
     print(format_table(results))
     return 0
 
