@@ -114,7 +114,7 @@ def train_epoch(trainer: Trainer) -> dict:
         times.append(time.perf_counter() - t0)
     trainer.pos = Position(1)
     t0 = time.perf_counter()
-    row = trainer.evaluate(1)
+    row = trainer.evaluate()
     sync()
     steady = sorted(times[1:]) or times
     return {"steps": len(times), "first_step_ms": 1e3 * times[0],

@@ -295,8 +295,11 @@ class Trainer:
                 bar.update(1)
         return self.epoch_beta(epoch, len(order))
 
-    def evaluate(self, epoch: int) -> dict:
-        """Test ELBO, KL per layer and active units (BN running averages), maybe L_k."""
+    def evaluate(self) -> dict:
+        """Test ELBO, KL per layer and active units of the current parameters, maybe L_k.
+
+        Batch norm normalises with its running averages (evaluation mode).
+        """
         return metrics.test_metrics(self.model, self.params, self.state, self.test_x,
                                     self.cfg.kl, iw_samples=self.cfg.eval_iw_samples)
 
@@ -314,7 +317,7 @@ class Trainer:
             try:
                 if self.stop_requested:
                     raise EvaluationStopped
-                row = self.evaluate(epoch)
+                row = self.evaluate()
             finally:
                 self.evaluating = False
             row["eval_seconds"] = time.perf_counter() - t0
