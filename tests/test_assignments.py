@@ -181,6 +181,137 @@ def test_readme_lists_each_assignment_with_its_points():
 
 
 # ----------------------------------------------------------------------------
+# One point table: the notebooks, nbgrader's metadata and the grader agree
+# ----------------------------------------------------------------------------
+HEADER = re.compile(r"# (\d+) (points?): ")       # a test cell's first line
+QUESTION = re.compile(r"\*\*\((\d+) (points?)\)\*\*")  # a written answer's question
+
+
+def _grade_calls(source: str) -> list:
+    """The case names of each ``grade([...])`` call in ``source``, in order."""
+    calls = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "grade":
+            calls.append(ast.literal_eval(node.args[0]))
+    return calls
+
+
+def point_table_problems(nb: dict, assignment) -> list:
+    """Every way notebook ``nb`` disagrees with its entry of the point table (none: [])."""
+    from lvae_np.gradcheck import points
+
+    problems = []
+    cells = nb["cells"]
+    table = {item.cell: item for item in assignment.items}
+    graded = [(i, c) for i, c in enumerate(cells) if _meta(c).get("grade")]
+    if [_meta(c)["grade_id"] for _, c in graded] != list(table):
+        problems.append(f"graded cells {[_meta(c)['grade_id'] for _, c in graded]}, "
+                        f"table {list(table)}")
+    for i, cell in graded:
+        meta = _meta(cell)
+        item = table.get(meta["grade_id"])
+        if item is None:
+            continue
+        where = f"{meta['grade_id']}"
+        if meta.get("points") != item.points:
+            problems.append(f"{where}: metadata points {meta.get('points')}, table {item.points}")
+        if item.written != _is_written(cell):
+            problems.append(f"{where}: written {_is_written(cell)}, table {item.written}")
+        if _is_test(cell):
+            found = HEADER.match(cell["source"])
+            said = (int(found[1]), found[2]) if found else None
+        else:  # the question is in the markdown cell before the answer
+            found = QUESTION.search(cells[i - 1]["source"]) if i else None
+            said = (int(found[1]), found[2]) if found else None
+        if said != (item.points, "point" if item.points == 1 else "points"):
+            problems.append(f"{where}: the header says {said}, the table {item.points}")
+        if _is_test(cell):
+            calls = _grade_calls(_outside(cell["source"]))
+            named = sorted(calls[0]) if calls else []
+            if named != sorted(item.cases):
+                problems.append(f"{where}: grades {named}, the table {sorted(item.cases)}")
+    found = POINTS_LINE.search(cells[0]["source"])
+    opening = tuple(map(int, found.groups())) if found else None
+    if opening != (assignment.points, assignment.autograded, assignment.written):
+        problems.append(f"first cell: points {opening}, table "
+                        f"{(assignment.points, assignment.autograded, assignment.written)}")
+    defined = [n.name for c in cells if _is_answer(c) for n in ast.parse(c["source"]).body
+               if isinstance(n, ast.FunctionDef)]
+    if defined != [points.function_name(f) for f in assignment.functions]:
+        problems.append(f"answer functions {defined}, table {list(assignment.functions)}")
+    return problems
+
+
+def test_the_point_table_has_one_entry_per_notebook():
+    from lvae_np.gradcheck import points
+
+    assert [a.notebook for a in points.ASSIGNMENTS] == [p.name for p in NOTEBOOKS]
+    readme = (ASSIGNMENTS / "README.md").read_text(encoding="utf-8")
+    assert f"Total: {points.total()} points" in readme
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_notebook_agrees_with_the_point_table(path):
+    from lvae_np.gradcheck import points
+
+    (assignment,) = [a for a in points.ASSIGNMENTS if a.notebook == path.name]
+    assert point_table_problems(_load(path), assignment) == []
+
+
+def test_the_point_table_check_finds_each_disagreement():
+    from lvae_np.gradcheck import points
+
+    path = ASSIGNMENTS / "02_batchnorm.ipynb"
+    (assignment,) = [a for a in points.ASSIGNMENTS if a.notebook == path.name]
+
+    def changed(edit) -> list:
+        nb = _load(path)
+        cell = next(c for c in nb["cells"] if _meta(c).get("grade_id") == "test_batchnorm_training")
+        edit(nb, cell)
+        return point_table_problems(nb, assignment)
+
+    def header(nb, cell):
+        cell["source"] = cell["source"].replace("# 6 points:", "# 5 points:", 1)
+
+    def metadata(nb, cell):
+        _meta(cell)["points"] = 5
+
+    def grades(nb, cell):
+        cell["source"] = cell["source"].replace('grade(["batchnorm"]', 'grade(["batchnorm-eval"]')
+
+    def question(nb, cell):
+        i = next(i for i, c in enumerate(nb["cells"]) if _meta(c).get("grade_id") == "q_ones")
+        nb["cells"][i - 1]["source"] = nb["cells"][i - 1]["source"].replace("**(2 points)**",
+                                                                            "**(3 points)**")
+
+    def opening(nb, cell):
+        nb["cells"][0]["source"] = nb["cells"][0]["source"].replace("**Points: 12**",
+                                                                    "**Points: 13**")
+
+    for edit, words in [(header, "the header says (5, 'points'), the table 6"),
+                        (metadata, "metadata points 5, table 6"),
+                        (grades, "grades ['batchnorm-eval'], the table ['batchnorm']"),
+                        (question, "q_ones: the header says (3, 'points'), the table 2"),
+                        (opening, "first cell: points (13, 7, 5), table (12, 7, 5)")]:
+        found = changed(edit)
+        assert len(found) == 1 and words in found[0], (edit.__name__, found)
+
+
+def test_every_case_and_function_of_the_point_table_exists():
+    import importlib
+
+    from lvae_np.gradcheck import cases, points
+
+    for case in points.CASE_POINTS:
+        assert cases.find_case(case).name == case
+    for assignment in points.ASSIGNMENTS:
+        for function in assignment.functions:
+            module, _, name = function.rpartition(".")
+            if module:  # the package's name and signature
+                assert callable(getattr(importlib.import_module(f"lvae_np.{module}"), name)), function
+
+
+# ----------------------------------------------------------------------------
 # The student versions, made by nbgrader
 # ----------------------------------------------------------------------------
 def _student(nb: dict) -> dict:

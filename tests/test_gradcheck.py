@@ -242,19 +242,22 @@ def test_positional_params_refuse_a_gradient_dict_with_other_keys():
 def test_cli_prints_a_table_and_exits_zero(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
-    assert "max rel error" in out
-    for name in ("batchnorm", "mlp", "gaussian-head", "tile-rows", "logmeanexp",
-                 "lvae-L3-bn-mc-beta0.5"):
-        assert f"\n{name} " in out
-    assert f"{len(CASES)} of {len(CASES)} ops passed" in out
+    assert "max rel error" in out and "points" not in out  # the checker shows no points
+    rows = [line.split() for line in out.splitlines()[2:-2]]
+    assert [r[0] for r in rows] == [c.name for c in CASES]  # one row per case
+    assert all(float(r[1]) <= 1e-6 and r[2] == "passed" for r in rows)
+    assert f"{len(CASES)} of {len(CASES)} cases passed" in out
 
 
 def test_cli_checks_cases_by_short_name(capsys):
     assert main(["batchnorm", "merge"]) == 0
     out = capsys.readouterr().out
-    rows = [line.split()[0] for line in out.splitlines()[2:-2]]
-    assert rows == ["batchnorm"] * 3 + ["merge"] * 4
-    assert "2 of 2 ops passed" in out
+    assert [line.split()[0] for line in out.splitlines()[2:-2]] == ["batchnorm", "merge"]
+    assert "2 of 2 cases passed" in out
+    assert main(["batchnorm", "merge", "-v"]) == 0  # a row per argument
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[2:-2]]
+    assert rows == ["batchnorm", "x", "gamma", "beta", "merge", "mu_hat", "var_hat", "mu_p",
+                    "var_p"]
 
 
 def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
@@ -267,8 +270,84 @@ def test_cli_exits_one_on_a_failure(capsys, monkeypatch):
     cases.register(broken)
     assert main(["dense", "broken-softplus"]) == 1
     out = capsys.readouterr().out
-    assert "broken-softplus" in out and "FAIL" in out
-    assert "1 of 2 ops passed" in out
+    assert "broken-softplus" in out and "FAILED" in out
+    assert "1 of 2 cases passed: 1 passed, 1 failed" in out
+
+
+def _batchnorm_stub(dout, cache):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+
+
+def _batchnorm_wrong_in_training_mode(dout, cache):
+    """Batch norm's backward that forgets the batch variance's term in training mode."""
+    xhat, inv_std, gamma, training, _ = cache
+    g = dout * gamma
+    if training:
+        dx = (inv_std / dout.shape[0]) * (dout.shape[0] * g - g.sum(axis=0))
+    else:
+        dx = g * inv_std
+    return dx, (dout * xhat).sum(axis=0), dout.sum(axis=0)
+
+
+# What a wrong batch norm blocks: every case with batch norm in training mode.
+BATCHNORM_DEPENDENTS = ("mlp", "gaussian-block", "bottom-up-step", "ladder-step",
+                        "lvae-L3-bn-mc-beta0.5", "vae-L2-bn-iw3",
+                        "lvae-L3-nobn-mc-beta0.5-headbn-unshared-muup-widths")
+
+
+@pytest.mark.parametrize("op, verdict", [
+    (_batchnorm_stub, "not implemented yet (batchnorm_backward)"),
+    (_batchnorm_wrong_in_training_mode, "FAILED"),
+])
+def test_the_plain_cli_reports_one_op_on_a_screen_and_goes_on(op, verdict, capsys, monkeypatch):
+    monkeypatch.setattr(L, "batchnorm_backward", op)
+    assert main([]) == 1
+    captured = capsys.readouterr()
+    out = captured.out
+    lines = out.splitlines()
+    assert "Traceback" not in out + captured.err and captured.err == ""
+    # A screen: one row per case that ran, and a few lines for the op and all it blocks
+    # (not a row per argument of every case, nor a failure per dependent).
+    passed = sum(line.endswith("  passed") for line in lines)
+    assert len(lines) <= 45 and len(lines) - passed <= 16, out
+    rows = {line.split()[0]: line for line in lines[2:] if not line.startswith(" ")}
+    assert rows["batchnorm"].endswith(verdict)
+    if verdict == "FAILED":  # the wrong argument, its error and where, in the next line only
+        detail = lines[lines.index(rows["batchnorm"]) + 1]
+        assert detail.startswith("    gradient of 'x': max relative error") and "at index" in detail
+        assert "'gamma'" not in out and "'beta'" not in out
+        assert rows["batchnorm-eval"].endswith("passed")  # evaluation mode is right
+    # Grading went on after batch norm: the cases that do not use it ran and passed.
+    for name in ("dense", "merge", "mlp-nobn", "top-step", "lvae-L2-nobn-iw3"):
+        assert rows[name].endswith("passed"), name
+    # Its dependents: not run, named once, on the lines of one "blocked by batchnorm".
+    blocked = [i for i, line in enumerate(lines) if line.startswith("blocked by batchnorm:")]
+    assert len(blocked) == 1
+    text = " ".join(lines[blocked[0]:]).split("blocked by batchnorm-eval")[0]
+    assert all(f" {name}," in text or f" {name} " in text or text.rstrip().endswith(name)
+               for name in BATCHNORM_DEPENDENTS)
+    assert not any(name in rows for name in BATCHNORM_DEPENDENTS)
+    assert passed >= 20 and lines[-1].startswith(f"{passed} of {len(CASES)} cases passed: ")
+
+
+def test_both_routes_print_the_same_verdicts(capsys, monkeypatch):
+    monkeypatch.setattr(L, "batchnorm_backward", _batchnorm_wrong_in_training_mode)
+    names = ["dense", "batchnorm", "softplus", "mlp", "gaussian-head"]
+    assert main(names) == 1
+    plain = capsys.readouterr().out.splitlines()
+    assert main(["--grade", *names]) == 1
+    graded = capsys.readouterr().out.splitlines()
+    assert len(plain) == len(graded) == 11
+    for a, b in zip(plain[2:-2], graded[2:-2]):  # the same rows, with points in --grade
+        assert a.split()[0] == b.split()[0] and a.split()[-1] == b.split()[-1]
+    points = {line.split()[0]: line.split()[1:-2] for line in graded[2:-2]
+              if not line.startswith((" ", "blocked"))}
+    assert points == {"dense": ["3", "/", "3"], "batchnorm": ["0", "/", "6"],  # the table's
+                      "softplus": ["-"], "gaussian-head": ["-"],  # no assignment grades these
+                      "leaky-relu": ["(used)"]}  # checked first: mlp uses it
+    assert graded[-1].startswith("score 3 / 9: 3 passed, 1 failed, 1 blocked; checked first, "
+                                 "no points here: 1 passed")
 
 
 def test_cli_rejects_an_unknown_op_in_one_line_with_close_names(capsys):
@@ -297,7 +376,7 @@ def test_cli_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "lvae_np.gradcheck", "dense", "sigmoid"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "2 of 2 ops passed" in proc.stdout
+    assert "2 of 2 cases passed" in proc.stdout
     proc = subprocess.run([sys.executable, "-m", "lvae_np.gradcheck", "nosuch"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
@@ -424,8 +503,46 @@ def test_not_implemented_scores_nothing_and_grading_goes_on():
     assert [report.status(n) for n in report.names()] == [
         "passed", "not implemented", "passed", "passed", "blocked by batchnorm"]
     assert report.item("batchnorm").earned == 0 and not report.passed
-    assert report.score == 3 + 2 + 2 and report.total == 3 + 5 + 2 + 2 + 3
+    # The course's points (assignments 1 and 2): dense 3, batchnorm 6; sigmoid and mlp no
+    # assignment grades; leaky-relu is only checked first (mlp uses it), so it does not count.
+    assert [(i.points, i.counted) for i in report.items] == [
+        (3, True), (6, True), (0, False), (0, True), (0, True)]
+    assert report.score == 3 and report.total == 9
     assert "not implemented yet (batchnorm_backward)" in str(report)  # the name to write
+    everything = grade(["dense", "batchnorm", "sigmoid", "mlp"], everything=True)
+    assert [i.points for i in everything.items] == [3, 6, 0, 2, 3]  # registry weights too
+    assert everything.score == everything.total == 14
+
+
+def test_grade_without_names_grades_the_assigned_cases_with_the_notebooks_points():
+    from lvae_np.gradcheck import points
+
+    report = grade()
+    assert report.passed, str(report)
+    counted = {i.name: i.points for i in report.items if i.counted}
+    assert counted == points.CASE_POINTS
+    # The notebooks' test cells: "# 6 points" for batch norm, "# 6 points" for the two ladder
+    # steps, "# 4 points" for the two whole LVAEs; 36 of the 46 autograded points (the rest
+    # check values in the notebooks).
+    assert counted["batchnorm"] == 6 and counted["batchnorm-eval"] == 1
+    assert counted["ladder-step"] + counted["ladder-step-mc"] == 6
+    assert counted["lvae-L3-bn-mc-beta0.5"] + counted["lvae-L3-bn-analytic-beta0.5"] == 4
+    assert report.score == report.total == 36
+    used = [i.name for i in report.items if not i.counted]
+    assert {"mlp", "softplus", "gaussian-block"} <= set(used) and "sigmoid" not in used
+    assert all(i.points == 0 for i in report.items if not i.counted)
+
+
+def test_the_point_table_refuses_points_that_do_not_split():
+    from lvae_np.gradcheck import points
+
+    lopsided = points.Assignment("x.ipynb", "x", (), (points.Assigned("t", 5, ("a", "b")),))
+    with pytest.raises(points.PointTableError, match="5 points do not split equally"):
+        points.case_points((lopsided,))
+    twice = points.Assignment("x.ipynb", "x", (), (points.Assigned("t", 2, ("a",)),
+                                                   points.Assigned("u", 2, ("a",))))
+    with pytest.raises(points.PointTableError, match="graded by two cells"):
+        points.case_points((twice,))
 
 
 def test_a_stub_is_not_implemented_even_where_what_it_uses_is_not():
@@ -455,7 +572,7 @@ def test_a_backward_that_breaks_the_contract_gets_one_sentence(returns, sentence
     assert report.status("mlp-nobn") == "blocked by leaky-relu"
     (detail,) = report.item("leaky-relu").details
     assert detail.startswith(sentence)
-    assert len(str(report).splitlines()) == 8
+    assert len(str(report).splitlines()) == 8  # dense (used), leaky-relu and its one line
 
 
 def test_an_exception_is_one_sentence_with_the_line_that_raised():
@@ -494,9 +611,13 @@ def test_using_reaches_the_composites_and_models_built_on_the_op():
         return right(dout, cache, **kwargs)
 
     mine = {"layers.dense_backward": dense_backward}
-    assert grade(["dense"], using=mine).passed
+    # It calls the package's own dense_backward: a course would refuse it.
+    assert grade(["dense"], using=mine).status("dense") == "not the student's code"
+    assert not seen
+    assert grade(["dense"], using=mine, allow_package=True).passed
     calls = len(seen)
-    assert calls > 0 and grade(["mlp-nobn"], using=mine).passed and len(seen) > calls
+    assert calls > 0 and grade(["mlp-nobn"], using=mine, allow_package=True).passed
+    assert len(seen) > calls
     out, cache = find_case("dense").forward(*find_case("dense").inputs())
     with grading.replaced(mine):
         find_case("dense").backward(out, cache)  # the case calls through the module
@@ -565,18 +686,37 @@ def test_register_refuses_a_use_of_an_unregistered_case(monkeypatch):
 def test_cli_grade_prints_the_table_and_exits_one_on_a_failure(capsys, monkeypatch):
     assert main(["--grade", "batchnorm", "merge"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].startswith("score 10 / 10: 2 passed")
+    assert out.splitlines()[-1].startswith("score 10 / 10: 2 passed")  # 6 + 4, as assigned
 
     def wrong_backward(dout, cache):  # softplus' written as sigmoid(-x)
         return (dout * L.sigmoid(-cache.x),)
 
     monkeypatch.setattr(L, "softplus_backward", wrong_backward)
-    assert main(["--grade", "gaussian-head"]) == 1
+    assert main(["--grade", "--all", "gaussian-head"]) == 1
     out = capsys.readouterr().out
     assert "softplus" in out and "FAILED" in out and "blocked by softplus (0 / 2 points): " \
         "gaussian-head" in out
     assert main(["--grade", "nosuch"]) == 2
     assert capsys.readouterr().err.startswith("lvae_np.gradcheck: error: unknown op 'nosuch'")
+
+
+def test_cli_grade_counts_the_assigned_cases_unless_all(capsys):
+    from lvae_np.gradcheck import points
+
+    assert main(["--grade"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith(f"score 36 / 36: {len(points.CASE_POINTS)} passed; "
+                                           "checked first, no points here: ")
+    rows = {line.split()[0]: line.split()[1:-2] for line in out.splitlines()[2:-2]}
+    assert rows["batchnorm"] == ["6", "/", "6"] and rows["softplus"] == ["(used)"]
+    assert "sigmoid" not in rows and "tile-rows" not in rows  # no assignment uses them
+    assert main(["--grade", "--all"]) == 0
+    out = capsys.readouterr().out
+    course = [c for c in CASES if c.course]
+    total = sum(points.CASE_POINTS.get(c.name, c.points) for c in course)
+    assert out.splitlines()[-1].startswith(f"score {total} / {total}: {len(course)} passed (")
+    rows = {line.split()[0]: line.split()[1:-2] for line in out.splitlines()[2:-2]}
+    assert rows["batchnorm"] == ["6", "/", "6"] and rows["sigmoid"] == ["2", "/", "2"]
 
 
 def test_check_gradients_says_when_backward_returns_nothing():

@@ -11,7 +11,9 @@
   (``markers.cut``): the assigned functions raise NotImplementedError and
   their docstrings keep the question but not the answer;
 * ``pyproject.toml`` to install that copy, and ``README.md`` saying how to
-  install, work and grade;
+  install, what to write (every function and graded cell of the assignments,
+  from the course's point table, ``lvae_np.gradcheck.points``) and how to
+  grade;
 * ``.lvae_np-release.json``, the manifest: the package's version, the source
   tree, and every file written with its SHA-256.
 
@@ -34,6 +36,7 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..gradcheck import points
 from ..training.fileio import atomic_write, atomic_write_text
 from . import markers
 from .folders import (MANIFEST, NOTEBOOK_FOLDERS, CourseError, check_out, check_source,
@@ -198,10 +201,45 @@ include = ["lvae_np*"]
 """
 
 
+def what_to_write(cut: dict) -> list:
+    """README lines: per assignment, every function and cell to write, from the point table.
+
+    Args:
+        cut: as ``copy_package`` returns it, to say where a function's stub is.
+    """
+    stubs = {f"{Path(path).with_suffix('').as_posix().removeprefix('lvae_np/').replace('/', '.')}"
+             f".{name}": path for path, names in cut.items() for name in names}
+    assignments = points.ASSIGNMENTS
+    lines = [f"The assignments in `assignments/`: {points.total()} points, "
+             f"{sum(a.autograded for a in assignments)} autograded by their test cells and "
+             f"{sum(a.written for a in assignments)} for written answers, graded by hand. "
+             "Write each function in its answer cell, with the name and arguments given there.",
+             ""]
+    listed = set()
+    for a in assignments:
+        functions = []
+        for function in a.functions:
+            listed.add(function)
+            where = f" (a stub in `{stubs[function]}` too)" if function in stubs else ""
+            functions.append(f"`{points.function_name(function)}`{where}")
+        tests = [i for i in a.items if not i.written]
+        written = [i for i in a.items if i.written]
+        lines += [f"### `assignments/{a.notebook}`: {a.title}, {a.points} points", "",
+                  f"- functions: {', '.join(functions)}",
+                  "- test cells: " + ", ".join(f"`{i.cell}` ({i.points})" for i in tests)]
+        if written:
+            lines.append("- written answers: "
+                         + ", ".join(f"`{i.cell}` ({i.points})" for i in written))
+        lines.append("")
+    others = [f"`{stubs[f]}`: `{points.function_name(f)}`" for f in stubs if f not in listed]
+    if others:
+        lines += ["Also stubs in this copy of lvae_np, asked for by no assignment: "
+                  + ", ".join(others), ""]
+    return lines
+
+
 def readme(cut: dict, notebooks: list) -> str:
     """The student folder's README: install, what to write, how to grade yourself."""
-    functions = [f"- `{path}`: {', '.join(f'`{name}`' for name in names)}"
-                 for path, names in cut.items()]
     books = [f"- `{rel}`" for rel in notebooks if str(rel).endswith(".ipynb")]
     return "\n".join([
         "# lvae_np: student version",
@@ -219,27 +257,32 @@ def readme(cut: dict, notebooks: list) -> str:
         "",
         "## What to write",
         "",
-        *functions,
-        "",
+        *what_to_write(cut),
         "## Notebooks",
         "",
         *(books or ["(none in this release)"]),
         "",
         "## Grade yourself",
         "",
-        "```bash",
-        "python -m lvae_np.gradcheck --grade             # every op, composite and model",
-        "python -m lvae_np.gradcheck --grade batchnorm   # one op (with the ops it uses)",
-        "```",
-        "",
-        "Each case gets points, and one verdict: passed, failed (with the argument,",
-        "the relative error and where), not implemented, error, or blocked by the op it",
-        "uses that did not pass. From Python or a notebook, with your own function:",
+        "Each test cell grades your functions when you run it and prints a table: the",
+        "points of the checks it names, as its first line says, and one verdict per check:",
+        "passed, failed (with the argument, the relative error and where), not implemented,",
+        "error, not the student's code, or blocked by the op it uses that did not pass. The",
+        "checks it is built on run first, marked \"(used)\". Only your own code counts: a",
+        "function imported from lvae_np, one calling it, or one defined outside the notebook",
+        "earns nothing. From Python or a notebook, with your own function:",
         "",
         "```python",
         "from lvae_np.gradcheck import grade",
         'report = grade(["batchnorm"], using={"layers.batchnorm_backward": batchnorm_backward})',
         "print(report)",
+        "```",
+        "",
+        "If you write the functions in this copy of lvae_np instead (the stubs above):",
+        "",
+        "```bash",
+        "python -m lvae_np.gradcheck --grade             # every assigned check, with its points",
+        "python -m lvae_np.gradcheck --grade batchnorm   # one check (after those it uses)",
         "```",
         "",
     ])

@@ -1,9 +1,13 @@
 """Gradient checks: the checker (``engine``), the registered cases (``cases``), the autograder and the CLI.
 
-The package runs one way: ``__main__`` (``python -m lvae_np.gradcheck``) uses
-``grading`` (the autograder) and ``cases``, which use ``engine``; the engine
-uses nothing of lvae_np but its array helpers. Importing ``lvae_np.gradcheck``
-loads only the engine, whose public names it re-exports::
+The package runs one way: ``__main__`` (``python -m lvae_np.gradcheck``, with
+or without ``--grade``) uses ``grading`` (the autograder) and ``cases``, which
+use ``engine``; ``grading`` takes the course's points from ``points`` (the
+point table, which the assignment notebooks agree with and the release's
+student README lists), refuses what is not the student's code with
+``ownership`` and reports with ``report``. The engine uses nothing of lvae_np but its array helpers.
+Importing ``lvae_np.gradcheck`` loads only the engine, whose public names it
+re-exports::
 
     from lvae_np.gradcheck import assert_gradients, check_gradients
 

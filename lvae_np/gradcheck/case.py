@@ -31,7 +31,7 @@ from .engine import (
 
 KINDS = ("op", "composite", "model")
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9.-]*")  # one word on a command line
-POINTS = {"op": 2, "composite": 2, "model": 3}   # a case's points unless it says
+POINTS = {"op": 2, "composite": 2, "model": 3}   # a case's registry weight unless it says
 
 
 class Late:
@@ -108,8 +108,11 @@ class Case:
         uses: the names of the registered cases whose ops this one calls
             (directly; theirs follow). The autograder checks those first and
             reports this case "blocked" when one of them fails.
-        points: what the case is worth to the autograder (default by kind, POINTS).
-        course: part of the course's grading (``grade()`` with no names, and the
+        points: its registry weight (default by kind, POINTS): what it is worth to
+            ``grade(..., everything=True)`` (``--grade --all``) when no assignment
+            grades it. The course's points are the point table's (``points.py``),
+            which overrides this for every case an assignment grades.
+        course: part of the course's grading (``grade(everything=True)``, and the
             groups ``all``, ``ops``...); False for the cases of the original
             code's options, which the checker runs but a course does not assign.
 

@@ -12,23 +12,33 @@ and on the command line ``python -m lvae_np.gradcheck --grade [NAMES...]``.
 What it does:
 
 * ``names`` picks registered cases (``cases.py``) or groups of them
-  (``GROUPS``: ``ops``, ``composites``, ``models``, a module such as
-  ``layers``, or ``all``). Each comes with the cases it uses (``Case.uses``),
+  (``groups``: ``ops``, ``composites``, ``models``, a module such as
+  ``layers``, or ``all``); none picks the cases the course assigns
+  (``points.py``). Each comes with the cases it uses (``Case.uses``),
   checked first, in the registry's order.
 * ``using`` puts functions in place of the package's (``"layers.dense_backward"
   -> f``) while grading, and puts the package's back afterwards, even on an
   error. The cases, and every composite and model built on the replaced op,
   then run the replacement: the package calls its ops through their modules.
+  Only the student's own functions are put in place (``ownership.py``): one
+  that is lvae_np's own, wraps or calls it, copies its code or, in a notebook,
+  comes from outside it, is refused and its cases get the verdict "not the
+  student's code". The package's own tests pass ``allow_package=True``; to
+  grade the package's functions as installed, give no ``using``.
 * Verdicts (``GradeReport.status``): ``"passed"``; ``"failed"`` (a gradient is
   wrong, or the op broke its contract: one sentence says how, e.g. a backward
   that returned None); ``"not implemented"`` (a function raises
   NotImplementedError, the state of a released student copy); ``"error"``
-  (another exception, in one sentence with the line that raised it); and
-  ``"blocked by <case>"`` for a case that uses one that did not pass: it is
-  not run, and is listed once under the case to blame.
-* Points: each case's ``points`` (``Case.points``: 1 to 5 for an op or a
-  composite, by how much there is to derive; 3 for a whole model). A case
-  earns its points when it passes, nothing otherwise.
+  (another exception, in one sentence with the line that raised it);
+  ``"not the student's code"`` (one line says why); and ``"blocked by
+  <case>"`` for a case that uses one that did not pass: it is not run, and is
+  listed once under the case to blame.
+* Points: the course's point table (``points.py``) gives each case an
+  assignment grades its points, the same as the notebook's test cell says;
+  a case earns them when it passes. Only the cases asked for count: those
+  checked first because they are used show "-" (they count where they are
+  asked for), and so does a case no assignment grades, unless ``everything``
+  (``--grade --all``) counts it at its registry weight ``Case.points``.
 """
 from __future__ import annotations
 
@@ -41,20 +51,24 @@ import inspect
 import os
 import textwrap
 import traceback
-from dataclasses import dataclass, field
 
 import numpy
 
-from . import cases
+from . import cases, ownership, points
 from .case import Case
 from .engine import DEFAULT_TOL, backward_problem
+from .report import (  # noqa: F401  (the verdicts are part of the grader's interface)
+    BLOCKED,
+    ERROR,
+    FAILED,
+    NOT_IMPLEMENTED,
+    NOT_OWN,
+    PASSED,
+    GradeReport,
+    Item,
+)
 
-PASSED, FAILED, NOT_IMPLEMENTED, ERROR, BLOCKED = (
-    "passed", "failed", "not implemented", "error", "blocked by")
-RESULT = {PASSED: "passed", FAILED: "FAILED", NOT_IMPLEMENTED: "not implemented yet",
-          ERROR: "ERROR"}
 WORST = 3     # wrong arguments shown per failed case (the largest errors)
-WIDTH = 100   # of the table's wrapped lines
 KIND_GROUPS = {"ops": "op", "composites": "composite", "models": "model"}
 # Frames of these folders are not where a student's error is
 _SKIP = tuple(os.path.dirname(m.__file__) for m in (numpy, cases, contextlib))
@@ -64,97 +78,8 @@ class ContractError(Exception):
     """An op broke the op contract (wrong return); the message is one sentence."""
 
 
-@dataclass
-class Item:
-    """The grade of one case."""
-
-    name: str
-    kind: str
-    points: int
-    status: str = PASSED
-    details: list = field(default_factory=list)  # lines under the row (not implemented: names)
-
-    @property
-    def earned(self) -> int:
-        return self.points if self.status == PASSED else 0
-
-
-@dataclass
-class GradeReport:
-    """What ``grade`` found: one Item per graded case, in the order graded."""
-
-    items: list
-    seed: int = 0
-    tol: float = DEFAULT_TOL
-
-    @property
-    def passed(self) -> bool:
-        """Every graded case passed."""
-        return all(item.status == PASSED for item in self.items)
-
-    @property
-    def score(self) -> int:
-        return sum(item.earned for item in self.items)
-
-    @property
-    def total(self) -> int:
-        return sum(item.points for item in self.items)
-
-    def item(self, name: str) -> Item:
-        """The graded case called ``name`` (KeyError if it was not graded)."""
-        for item in self.items:
-            if item.name == name:
-                return item
-        raise KeyError(f"{name!r} was not graded; graded: {', '.join(self.names())}")
-
-    def names(self) -> list:
-        return [item.name for item in self.items]
-
-    def status(self, name: str) -> str:
-        """``"passed"``, ``"failed"``, ``"not implemented"``, ``"error"`` or ``"blocked by X"``."""
-        return self.item(name).status
-
-    def counts(self) -> dict:
-        """How many cases got each verdict ("blocked" for every "blocked by ..."), none left out."""
-        found = dict.fromkeys((PASSED, FAILED, NOT_IMPLEMENTED, ERROR, "blocked"), 0)
-        for item in self.items:
-            found["blocked" if item.status.startswith(BLOCKED) else item.status] += 1
-        return {verdict: n for verdict, n in found.items() if n}
-
-    def __str__(self) -> str:
-        shown = [i for i in self.items if not i.status.startswith(BLOCKED)]
-        width = max([len(i.name) for i in shown] + [4])
-        header = f"{'case':<{width}}  {'points':>7}  result"
-        rule = "-" * max(len(header), 60)
-        lines = [header, rule]
-        for item in shown:
-            result, details = RESULT[item.status], item.details
-            if item.status == NOT_IMPLEMENTED:  # the function's name fits on the row
-                result, details = f"{result} ({', '.join(details)})", []
-            lines.append(f"{item.name:<{width}}  {item.earned:>3} / {item.points:<2} "
-                         f" {result}")
-            lines += [f"    {d}" for d in details]
-        blocked = {}
-        for item in self.items:
-            if item.status.startswith(BLOCKED):
-                blocked.setdefault(item.status, []).append(item)
-        for status, items in blocked.items():
-            head = f"{status} (0 / {sum(i.points for i in items)} points): "
-            lines += textwrap.wrap(", ".join(i.name for i in items), WIDTH,
-                                   initial_indent=head, subsequent_indent="    ",
-                                   break_on_hyphens=False)
-        lines.append(rule)
-        counts = ", ".join(f"{n} {verdict}" for verdict, n in self.counts().items())
-        lines.append(f"score {self.score} / {self.total}: {counts} (seed {self.seed}, "
-                     f"tolerance {self.tol:g}, float64)")
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"<GradeReport score {self.score} / {self.total}: {'passed' if self.passed else 'not passed'}>"
-
-
 # ----------------------------------------------------------------------------
-# Which cases
+# Which cases, and their points
 # ----------------------------------------------------------------------------
 def groups() -> dict:
     """Group name -> its cases: ``all``, ``ops``, ``composites``, ``models`` and each module.
@@ -172,30 +97,59 @@ def groups() -> dict:
     return found
 
 
-def select(names=None) -> list:
-    """The cases ``names`` asks for, with every case they use, in the registry's order.
+def assigned() -> list:
+    """The cases the course's assignments grade (``points.CASE_POINTS``), in the registry's order.
+
+    Raises:
+        cases.UnknownCaseError: the point table names a case not registered.
+    """
+    names = {cases.find_case(name).name for name in points.CASE_POINTS}
+    return [c for c in cases.CASES if c.name in names]
+
+
+def asked(names=None, *, everything: bool = False) -> list:
+    """The cases ``names`` asks for, in the registry's order (not those they use).
 
     Args:
-        names: case or group names (one string or several); None for all.
+        names: case or group names (one string or several); None for the
+            assigned cases, or with ``everything`` for every case of the course.
+        everything: see ``grade``.
 
     Raises:
         cases.UnknownCaseError: a name is neither (one line, naming close ones).
     """
     if names is None:
-        return [c for c in cases.CASES if c.course]
+        return groups()["all"] if everything else assigned()
     if isinstance(names, str):
         names = [names]
-    known, wanted = groups(), []
+    known, wanted = groups(), set()
     for name in names:
-        wanted += known[name] if name in known else [cases.find_case(name)]
+        wanted |= {c.name for c in known[name]} if name in known else {cases.find_case(name).name}
+    return [c for c in cases.CASES if c.name in wanted]
+
+
+def select(names=None, *, everything: bool = False) -> list:
+    """The cases ``names`` asks for (see ``asked``), with every case they use, in the registry's order.
+
+    Raises:
+        cases.UnknownCaseError: a name is neither (one line, naming close ones).
+    """
     by_name = {c.name: c for c in cases.CASES}
-    needed, todo = set(), [c.name for c in wanted]
+    needed, todo = set(), [c.name for c in asked(names, everything=everything)]
     while todo:
         name = todo.pop()
         if name not in needed:
             needed.add(name)
             todo += list(by_name[name].uses)
     return [c for c in cases.CASES if c.name in needed]
+
+
+def points_of(case: Case, *, everything: bool = False) -> int:
+    """What ``case`` is worth: the point table's points, else its registry weight with
+    ``everything``, else nothing (no assignment grades it)."""
+    if case.name in points.CASE_POINTS:
+        return points.CASE_POINTS[case.name]
+    return case.points if everything else 0
 
 
 # ----------------------------------------------------------------------------
@@ -337,13 +291,24 @@ def _sentence(exc: Exception) -> str:
 # ----------------------------------------------------------------------------
 # Grading
 # ----------------------------------------------------------------------------
-def grade_case(case: Case, blame: dict, *, seed: int, tol: float) -> Item:
-    """Grade one case, given the blame of those graded before (case -> cases at fault)."""
-    item = Item(case.name, case.kind, case.points)
+def grade_case(case: Case, blame: dict, *, seed: int, tol: float, worth: int | None = None,
+               counted: bool = True, refused: dict | None = None) -> Item:
+    """Grade one case, given the blame of those graded before (case -> cases at fault).
+
+    Args:
+        worth: its points (default: ``case.points``).
+        counted: whether it was asked for (its points count) or is checked first.
+        refused: ``using`` key -> why its function is not the student's (``ownership``).
+    """
+    item = Item(case.name, case.kind, case.points if worth is None else worth,
+                counted=counted)
     order = [c.name for c in cases.CASES]
     roots = sorted({r for u in case.uses for r in blame.get(u, ())}, key=order.index)
-    stub = stub_of(case)
-    if stub is not None:
+    mine = [refused[key] for key in case.functions() if key in (refused or {})]
+    stub = None if mine else stub_of(case)
+    if mine:
+        item.status, item.details = NOT_OWN, mine[:1]
+    elif stub is not None:
         item.status, item.details = NOT_IMPLEMENTED, [stub]
     elif roots:
         item.status = f"{BLOCKED} {', '.join(roots)}"
@@ -360,6 +325,7 @@ def grade_case(case: Case, blame: dict, *, seed: int, tol: float) -> Item:
         except Exception as exc:  # noqa: BLE001 (a student's error, in one sentence)
             item.status, item.details = ERROR, [_sentence(exc)]
         else:
+            item.arguments = list(report.arguments)
             if not report.passed:
                 item.status = FAILED
                 wrong = sorted((a for a in report.arguments if not a.passed),
@@ -372,19 +338,44 @@ def grade_case(case: Case, blame: dict, *, seed: int, tol: float) -> Item:
     return item
 
 
-def grade(names=None, *, using: dict | None = None, seed: int = 0,
-          tol: float = DEFAULT_TOL) -> GradeReport:
+def refusals(using: dict, *, allow_package: bool = False) -> dict:
+    """``using`` key -> one line saying why its function is not the student's own, for those refused.
+
+    Raises:
+        ValueError, TypeError: as ``replaced``.
+    """
+    found = {}
+    for key, function in using.items():
+        module, name = target(key)
+        if not callable(function):
+            raise TypeError(f"using[{key!r}] is a {type(function).__name__}, not a function")
+        why = None if allow_package else ownership.refusal(key, function, getattr(module, name))
+        if why:
+            found[key] = why
+    return found
+
+
+def grade(names=None, *, using: dict | None = None, seed: int = 0, tol: float = DEFAULT_TOL,
+          everything: bool = False, allow_package: bool = False) -> GradeReport:
     """Grade registered cases: ops before the composites and models built on them.
 
     Args:
         names: case names (``"batchnorm"``, ``"ladder-step"``), group names
             (``"ops"``, ``"layers"``, see ``groups``), one or several; None for
-            all. The cases they use are graded too, first.
+            the cases the course's assignments grade (``points.py``). The
+            cases they use are graded too, first, without counting.
         using: ``"module.function" -> function`` to grade in place of the
             package's (``{"layers.batchnorm_backward": my_backward}``), for the
-            duration of the call.
+            duration of the call. Each must be the student's own (see
+            ``ownership``): a refused one is not put in place, and its cases
+            score 0 as "not the student's code".
         seed: seed of the inputs and upstream gradients.
         tol: largest acceptable relative error (float64).
+        everything: with no names, every case of the course, not only the
+            assigned ones; and a case no assignment grades counts at its
+            registry weight (``Case.points``) instead of nothing.
+        allow_package: accept lvae_np's own functions (and functions calling
+            them) in ``using``: for the package's own tests, never for a course.
 
     Returns:
         a GradeReport; ``print`` it for the table. Nothing is raised for a
@@ -395,9 +386,19 @@ def grade(names=None, *, using: dict | None = None, seed: int = 0,
         ValueError, TypeError: a key of ``using`` names no function of
             lvae_np, or a value is not callable.
     """
-    selected = select(names)
+    wanted = {c.name for c in asked(names, everything=everything)}
+    selected = select(names, everything=everything)
+    using = dict(using or {})
+    refused = refusals(using, allow_package=allow_package)
+    mine = {key: function for key, function in using.items() if key not in refused}
     blame, items = {}, []
-    with replaced(using or {}):
+    with replaced(mine):
         for case in selected:
-            items.append(grade_case(case, blame, seed=seed, tol=tol))
+            counted = case.name in wanted
+            worth = points_of(case, everything=everything) if counted else 0
+            items.append(grade_case(case, blame, seed=seed, tol=tol, worth=worth,
+                                    counted=counted, refused=refused))
+    owned = {key for case in selected for key in case.functions()}
+    items += [Item(key, "function", 0, NOT_OWN, [why]) for key, why in refused.items()
+              if key not in owned]  # refused, and no case graded here is its own
     return GradeReport(items, seed, tol)

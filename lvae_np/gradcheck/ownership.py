@@ -1,0 +1,220 @@
+"""Whose code is it: the autograder refuses a function that the student did not write.
+
+Autograding runs with the full package installed, so an answer cell holding
+only ``from lvae_np.layers import batchnorm_backward`` would otherwise hand
+the package's own backward to ``grade(..., using={...})`` and score its
+points. ``refusal(key, function, original)`` says in one line why
+``function``, given for ``key`` (``"layers.batchnorm_backward"``), is not the
+student's own, or returns None. It is not the student's when it
+
+1. is not a function written in Python (a builtin, a NumPy ufunc);
+2. is lvae_np's own: its module is lvae_np's, its code lies in the installed
+   package's folder, or its code object is a package function's
+   (``types.FunctionType(layers.batchnorm_backward.__code__, ...)``); also
+   through ``functools.partial``, ``functools.wraps`` and bound methods;
+3. is a copy of the package's function for ``key``: the same bytecode, names
+   and constants, docstring included (its source, exec'd);
+4. calls the package's function for ``key`` that it stands in for, held as
+   a global, a default or a closure variable, itself or through helpers of
+   its own, defined beside it (``ref = layers.batchnorm_backward`` before a
+   wrapper);
+5. is defined outside the notebook, when ``grade`` runs in one (an IPython
+   kernel: ``nbgrader autograde``, ``pytest --nbmake``, JupyterLab): in a
+   module or a file other than a cell.
+
+A function written in a notebook cell has ``__module__ == "__main__"`` and a
+code "file" that names the cell: ipykernel (6 and later, under IPython 8 and
+9) compiles a cell as ``<tmp>/ipykernel_<pid>/<hash>.py``, a file that does
+not exist; the terminal IPython as ``<ipython-input-<n>-<hash>>``. Source
+exec'd from the notebook, as assignment 4 loads the functions of assignments
+1 to 3, has a pseudo-file such as ``<string>`` and no module: also the
+student's.
+
+The package's own tests grade package functions with ``allow_package=True``
+(no refusal at all), or without ``using`` (the package as installed).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import sys
+import types
+
+PACKAGE_DIR = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# The pseudo-file of a notebook cell: ipykernel's, then the terminal IPython's.
+CELL_FILE = re.compile(r"(?:[\\/]ipykernel_\d+[\\/]\w+\.py|^<ipython-input-\d+-\w+>)$")
+
+
+def layers_of(function) -> list:
+    """``function`` and what it wraps: partials' functions, ``__wrapped__``, bound methods' functions."""
+    found, seen = [], set()
+    while function is not None and id(function) not in seen:
+        seen.add(id(function))
+        found.append(function)
+        if isinstance(function, functools.partial):
+            function = function.func
+        elif isinstance(function, types.MethodType):
+            function = function.__func__
+        else:
+            function = getattr(function, "__dict__", {}).get("__wrapped__")
+    return found
+
+
+def python_function(function):
+    """The Python function that runs when ``function`` is called, or None (a builtin, a ufunc)."""
+    inner = layers_of(function)[-1]
+    if isinstance(inner, types.FunctionType):
+        return inner
+    call = getattr(type(inner), "__call__", None)  # an instance of a class of the notebook's
+    return call if isinstance(call, types.FunctionType) else None
+
+
+def _in_package(filename: str) -> bool:
+    if not filename or filename.startswith("<"):
+        return False
+    path = os.path.realpath(os.path.abspath(filename))
+    return path == PACKAGE_DIR or path.startswith(PACKAGE_DIR + os.sep)
+
+
+def package_name(function) -> str | None:
+    """``"lvae_np.layers.batchnorm_backward"`` when ``function`` is lvae_np's own code, else None."""
+    module = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__qualname__", None) or getattr(function, "__name__", "?")
+    if module == "lvae_np" or module.startswith("lvae_np."):
+        return f"{module}.{name}"
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    if _in_package(code.co_filename):  # the package's code, in a function made anew
+        where = os.path.relpath(os.path.realpath(code.co_filename), os.path.dirname(PACKAGE_DIR))
+        return f"{name} (made from the code of {where})"
+    return None
+
+
+def same_code(a: types.CodeType, b: types.CodeType) -> bool:
+    """Whether two code objects were compiled from the same source (wherever it was compiled)."""
+    if (a.co_code, a.co_names, a.co_varnames, a.co_freevars, a.co_cellvars) != (
+            b.co_code, b.co_names, b.co_varnames, b.co_freevars, b.co_cellvars):
+        return False
+    if len(a.co_consts) != len(b.co_consts):
+        return False
+    for x, y in zip(a.co_consts, b.co_consts):
+        if isinstance(x, types.CodeType) and isinstance(y, types.CodeType):
+            if not same_code(x, y):
+                return False
+        elif type(x) is not type(y) or x != y:
+            return False
+    return True
+
+
+def _is(value, package: str) -> bool:
+    """Whether calling ``value`` runs the package's function ``package``
+    (``"lvae_np.layers.batchnorm_backward"``): itself, or a partial or wrapper of it."""
+    qualname = package.rpartition(".")[2]
+    for layer in layers_of(value):
+        code = getattr(layer, "__code__", None)
+        if package_name(layer) == package or (
+                isinstance(code, types.CodeType) and _in_package(code.co_filename)
+                and code.co_qualname == qualname):
+            return True
+    return False
+
+
+def _names(code: types.CodeType) -> set:
+    """Every global or attribute name ``code`` and the functions nested in it use."""
+    found = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found |= _names(const)
+    return found
+
+
+def _reaches(function: types.FunctionType, package: str, seen: set) -> str | None:
+    """The name by which ``function`` (or a helper of its own it calls) holds the package's
+    function ``package`` (``"lvae_np.layers.batchnorm_backward"``)."""
+    if id(function) in seen:
+        return None
+    seen.add(id(function))
+    held = [(name, function.__globals__[name]) for name in sorted(_names(function.__code__))
+            if name in function.__globals__]
+    held += [(name, cell.cell_contents)
+             for name, cell in zip(function.__code__.co_freevars, function.__closure__ or ())
+             if _filled(cell)]
+    held += [("a default argument", v) for v in function.__defaults__ or ()]
+    held += [(f"the default of {k}", v) for k, v in (function.__kwdefaults__ or {}).items()]
+    for name, value in held:
+        if _is(value, package):
+            return name
+    for _, value in held:  # helpers of its own: of the same notebook or file, not libraries'
+        helper = python_function(value) if callable(value) else None
+        if helper is not None and package_name(helper) is None and (
+                helper.__globals__ is function.__globals__
+                or helper.__module__ in ("__main__", None)):
+            found = _reaches(helper, package, seen)
+            if found:
+                return found
+    return None
+
+
+def _filled(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:  # an empty cell: the variable is not bound yet
+        return False
+    return True
+
+
+def in_notebook() -> bool:
+    """Whether this runs inside an IPython shell or kernel (a notebook, nbgrader, nbmake)."""
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    return get is not None and get() is not None
+
+
+def _outside_notebook(function: types.FunctionType) -> str | None:
+    """Where ``function`` was defined, when that is not this notebook; else None."""
+    module = function.__module__
+    filename = function.__code__.co_filename
+    if module not in ("__main__", None):
+        return f"module {module}"
+    if not CELL_FILE.search(filename) and os.path.isfile(filename):
+        return filename
+    return None
+
+
+def refusal(key: str, function, original=None, *, notebook: bool | None = None) -> str | None:
+    """One line saying why ``function``, given for ``key``, is not the student's own; None if it is.
+
+    Args:
+        key: what it stands in for, ``"layers.batchnorm_backward"``.
+        function: the function given.
+        original: what the package's module holds for ``key`` now, to spot
+            copies of it when it is the package's own.
+        notebook: whether to require that it comes from the notebook (default:
+            whether this runs in an IPython kernel, ``in_notebook()``).
+    """
+    for layer in layers_of(function):
+        found = package_name(layer)
+        if found:
+            what = (found if layer is function
+                    else f"a {type(function).__name__} around {found}")
+            return (f"{key}: {what} is lvae_np's own code, not yours: "
+                    "write the function in the notebook")
+    inner = python_function(function)
+    if inner is None:
+        return f"{key}: a {type(function).__name__} is not a function you wrote in Python"
+    original_code = getattr(original, "__code__", None)
+    if (package_name(original) and isinstance(original_code, types.CodeType)
+            and same_code(inner.__code__, original_code)):
+        return f"{key}: {inner.__name__} is a copy of lvae_np's own {key}, not one you wrote"
+    name = _reaches(inner, f"lvae_np.{key.removeprefix('lvae_np.')}", set())
+    if name:
+        return (f"{key}: {inner.__name__} calls lvae_np's own {key} ({name}), "
+                "so its result is not yours")
+    if notebook if notebook is not None else in_notebook():
+        where = _outside_notebook(inner)
+        if where:
+            return (f"{key}: {inner.__name__} is defined in {where}, not in this notebook: "
+                    "write it in its answer cell")
+    return None
