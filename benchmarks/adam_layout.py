@@ -1,6 +1,6 @@
 """Adam on one flat buffer or array by array: the CPU step time of each, interleaved.
 
-``optim.FlatAdam`` updates the whole buffer at once on a GPU (fewer kernel
+``fast.FlatAdam`` updates the whole buffer at once on a GPU (fewer kernel
 launches) and array by array on a CPU. This script shows why on the CPU: it
 times the paper's training step (``loss_and_grads`` and the Adam update,
 batch 256, float32) with ``whole_buffer=True`` and with ``False``, one step of
@@ -28,10 +28,11 @@ def main(argv=None) -> int:
     import numpy
 
     from lvae_np.backend import get_backend
+    from lvae_np.fast import FlatAdam
     from lvae_np.models import Model, ModelConfig
-    from lvae_np.optim import FlatAdam
 
-    model = Model(ModelConfig(kind=args.model), get_backend("numpy", dtype="float32", seed=0))
+    model = Model(ModelConfig(kind=args.model), get_backend("numpy", dtype="float32", seed=0),
+                  fast=True)
     params, state = model.init()
     x = model.backend.asarray((numpy.random.default_rng(0).random((256, 784)) < 0.3)
                               .astype("float32"))

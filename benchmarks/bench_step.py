@@ -6,8 +6,9 @@ contender once, the starting contender rotating), so that drifts in machine
 load hit all contenders alike:
 
 * ``lvae_np step``: ``model.loss_and_grads`` + ``adam_update_`` + the state
-  update, on ``--backend``; and the same step split into forward
-  (``model.forward``), backward (``model.backward``) and Adam.
+  update, on ``--backend``, with the fast forms of the ops
+  (``Model(fast=True)``, as training runs it); and the same step split into
+  forward (``model.forward``), backward (``model.backward``) and Adam.
 * ``floor``: the same step's matrix products alone, replayed with
   preallocated operands and ``matmul(a, b, out=c)``. The products are
   recorded once per model by wrapping ``lvae_np.layers.dense_forward`` and
@@ -114,7 +115,8 @@ from lvae_np.backend import get_backend  # noqa: E402
 import op_count  # noqa: E402  (benchmarks/op_count.py, beside this script)
 from lvae_np.steps import tile_part  # noqa: E402
 from lvae_np.models import Model, ModelConfig  # noqa: E402
-from lvae_np.optim import AdamConfig, adam_init, adam_update_  # noqa: E402
+from lvae_np.fast import adam_update_  # noqa: E402
+from lvae_np.optim import AdamConfig, adam_init  # noqa: E402
 
 clock = time.perf_counter
 
@@ -482,7 +484,8 @@ def print_matmuls(kind, records, summary, patched, expected, full=False):
 # The float64 check: the torch model computes lvae_np's loss
 # ============================================================================
 def equivalence_check(torch, tm_mod, kind, batch, test):
-    model = Model(config_for(kind), backend=get_backend("numpy", dtype="float64", seed=123))
+    model = Model(config_for(kind), backend=get_backend("numpy", dtype="float64", seed=123),
+                  fast=True)
     params, state = model.init()
     x = batch.astype(np.float64)
     noise = model.noise(x.shape[0])
@@ -624,7 +627,7 @@ def run_only(args):
     batch, test = load_data(args)
     be = get_backend(args.backend, dtype="float32", seed=args.seed)
     sync = make_sync(be)
-    model = Model(config_for(kind), backend=be)
+    model = Model(config_for(kind), backend=be, fast=True)
     params, state = model.init()
     torch = tmodel = device = None
     if what.startswith("torch"):
@@ -802,7 +805,7 @@ def main(args):
     print("== Matrix products of one training step (through lvae_np.layers.dense_*) ==")
     for kind in kinds:
         config = config_for(kind)
-        model = Model(config, backend=be)
+        model = Model(config, backend=be, fast=True)   # the forms training runs
         params, state = model.init()
         records, patched = record_matmuls(model, params, state, x)
         summary = summarize_matmuls(records)

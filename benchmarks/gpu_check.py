@@ -83,7 +83,7 @@ def check_parity(cfg: TrainConfig, ds, tol: float) -> dict:
     results = []
     for name in ("numpy", "cupy"):
         be = get_backend(name, dtype="float64", seed=cfg.seed, noise="host")
-        model = Model(cfg64.model_config(ds.train.shape[1], ds.likelihood), be)
+        model = Model(cfg64.model_config(ds.train.shape[1], ds.likelihood), be, fast=True)
         params, state = model.init()
         rng = numpy.random.default_rng([cfg.seed, 1, 0, 0])
         batch = ds.train[:cfg.batch_size]

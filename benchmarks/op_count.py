@@ -228,11 +228,12 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic",
                flat: bool = True) -> Counter:
     """Kernels, views and syncs of one training step, as ``lvae_np.train`` runs it.
 
-    ``loss_and_grads``, in-place Adam and the epoch's running sums
+    ``loss_and_grads`` with the fast forms of the ops (``Model(fast=True)``,
+    as the trainer builds it), in-place Adam and the epoch's running sums
     (``metrics.accumulate``); the loss's NaN check, a host sync, runs every
     25 batches on a GPU and is not part of the step. ``flat=True`` updates
-    the parameters as the trainer does, on one flat buffer (``optim.FlatAdam``);
-    ``flat=False`` array by array (``adam_update_`` on the dicts).
+    the parameters as the trainer does, on one flat buffer (``fast.FlatAdam``);
+    ``flat=False`` array by array (``fast.adam_update_`` on the dicts).
 
     The counts do not depend on the batch size; the paper's layer sizes are
     the default (``config`` overrides them).
@@ -240,9 +241,11 @@ def count_step(kind: str, *, batch: int = 32, config=None, kl: str = "analytic",
     from lvae_np.training import metrics
     from lvae_np.backend import get_backend
     from lvae_np.models import Model, ModelConfig
-    from lvae_np.optim import FlatAdam, adam_init, adam_update_
+    from lvae_np.fast import FlatAdam, adam_update_
+    from lvae_np.optim import adam_init
 
-    model = Model(config or ModelConfig(kind=kind), get_backend("numpy", dtype="float32", seed=0))
+    model = Model(config or ModelConfig(kind=kind), get_backend("numpy", dtype="float32", seed=0),
+                  fast=True)
     params, state = model.init()
     rng = numpy.random.default_rng(0)
     x = (rng.random((batch, model.config.x_dim)) < 0.3).astype(numpy.float32)

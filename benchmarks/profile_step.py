@@ -12,15 +12,20 @@ batch norm, activations, ...). Usage::
 
 The profiler itself adds overhead to every Python call, so the profiled
 total is larger than the step's time; read the shares, and take absolute
-times from bench_step.py. Works with older versions of lvae_np as well (it
-only needs ``Model.loss_and_grads``, ``optim.adam_update`` and
-``bounds.log_likelihood``), to compare before and after a change: run it with
-``PYTHONPATH`` pointing at a checkout of the other version.
+times from bench_step.py. The model runs the fast forms of the ops, as
+training does (``Model(fast=True)``; ``--plain`` runs the plain forms).
+Works with older versions of lvae_np as well (it only needs
+``Model.loss_and_grads``, ``optim.adam_update`` and ``bounds.log_likelihood``;
+a version without the switch runs its own forms), to compare before and
+after a change: run it with ``PYTHONPATH`` pointing at a checkout of the
+other version.
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
+import inspect
 import os
 import pstats
 import sys
@@ -34,6 +39,10 @@ GROUPS = (  # (name, module, function-name prefixes or None for all)
     ("output likelihood", "likelihoods", None),
     ("Gaussian ops (sample, merge, KL, log-density)", "gaussian", None),
     ("Adam", "optim", None),
+    ("Adam", "fast", ("adam_update_",)),
+    ("batch norm", "fast", ("batchnorm_", "running_averages")),
+    ("activations (leaky ReLU, softplus, sigmoid)", "fast", ("leaky_relu_",)),
+    ("networks (blocks, heads, tiling)", "fast", None),
     ("parameter tree (cutting, merging)", "blocks", ("subtree", "with_prefix", "merge",
                                                      "block_names", "_keys_under")),
     ("networks (blocks, heads, tiling)", "blocks", None),
@@ -95,6 +104,8 @@ def main(argv=None) -> int:
                    help="profiled steps (with --iw: images)")
     p.add_argument("--threads", type=int, default=2, help="BLAS threads")
     p.add_argument("--top", type=int, default=0, help="also list the N costliest functions")
+    p.add_argument("--plain", action="store_true",
+                   help="the plain forms of the ops (Model's default), not the fast ones")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.threads < 1 or args.k < 1:
         p.error("--repeats, --threads and --k must be positive")
@@ -108,13 +119,18 @@ def main(argv=None) -> int:
     from lvae_np.models import Model, ModelConfig
 
     be = get_backend("numpy", dtype="float32", seed=0)
+    switch = {"fast": not args.plain} if "fast" in inspect.signature(Model).parameters else {}
     model = Model(ModelConfig(kind=args.model, x_dim=784, latent=(64, 32, 16, 8, 4),
                               hidden=(512, 256, 128, 64, 32), batch_norm=True,
-                              likelihood="bernoulli"), be)
+                              likelihood="bernoulli"), be, **switch)
     params, state = model.init()
     rng = np.random.default_rng(0)
     x = (rng.random((256, 784)) < 0.13).astype(np.float32)  # MNIST's share of ones
-    adam = getattr(optim, "adam_update_", optim.adam_update)
+    try:  # Adam in place: in fast.py, or in optim.py in older versions
+        in_place = importlib.import_module("lvae_np.fast")
+    except ImportError:
+        in_place = optim
+    adam = getattr(in_place, "adam_update_", optim.adam_update)
     opt = optim.adam_init(params)
 
     def step():

@@ -21,7 +21,8 @@ Reading order: the math, each module built from the ones before it.
 
 Beside them: ``backend`` (NumPy or CuPy, dtype, random numbers),
 ``architecture`` (a model's parameter names, shapes and initial values),
-``flat`` (one buffer for many arrays, for Adam).
+``fast`` (the fused and in-place twins of plain forms above, which training
+runs: ``Model(fast=True)``), ``flat`` (one buffer for many arrays, for Adam).
 
 The machinery is in subpackages: ``training`` (a run's config, loop,
 checkpoints, logs and the commands ``python -m lvae_np.train``,

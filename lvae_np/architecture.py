@@ -12,7 +12,7 @@ Parameters are one flat dict of arrays; its keys name the block::
 
 ``state`` holds the batch-norm running averages under the same prefixes
 (a head's only with ``head_batch_norm``: ``q1.mean_mu``, ``q1.var_mu``,
-``q1.mean_var``, ``q1.var_var``; see ``networks``).
+``q1.mean_var``, ``q1.var_var``; see ``blocks``).
 
 Widths (config ``latent`` D_i, ``hidden`` H_i, i = 1..L):
 

@@ -8,15 +8,15 @@ gradient of each positional input, the parameters' as a dict with the same keys:
     dx, dp = mlp_backward(dh, cache)             # dp.keys() == p.keys()
 
 How the blocks run (batch norm on or off, batch or running statistics, its
-momentum and epsilon, the leaky ReLU's slope) comes in one ``BlockSettings``
-value, which a model makes once per pass (``Model.settings``) and hands down
-to every block and step.
+momentum and epsilon, the leaky ReLU's slope, and the forms of the ops) comes
+in one ``BlockSettings`` value, which a model makes once per pass
+(``Model.settings``) and hands down to every block and step.
 
-Where a fast form differs from the plain one, both are here and a test shows
-they agree: the Gaussian head as two dense layers (``gaussian_head_plain_*``)
-beside the one fused product (``gaussian_head_*``); an MLP block in
-evaluation mode beside the same block with batch norm folded into its dense
-layers (``fold_batch_norm``).
+The forms: what this module and ``layers`` define are the textbook forms,
+which run by default (``PLAIN``). A model built with ``Model(fast=True)``, as
+training builds it, hands the blocks ``fast.FAST`` instead: the fused and
+in-place twins of the leaky ReLU's and batch norm's forward passes and of the
+Gaussian head (``fast.py``, where a test shows each equal to its twin here).
 
 The MLP block is the paper's deterministic block: two layers of
 Dense -> BatchNorm -> leaky ReLU. With batch norm the dense layers have no
@@ -137,6 +137,54 @@ def init_head_state(d_out: int, *, xp, dtype) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# The forms of the ops: plain (here and in layers) or fast (fast.py)
+# ----------------------------------------------------------------------------
+class PlainForms:
+    """The ops whose form a model chooses, in their plain forms: the textbook ones.
+
+    The blocks call these ops through ``settings.forms``, an object with
+    these methods: ``PLAIN`` (the default), or ``fast.FAST``, whose methods
+    run the fused and in-place twins. A model picks one, once, when it is
+    built (``Model(fast=...)``). The backward passes of the leaky ReLU and of
+    batch norm are ``layers``' for both; the heads' differ, so a composite
+    that runs a head keeps the forms in its cache for its backward.
+
+    Each method calls its function through its module, when called
+    (``layers.leaky_relu_forward``, this module's ``gaussian_head_forward``),
+    so that a function put in its place there (a course's
+    ``gradcheck.grade(using=...)``) reaches every block.
+    """
+
+    # The batch-norm running averages: None here, as each batch norm updates its
+    # own (``layers.batchnorm_forward``); the fast forms name the function that
+    # updates them all at once after a pass (``fast.running_averages``).
+    running_averages = None
+
+    def leaky_relu_forward(self, x, *, slope):
+        """``layers.leaky_relu_forward``."""
+        return layers.leaky_relu_forward(x, slope=slope)
+
+    def batchnorm_forward(self, x, gamma, beta, *, state, training, momentum, eps):
+        """``layers.batchnorm_forward``."""
+        return layers.batchnorm_forward(x, gamma, beta, state=state, training=training,
+                                        momentum=momentum, eps=eps)
+
+    def gaussian_head_forward(self, h, p, *, state=None, settings):
+        """``gaussian_head_forward``: two dense layers."""
+        return gaussian_head_forward(h, p, state=state, settings=settings)
+
+    def gaussian_head_backward(self, dout, cache):
+        """``gaussian_head_backward``."""
+        return gaussian_head_backward(dout, cache)
+
+    def __repr__(self):
+        return "blocks.PLAIN"
+
+
+PLAIN = PlainForms()
+
+
+# ----------------------------------------------------------------------------
 # How the blocks run
 # ----------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -151,9 +199,11 @@ class BlockSettings:
     batch_norm: bool = True                      # MLP blocks: Dense -> BN -> lrelu (or no BN)
     training: bool = True                        # batch statistics (True) or the running averages
     momentum: float | None = layers.BN_MOMENTUM  # this batch's weight in the new running averages;
-                                                 # None: the caches hold the batch's statistics
+                                                 # None (fast forms only): the caches hold the
+                                                 # batch's statistics instead
     slope: float = layers.LEAKY_RELU_SLOPE       # the leaky ReLU's slope for negative inputs
     eps: float = layers.BN_EPS                   # batch norm's epsilon
+    forms: Any = PLAIN                           # the ops' forms: PLAIN, or fast.FAST
 
 
 # ----------------------------------------------------------------------------
@@ -167,8 +217,8 @@ class MLPLayerCache(NamedTuple):
 
 class MLPCache(NamedTuple):
     layers: tuple             # one MLPLayerCache per layer
-    new_state: dict           # running averages after this call (momentum None: the batch's
-                              # statistics; empty without batch norm)
+    new_state: dict           # running averages after this call (empty without batch norm;
+                              # momentum None, fast forms only: the batch's statistics)
 
 
 def _layer_count(p) -> int:
@@ -185,10 +235,9 @@ def mlp_forward(x, p, *, state=None, settings: BlockSettings):
         settings: ``settings.batch_norm`` says whether the block has batch norm;
             ``training`` picks batch statistics (True) or the running averages;
             ``momentum`` is this batch's weight in the new running averages
-            (None leaves them to the caller, and ``cache.new_state`` holds
-            this batch's means and variances instead, see
-            ``layers.batchnorm_forward``); ``slope`` is the leaky ReLU's and
-            ``eps`` batch norm's.
+            (see ``layers.batchnorm_forward``); ``slope`` is the leaky ReLU's
+            and ``eps`` batch norm's; ``forms`` runs batch norm's and the
+            leaky ReLU's forward passes (``PLAIN``: ``layers``').
 
     Returns:
         h: array of shape (N, D_out).
@@ -199,15 +248,16 @@ def mlp_forward(x, p, *, state=None, settings: BlockSettings):
         if settings.batch_norm:
             a, c_dense = layers.dense_forward(h, p[f"W{j}"], None)
             bn_state = None if state is None else layers.BNState(state[f"mean{j}"], state[f"var{j}"])
-            a, c_bn = layers.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"], state=bn_state,
-                                               training=settings.training,
-                                               momentum=settings.momentum, eps=settings.eps)
+            a, c_bn = settings.forms.batchnorm_forward(a, p[f"gamma{j}"], p[f"beta{j}"],
+                                                       state=bn_state, training=settings.training,
+                                                       momentum=settings.momentum,
+                                                       eps=settings.eps)
             if c_bn.new_state is not None:
                 new_state[f"mean{j}"], new_state[f"var{j}"] = c_bn.new_state
         else:
             a, c_dense = layers.dense_forward(h, p[f"W{j}"], p[f"b{j}"])
             c_bn = None
-        h, c_act = layers.leaky_relu_forward(a, slope=settings.slope)
+        h, c_act = settings.forms.leaky_relu_forward(a, slope=settings.slope)
         caches.append(MLPLayerCache(c_dense, c_bn, c_act))
     return h, MLPCache(tuple(caches), new_state)
 
@@ -234,76 +284,24 @@ def mlp_backward(dout, cache: MLPCache, *, input_grad: bool = True):
 # ----------------------------------------------------------------------------
 # Gaussian head
 # ----------------------------------------------------------------------------
-class GaussianHeadPlainCache(NamedTuple):
-    mu: layers.DenseCache        # mu = h W_mu + b_mu
-    var: layers.DenseCache       # a_var = h W_var + b_var
-    softplus: layers.SoftplusCache  # var = softplus(a_var)
-
-
-def gaussian_head_plain_forward(h, p):
-    """mu = h W_mu + b_mu, var = softplus(h W_var + b_var), as two dense layers.
-
-    The plain form of ``gaussian_head_forward`` (which runs both products as
-    one): read this one first; the model runs the fused one, and a test shows
-    the two agree.
-
-    Args:
-        h: array of shape (N, D).
-        p: ``W_mu``, ``W_var`` (D, M) and ``b_mu``, ``b_var`` (M,).
-
-    Returns:
-        out: (mu, var), each of shape (N, M); var is a variance (see gaussian.py).
-        cache: GaussianHeadPlainCache.
-    """
-    mu, c_mu = layers.dense_forward(h, p["W_mu"], p["b_mu"])
-    a, c_var = layers.dense_forward(h, p["W_var"], p["b_var"])
-    var, c_sp = layers.softplus_forward(a)
-    return (mu, var), GaussianHeadPlainCache(c_mu, c_var, c_sp)
-
-
-def gaussian_head_plain_backward(dout, cache: GaussianHeadPlainCache):
-    """With dout = (G_mu, G_var): returns (dh, dp).
-
-    G_a = G_var * softplus'(a_var) is the gradient reaching a_var, and h
-    feeds both layers, so dh = G_mu W_mu^T + G_a W_var^T.
-    """
-    g_mu, g_var = dout
-    (da,) = layers.softplus_backward(g_var, cache.softplus)
-    dh_mu, dW_mu, db_mu = layers.dense_backward(g_mu, cache.mu)
-    dh_var, dW_var, db_var = layers.dense_backward(da, cache.var)
-    return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
-
-
 class GaussianHeadCache(NamedTuple):
-    dense: layers.DenseCache     # the one product for both halves, h [W_mu | W_var]
-    softplus: layers.SoftplusCache  # the var half's softplus
-    m: int                       # M, where the var half starts
-    bn: Any = None               # BatchNormCache of both halves side by side, or None
-    new_state: Any = None        # a batch-normalised head's running averages after this call
-
-
-HEAD_BN_KEYS = (("gamma_mu", "gamma_var"), ("beta_mu", "beta_var"))
-HEAD_STATE_KEYS = (("mean_mu", "mean_var"), ("var_mu", "var_var"))
+    mu: layers.DenseCache            # a_mu = h W_mu + b_mu (no bias with batch norm)
+    var: layers.DenseCache           # a_var = h W_var + b_var (no bias with batch norm)
+    softplus: layers.SoftplusCache   # var = softplus(a_var)
+    bn_mu: Any = None                # BatchNormCache of a_mu, or None without batch norm
+    bn_var: Any = None               # BatchNormCache of a_var, or None
+    new_state: Any = None            # a batch-normalised head's running averages after this call
 
 
 def gaussian_head_forward(h, p, *, state=None, settings: BlockSettings = BlockSettings()):
     """mu = h W_mu + b_mu, var = softplus(h W_var + b_var): a diagonal Gaussian from features.
 
-    The two products share h, so they run as one (N, D) @ (D, 2M) product
-    with the weights side by side, which is faster than two thin ones and
-    lets backward return h's gradient from one product too::
+    Two dense layers on the same features, the second through a softplus so
+    that the variance is positive. A head with batch norm (its parameters
+    hold ``gamma_mu``; see the module docstring) is the original code's
+    Dense -> BatchNorm -> (identity or softplus), the dense layers without bias::
 
-        [a_mu | a_var] = h [W_mu | W_var] + [b_mu | b_var]
-        mu = a_mu,  var = softplus(a_var)
-
-    A head with batch norm (its parameters hold ``gamma_mu``; see the module
-    docstring) is the original code's Dense -> BatchNorm -> (identity or
-    softplus), the dense layers without bias::
-
-        [a_mu | a_var] = BN(h [W_mu | W_var]; [gamma_mu | gamma_var], [beta_mu | beta_var])
-
-    Batch norm acts on each column alone, so one batch norm over the 2M
-    columns side by side is the two halves' batch norms.
+        mu = BN(h W_mu; gamma_mu, beta_mu),  var = softplus(BN(h W_var; gamma_var, beta_var))
 
     Args:
         h: array of shape (N, D).
@@ -321,48 +319,50 @@ def gaussian_head_forward(h, p, *, state=None, settings: BlockSettings = BlockSe
         cache: GaussianHeadCache; ``cache.new_state`` holds a batch-normalised
             head's new running averages ({} without batch norm or state).
     """
-    xp = namespace(h)
-    m = p["W_mu"].shape[1]
-    W = xp.concat([p["W_mu"], p["W_var"]], axis=1)
     if "gamma_mu" not in p:
-        b = xp.concat([p["b_mu"], p["b_var"]], axis=0)
-        a, c_dense = layers.dense_forward(h, W, b)
-        var, c_sp = layers.softplus_forward(a[:, m:])
-        return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, None, {})
-    a, c_dense = layers.dense_forward(h, W, None)
-    gamma, beta = (xp.concat([p[k] for k in keys], axis=0) for keys in HEAD_BN_KEYS)
-    training, momentum = settings.training, settings.momentum
-    bn_state = None if not state or (training and momentum is None) else layers.BNState(
-        *(xp.concat([state[k] for k in keys], axis=0) for keys in HEAD_STATE_KEYS))
-    a, c_bn = layers.batchnorm_forward(a, gamma, beta, state=bn_state, training=training,
-                                       momentum=momentum, eps=settings.eps)
+        mu, c_mu = layers.dense_forward(h, p["W_mu"], p["b_mu"])
+        a, c_var = layers.dense_forward(h, p["W_var"], p["b_var"])
+        var, c_sp = layers.softplus_forward(a)
+        return (mu, var), GaussianHeadCache(c_mu, c_var, c_sp, None, None, {})
+    a_mu, c_mu = layers.dense_forward(h, p["W_mu"], None)     # no biases: the betas play
+    a_var, c_var = layers.dense_forward(h, p["W_var"], None)  # their part
+    mu, c_bn_mu = _head_batchnorm(a_mu, p, state, "mu", settings)
+    a, c_bn_var = _head_batchnorm(a_var, p, state, "var", settings)
+    var, c_sp = layers.softplus_forward(a)
     new_state = {}
-    if c_bn.new_state is not None:
-        for keys, value in zip(HEAD_STATE_KEYS, c_bn.new_state):
-            new_state[keys[0]], new_state[keys[1]] = value[:m], value[m:]
-    var, c_sp = layers.softplus_forward(a[:, m:])
-    return (a[:, :m], var), GaussianHeadCache(c_dense, c_sp, m, c_bn, new_state)
+    for half, c_bn in (("mu", c_bn_mu), ("var", c_bn_var)):
+        if c_bn.new_state is not None:
+            new_state[f"mean_{half}"], new_state[f"var_{half}"] = c_bn.new_state
+    return (mu, var), GaussianHeadCache(c_mu, c_var, c_sp, c_bn_mu, c_bn_var, new_state)
+
+
+def _head_batchnorm(a, p, state, half: str, settings: BlockSettings):
+    """Batch norm of one half of a head (``half``: "mu" or "var"), its own parameters and state."""
+    bn_state = layers.BNState(state[f"mean_{half}"], state[f"var_{half}"]) if state else None
+    return layers.batchnorm_forward(a, p[f"gamma_{half}"], p[f"beta_{half}"], state=bn_state,
+                                    training=settings.training, momentum=settings.momentum,
+                                    eps=settings.eps)
 
 
 def gaussian_head_backward(dout, cache: GaussianHeadCache):
     """With dout = (G_mu, G_var): returns (dh, dp).
 
-    dh = G_mu W_mu^T + G_a W_var^T, with G_a the gradient through the
-    softplus, is the one product [G_mu | G_a] [W_mu | W_var]^T. With batch
-    norm, [G_mu | G_a] first goes back through it (giving the gammas' and
-    betas' gradients), and the dense layers have no bias.
+    G_a = G_var * softplus'(a_var) is the gradient reaching a_var (with batch
+    norm, G_mu and G_a first go back through it, giving the gammas' and
+    betas' gradients). h feeds both layers, so dh = G_mu W_mu^T + G_a W_var^T.
     """
-    xp = namespace(dout[0])
     g_mu, g_var = dout
-    (da,) = layers.softplus_backward(g_var, cache.softplus)
-    m = cache.m
-    if cache.bn is None:
-        dh, dW, db = layers.dense_backward(xp.concat([g_mu, da], axis=1), cache.dense)
-        return dh, {"W_mu": dW[:, :m], "b_mu": db[:m], "W_var": dW[:, m:], "b_var": db[m:]}
-    da, dgamma, dbeta = layers.batchnorm_backward(xp.concat([g_mu, da], axis=1), cache.bn)
-    dh, dW, _ = layers.dense_backward(da, cache.dense)
-    return dh, {"W_mu": dW[:, :m], "gamma_mu": dgamma[:m], "beta_mu": dbeta[:m],
-                "W_var": dW[:, m:], "gamma_var": dgamma[m:], "beta_var": dbeta[m:]}
+    (g_a,) = layers.softplus_backward(g_var, cache.softplus)
+    if cache.bn_mu is None:
+        dh_mu, dW_mu, db_mu = layers.dense_backward(g_mu, cache.mu)
+        dh_var, dW_var, db_var = layers.dense_backward(g_a, cache.var)
+        return dh_mu + dh_var, {"W_mu": dW_mu, "b_mu": db_mu, "W_var": dW_var, "b_var": db_var}
+    g_mu, dgamma_mu, dbeta_mu = layers.batchnorm_backward(g_mu, cache.bn_mu)
+    g_a, dgamma_var, dbeta_var = layers.batchnorm_backward(g_a, cache.bn_var)
+    dh_mu, dW_mu, _ = layers.dense_backward(g_mu, cache.mu)
+    dh_var, dW_var, _ = layers.dense_backward(g_a, cache.var)
+    return dh_mu + dh_var, {"W_mu": dW_mu, "gamma_mu": dgamma_mu, "beta_mu": dbeta_mu,
+                            "W_var": dW_var, "gamma_var": dgamma_var, "beta_var": dbeta_var}
 
 
 # ----------------------------------------------------------------------------
@@ -370,7 +370,8 @@ def gaussian_head_backward(dout, cache: GaussianHeadCache):
 # ----------------------------------------------------------------------------
 class GaussianBlockCache(NamedTuple):
     mlp: MLPCache               # the block; ``mlp.new_state`` holds its new running averages
-    head: GaussianHeadCache
+    head: Any                   # the head's cache (GaussianHeadCache with the plain forms)
+    forms: Any                  # the forms it ran (settings.forms), whose head backward to run
 
 
 def gaussian_block_forward(h, block, head, *, state=None, head_state=None,
@@ -384,7 +385,8 @@ def gaussian_block_forward(h, block, head, *, state=None, head_state=None,
         h: array of shape (N, D_in).
         block: the MLP block's parameters (see the module docstring).
         head: the Gaussian head's parameters (see ``gaussian_head_forward``).
-        state, settings: as for ``mlp_forward`` (the head takes what it needs).
+        state, settings: as for ``mlp_forward``; the head is ``settings.forms``'
+            (``gaussian_head_forward`` with the plain forms) and takes what it needs.
         head_state: a batch-normalised head's running averages (or None).
 
     Returns:
@@ -392,70 +394,16 @@ def gaussian_block_forward(h, block, head, *, state=None, head_state=None,
         cache: GaussianBlockCache.
     """
     g, c_mlp = mlp_forward(h, block, state=state, settings=settings)
-    out, c_head = gaussian_head_forward(g, head, state=head_state, settings=settings)
-    return out, GaussianBlockCache(c_mlp, c_head)
+    out, c_head = settings.forms.gaussian_head_forward(g, head, state=head_state,
+                                                       settings=settings)
+    return out, GaussianBlockCache(c_mlp, c_head, settings.forms)
 
 
 def gaussian_block_backward(dout, cache: GaussianBlockCache, *, input_grad: bool = True):
     """With dout = (G_mu, G_var): returns (dh, dblock, dhead), through the head, then the block."""
-    dg, dhead = gaussian_head_backward(dout, cache.head)
+    dg, dhead = cache.forms.gaussian_head_backward(dout, cache.head)
     dh, dblock = mlp_backward(dg, cache.mlp, input_grad=input_grad)
     return dh, dblock, dhead
-
-
-# ----------------------------------------------------------------------------
-# Batch norm folded into the dense layers (evaluation mode only)
-# ----------------------------------------------------------------------------
-def fold_batch_norm(block, state, *, eps: float = layers.BN_EPS) -> dict:
-    """An MLP block's parameters in evaluation mode with batch norm folded into its dense layers.
-
-    In evaluation mode batch norm is a fixed affine map of each unit,
-    BN(a) = gamma * (a - mean) / sqrt(var + eps) + beta = a * s + c with
-    s = gamma / sqrt(var + eps) and c = beta - mean * s, so
-    BN(h W) = h (W s) + c: one dense layer with every column of W scaled by s
-    and bias c. Without batch norm (``BlockSettings(batch_norm=False)``),
-    ``mlp_forward`` on ``fold_batch_norm(p, s)`` gives what it gives on ``p``
-    with state ``s`` in evaluation mode (``BlockSettings(training=False)``),
-    up to rounding, with no normalisation pass; the L_k estimate uses it.
-
-    Args:
-        block: parameters ``W{j}`` (D, M), ``gamma{j}``, ``beta{j}`` (M,).
-        state: running averages ``mean{j}``, ``var{j}`` (M,).
-        eps: batch norm's epsilon.
-
-    Returns:
-        a new dict ``W{j}`` (D, M), ``b{j}`` (M,): a block without batch norm.
-    """
-    folded = {}
-    for j in range(1, _layer_count(block) + 1):
-        xp = namespace(block[f"gamma{j}"])
-        scale = block[f"gamma{j}"] / xp.sqrt(state[f"var{j}"] + eps)
-        folded[f"W{j}"] = block[f"W{j}"] * scale
-        folded[f"b{j}"] = block[f"beta{j}"] - state[f"mean{j}"] * scale
-    return folded
-
-
-def fold_head_batch_norm(head, state, *, eps: float = layers.BN_EPS) -> dict:
-    """A batch-normalised Gaussian head in evaluation mode as a plain head (``W_*``, ``b_*``).
-
-    As ``fold_batch_norm``, half by half: W_mu s_mu with bias
-    beta_mu - mean_mu s_mu, s_mu = gamma_mu / sqrt(var_mu + eps), and the same for var.
-
-    Args:
-        head: ``W_mu``, ``W_var`` (D, M), ``gamma_*``, ``beta_*`` (M,).
-        state: ``mean_mu``, ``var_mu``, ``mean_var``, ``var_var`` (M,).
-        eps: batch norm's epsilon.
-
-    Returns:
-        a new dict ``W_mu``, ``b_mu``, ``W_var``, ``b_var``.
-    """
-    folded = {}
-    for half in ("mu", "var"):
-        xp = namespace(head[f"gamma_{half}"])
-        scale = head[f"gamma_{half}"] / xp.sqrt(state[f"var_{half}"] + eps)
-        folded[f"W_{half}"] = head[f"W_{half}"] * scale
-        folded[f"b_{half}"] = head[f"beta_{half}"] - state[f"mean_{half}"] * scale
-    return folded
 
 
 # ----------------------------------------------------------------------------
@@ -479,7 +427,7 @@ def tile_rows_forward(a, *, k: int):
     xp = namespace(a)
     if k == 1:
         return a, TileCache(k)
-    # One copy through broadcasting: (k, N, D) -> (k*N, D); faster than joining k views.
+    # (k, N, D) as a broadcast view of a, then one copy as (k*N, D).
     tiled = xp.broadcast_to(xp.expand_dims(a, axis=0), (k,) + tuple(a.shape))
     return xp.reshape(tiled, (k * a.shape[0],) + tuple(a.shape[1:])), TileCache(k)
 
@@ -502,9 +450,9 @@ SEP = "."
 def subtree(tree: dict, prefix: str) -> dict:
     """The entries of ``tree`` under ``prefix.``, with the prefix removed.
 
-    Plainly ``{k[len(prefix) + 1:]: v for k, v in tree.items() if
-    k.startswith(prefix + ".")}``; the key selection is cached, since a
-    training step cuts the same few dicts up many times.
+    That is ``{k[len(prefix) + 1:]: v for k, v in tree.items() if
+    k.startswith(prefix + ".")}``, with the keys picked once per set of keys
+    and prefix (``_keys_under``).
 
     Args:
         tree: a flat dict name -> array.

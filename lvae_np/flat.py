@@ -11,7 +11,7 @@ dict: its values are views into the buffer, so they see every update::
     buffer = pack(params, lay)               # one new 1-D array, the values copied in
     params = unpack(buffer, lay)             # {key: view of shape params[key].shape}
     g = pack(grads, lay)                     # the gradients in the same layout
-    adam_update_({"all": buffer}, {"all": g}, opt)   # one pass per operation
+    fast.adam_update_({"all": buffer}, {"all": g}, opt)   # one pass per operation
 
 Elementwise work gives the same bits on the buffer as array by array (each
 element sees the same operations in the same order); sums over all

@@ -13,12 +13,16 @@ The op contract, followed by every differentiable piece of lvae_np::
   taken from the arrays themselves.
 
 Shapes use N for the batch, D for input features and M for output features.
+
+These are the textbook forms, which a model runs by default. The fused and
+in-place forms that training runs instead (``Model(fast=True)``) are in
+``fast.py``, each naming its twin here; the backward passes here serve both.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .backend import Array, maximum_into, namespace
+from .backend import Array, namespace
 
 
 LEAKY_RELU_SLOPE = 0.01  # Lasagne's leaky_rectify, used by the original LVAE code
@@ -48,9 +52,7 @@ def dense_forward(x, W, b):
         out: array of shape (N, M).
         cache: DenseCache(x, W, has_bias).
     """
-    out = x @ W
-    if b is not None:
-        out += b  # in place on the product's fresh array: one temporary fewer
+    out = x @ W if b is None else x @ W + b
     return out, DenseCache(x, W, b is not None)
 
 
@@ -98,7 +100,7 @@ class BatchNormCache(NamedTuple):
     inv_std: Array     # (D,) 1 / sqrt(var + eps), var from the batch or the state
     gamma: Array       # (D,) scale
     training: bool     # batch statistics (True) or given statistics (False)
-    new_state: Any     # BNState after this call (momentum=None: the batch's); not for backward
+    new_state: Any     # BNState after this call (None without state); not for backward
 
 
 def init_bn_state(xp, dim: int, dtype=None) -> BNState:
@@ -107,35 +109,8 @@ def init_bn_state(xp, dim: int, dtype=None) -> BNState:
     return BNState(xp.zeros((dim,), dtype=dtype), xp.ones((dim,), dtype=dtype))
 
 
-def running_averages(old, new, momentum: float) -> list:
-    """Many running averages in one pass: (1 - momentum) * old + momentum * new, pair by pair.
-
-    The update is elementwise, so on the concatenation of all the arrays it
-    gives every element the bits it gets array by array, in three array
-    operations (and two concatenations) however many arrays: a model updates
-    all its batch-norm running means and variances at once this way.
-
-    Args:
-        old: list of arrays of shapes (D_k,), the running averages.
-        new: list of arrays of the same shapes, this batch's statistics.
-        momentum: weight of the new values.
-
-    Returns:
-        list of arrays of shapes (D_k,), the new running averages (views into
-        one new array where there are several).
-    """
-    if len(old) != 1 and len({a.dtype for a in old}) == 1 and len({a.dtype for a in new}) == 1:
-        xp = namespace(new[0])
-        both = (1 - momentum) * xp.concat(old) + momentum * xp.concat(new)
-        ends = [0]
-        for a in old:
-            ends.append(ends[-1] + a.shape[0])
-        return [both[start:end] for start, end in zip(ends[:-1], ends[1:])]
-    return [(1 - momentum) * a + momentum * b for a, b in zip(old, new)]
-
-
 def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training: bool = True,
-                      momentum: float | None = BN_MOMENTUM, eps: float = BN_EPS):
+                      momentum: float = BN_MOMENTUM, eps: float = BN_EPS):
     """Batch normalisation over the batch axis, y = gamma * xhat + beta.
 
     Training mode normalises with the batch's own statistics::
@@ -143,16 +118,12 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         mu = mean_n x_n,   var = mean_n (x_n - mu)^2   (biased, as used to normalise)
         xhat = (x - mu) / sqrt(var + eps)
 
-    and returns updated running averages as ``cache.new_state`` (``state`` is
-    not touched; with ``state=None`` no running averages are kept)::
+    and, given ``state``, returns updated running averages as
+    ``cache.new_state`` (``state`` itself is not touched; with ``state=None``
+    no running averages are kept)::
 
         new.mean = (1 - momentum) * state.mean + momentum * mu
         new.var  = (1 - momentum) * state.var  + momentum * var
-
-    With ``momentum=None`` the averaging is left to the caller:
-    ``cache.new_state`` is then the batch's own BNState(mu, var), which a
-    model folds into all its layers' running averages at once
-    (``running_averages``).
 
     Evaluation mode (``training=False``) normalises with ``state.mean`` and
     ``state.var`` instead, so each example's output depends on it alone.
@@ -163,7 +134,7 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         beta: array of shape (D,), the shift.
         state: BNState of arrays of shape (D,); required when not training.
         training: use batch statistics (True) or ``state`` (False).
-        momentum: weight of this batch in the running averages, or None (see above).
+        momentum: weight of this batch in the running averages.
         eps: added to the variance before the square root.
 
     Returns:
@@ -175,12 +146,10 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         mu = xp.mean(x, axis=0)
         centred = x - mu
         var = xp.mean(centred * centred, axis=0)
-        if momentum is None:
-            new_state = BNState(mu, var)
-        elif state is not None:
-            new_state = BNState(*running_averages(list(state), [mu, var], momentum))
-        else:
-            new_state = None
+        new_state = None
+        if state is not None:  # the running averages, for evaluation mode
+            new_state = BNState((1 - momentum) * state.mean + momentum * mu,
+                                (1 - momentum) * state.var + momentum * var)
     else:
         if state is None:
             raise ValueError("batch norm in evaluation mode needs state=BNState(mean, var)")
@@ -188,12 +157,8 @@ def batchnorm_forward(x, gamma, beta, *, state: BNState | None = None, training:
         var = state.var
         new_state = state
     inv_std = 1.0 / xp.sqrt(var + eps)
-    # In place on arrays made here (never on x): xhat = centred * inv_std,
-    # out = gamma * xhat + beta, with one temporary fewer each.
-    xhat = centred
-    xhat *= inv_std
-    out = xhat * gamma
-    out += beta
+    xhat = centred * inv_std
+    out = xhat * gamma + beta
     return out, BatchNormCache(xhat, inv_std, gamma, training, new_state)
 
 
@@ -221,11 +186,10 @@ def batchnorm_backward(dout, cache: BatchNormCache):
 
     The training form follows from differentiating through mu and var too; the
     two subtracted sums remove the components of g along 1 and along xhat.
-    Computed with sum_n g_n = gamma * dL/dbeta and sum_n g_n xhat_n =
-    gamma * dL/dgamma, which are already at hand, and in place on one new array::
+    Both sums are already at hand: sum_n g_n = gamma * dL/dbeta and
+    sum_n g_n xhat_n = gamma * dL/dgamma, so::
 
-        dx = xhat * (gamma * dgamma / -N);  dx += G * gamma;
-        dx -= gamma * dbeta / N;  dx *= inv_std
+        dL/dx = inv_std * (G gamma - xhat * gamma dL/dgamma / N - gamma dL/dbeta / N)
     ### END SOLUTION
     """
     xp = namespace(dout)
@@ -236,10 +200,7 @@ def batchnorm_backward(dout, cache: BatchNormCache):
     dbeta = xp.sum(dout, axis=0)
     if not training:
         return dout * (gamma * inv_std), dgamma, dbeta
-    dx = xhat * ((gamma * dgamma) / -n)  # dividing by -n: the same bits as negating, one pass fewer
-    dx += dout * gamma
-    dx -= (gamma * dbeta) / n
-    dx *= inv_std
+    dx = inv_std * (dout * gamma - xhat * (gamma * dgamma / n) - gamma * dbeta / n)
     return dx, dgamma, dbeta
     ### END SOLUTION
 
@@ -257,15 +218,8 @@ class LeakyReluCache(NamedTuple):
 
 
 def leaky_relu_forward(x, *, slope: float = LEAKY_RELU_SLOPE):
-    """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape.
-
-    For 0 <= slope <= 1 this is y = maximum(x, slope * x): two fast passes,
-    where ``where(x > 0, x, slope * x)`` is several times slower in NumPy; the
-    maximum is written over the array slope * x (``backend.maximum_into``).
-    """
+    """Leaky ReLU, y = x for x > 0 and y = slope * x otherwise. x: any shape."""
     xp = namespace(x)
-    if 0.0 <= slope <= 1.0:
-        return maximum_into(x, slope * x), LeakyReluCache(x, slope)
     return xp.where(x > 0, x, slope * x), LeakyReluCache(x, slope)
 
 
@@ -280,19 +234,14 @@ def leaky_relu_backward(dout, cache: LeakyReluCache):
         (dx,): dL/dx, shaped like x; a one-element tuple, as every backward's.
 
     ### BEGIN SOLUTION
-    dL/dx = G where x > 0, slope * G elsewhere.
-
-    Computed as G * (slope + (1 - slope) * [x > 0]), with the indicator turned
-    into numbers, which avoids the slow ``where``.
+    dL/dx = G where x > 0, slope * G elsewhere: G times the derivative
+    slope + (1 - slope) [x > 0], with the indicator [x > 0] as 1 or 0.
     ### END SOLUTION
     """
     xp = namespace(dout)
     ### BEGIN SOLUTION
-    scale = xp.astype(cache.x > 0, dout.dtype)
-    scale *= 1.0 - cache.slope
-    scale += cache.slope
-    scale *= dout
-    return (scale,)
+    positive = xp.astype(cache.x > 0, dout.dtype)              # [x > 0]
+    return (dout * (cache.slope + (1.0 - cache.slope) * positive),)
     ### END SOLUTION
 
 

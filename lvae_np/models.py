@@ -68,6 +68,11 @@ once, when it is built (``variants.py``):
 * ``bn_eps``: batch norm's epsilon (1e-4, Lasagne's; the original code used 1e-10).
 
 The LVAE-only options leave the VAE as it is.
+
+The forms of the ops: by default a model runs the plain, textbook forms of
+``layers`` and ``blocks``. ``Model(config, backend, fast=True)`` runs their
+fused and in-place twins instead (``fast.py``): the same numbers to rounding,
+faster. Training builds its model so (``lvae_np.training.trainer``).
 """
 from __future__ import annotations
 
@@ -76,7 +81,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from . import architecture, blocks, gaussian, layers, steps, variants
+from . import architecture, blocks, fast as fast_forms, gaussian, layers, steps, variants
 from .backend import Backend, get_backend, namespace
 from .blocks import INITS, BlockSettings, block_names, merge, subtree, with_prefix
 from .steps import (KL_ESTIMATORS, BottomUp, BottomUpGrad, Outputs, by_layer, new_states,
@@ -179,15 +184,24 @@ class Model:
 
         outputs, cache = model.forward(params, state, x, noise)
         grads = model.backward(dout, cache)   # dout: the gradient of outputs.f
+
+    ``fast=True`` runs the fast forms of the ops (``fast.FAST``: the leaky
+    ReLU's and batch norm's forward passes, the Gaussian head as one product,
+    all running averages updated at once) in place of the plain ones
+    (``blocks.PLAIN``, the default); the numbers agree to rounding.
     """
 
-    def __init__(self, config: ModelConfig = ModelConfig(), backend: Backend | None = None):
+    def __init__(self, config: ModelConfig = ModelConfig(), backend: Backend | None = None, *,
+                 fast: bool = False):
         self.config = config
         self.backend = backend if backend is not None else get_backend("numpy", dtype="float64")
         # The steps the passes run, picked once: the paper's (steps.py) or a variant (variants.py).
         self.ladder_layer = (steps.LadderLayer() if config.shared_top_down
                              else variants.UnsharedLadderLayer())
         self.up_input = variants.MuUpInput() if config.only_mu_up else steps.UpInput()
+        # The forms of the ops the blocks run, picked once: plain (blocks.py) or fast (fast.py).
+        self.fast = fast
+        self.forms = fast_forms.FAST if fast else blocks.PLAIN
 
     # ------------------------------------------------------------------
     def init(self):
@@ -203,18 +217,20 @@ class Model:
 
     def settings(self, training: bool = True,
                  momentum: float | None = layers.BN_MOMENTUM) -> BlockSettings:
-        """The blocks' settings: batch norm on or off, batch or running statistics, slope, eps."""
+        """The blocks' settings: batch norm on or off, batch or running statistics, slope, eps,
+        and the forms of the ops."""
         return BlockSettings(batch_norm=self.config.batch_norm, training=training,
-                             momentum=momentum, slope=self.config.slope, eps=self.config.bn_eps)
+                             momentum=momentum, slope=self.config.slope, eps=self.config.bn_eps,
+                             forms=self.forms)
 
     def fold_batch_norm(self, params, state):
         """The same network in evaluation mode, with batch norm folded into the dense layers.
 
         Returns (model, params) of a model without batch norm that computes
         what this one computes with its running averages (up to rounding),
-        skipping every normalisation (``blocks.fold_batch_norm`` block by
-        block, ``blocks.fold_head_batch_norm`` head by head). The L_k
-        estimate (``bounds.log_likelihood``) uses it.
+        skipping every normalisation (``fast.fold_batch_norm`` block by
+        block, ``fast.fold_head_batch_norm`` head by head), with this
+        model's forms. The L_k estimate (``bounds.log_likelihood``) uses it.
         """
         c = self.config
         if not (c.batch_norm or c.head_batch_norm):
@@ -223,12 +239,13 @@ class Model:
         for name in block_names(params):
             block = subtree(params, name)
             if "gamma1" in block:
-                block = blocks.fold_batch_norm(block, subtree(state, name), eps=c.bn_eps)
+                block = fast_forms.fold_batch_norm(block, subtree(state, name), eps=c.bn_eps)
             elif "gamma_mu" in block:
-                block = blocks.fold_head_batch_norm(block, subtree(state, name), eps=c.bn_eps)
+                block = fast_forms.fold_head_batch_norm(block, subtree(state, name),
+                                                        eps=c.bn_eps)
             folded.update(with_prefix(name, block))
         plain = dataclasses.replace(c, batch_norm=False, head_batch_norm=False)
-        return Model(plain, self.backend), folded
+        return Model(plain, self.backend, fast=self.fast), folded
 
     # ------------------------------------------------------------------
     # Stage 1: the part that depends on x alone
@@ -242,7 +259,8 @@ class Model:
             x: data of shape (N, x_dim).
             training: batch statistics (True) or running averages in batch norm.
             bn_momentum: weight of this batch in the new running averages
-                (None: the caches hold each block's batch statistics instead).
+                (None, with the fast forms only: the caches hold each block's
+                batch statistics instead).
 
         Returns:
             part: BottomUp, lists per layer.
@@ -328,25 +346,28 @@ class Model:
             kl: "analytic" or "mc" (see the module docstring).
             training: batch statistics (True) or running averages in batch norm.
             k: samples per input; the bottom-up values are computed once and tiled k times.
-            bn_momentum: weight of this batch in the new running averages,
-                updated for all layers at once after the pass.
+            bn_momentum: weight of this batch in the new running averages.
 
         Returns:
             outputs: Outputs, rows sample-major; ``outputs.state`` is the new
                 batch-norm state.
             cache: ForwardCache.
         """
-        # In training mode the blocks return their batch statistics (momentum None),
-        # and every running average is updated at the end, all in one pass.
+        # Each batch norm updates its own running averages (layers.batchnorm_forward)
+        # and returns them in its cache. The fast forms return the batch's statistics
+        # instead (momentum None), and update every running average at once, after the pass.
+        average_all = self.forms.running_averages        # None with the plain forms
+        momentum = bn_momentum if average_all is None else None
         part, c_up = self.bottom_up_forward(params, state, x, training=training,
-                                            bn_momentum=None)
+                                            bn_momentum=momentum)
         outputs, c_sample = self.per_sample_forward(params, state, tile_part(part, k), noise,
                                                     beta=beta, kl=kl, training=training,
-                                                    bn_momentum=None)
+                                                    bn_momentum=momentum)
         new_state = dict(state) if state else {}
         if training:
-            new_state.update(_running_averages(new_state, _new_states(c_up, c_sample),
-                                               bn_momentum))
+            found = _new_states(c_up, c_sample)
+            new_state.update(found if average_all is None
+                             else average_all(new_state, found, bn_momentum))
         return outputs._replace(state=new_state), ForwardCache(k, c_up, c_sample)
 
     def backward(self, dout, cache: ForwardCache) -> dict:
@@ -423,7 +444,8 @@ class Model:
         head = subtree(params, "p0")  # the output layer, never batch-normalised
         if self.config.likelihood == "bernoulli":
             return layers.sigmoid(layers.dense_forward(h, head["W"], head["b"])[0])
-        (mu, _), _ = blocks.gaussian_head_forward(h, head)
+        (mu, _), _ = self.forms.gaussian_head_forward(h, head,
+                                                      settings=self.settings(training=False))
         return mu
 
     def generate(self, params, state, n: int, noise=None):
@@ -456,30 +478,16 @@ class Model:
         return self.data_mean(params, state, outputs.z[0])
 
 
-def _new_states(bottom_up: BottomUpCache, per_sample) -> list:
-    """(prefix, new running averages) of every block and head run in a forward pass."""
-    found = []
-    for i, c in enumerate(bottom_up.steps, start=1):
-        found += [(f"up{i}", c.mlp.new_state), (f"q{i}", c.head.new_state)]
-    return found + new_states(per_sample)
+def _new_states(bottom_up: BottomUpCache, per_sample) -> dict:
+    """What every block and head of a forward pass returned as its new running averages.
 
-
-def _running_averages(state: dict, batch_stats: list, momentum: float) -> dict:
-    """The new running averages of the entries of ``state`` that a training pass has statistics for.
-
-    Args:
-        state: the batch-norm running averages, full keys -> arrays (D,).
-        batch_stats: (prefix, dict) pairs, as ``_new_states`` lists them from
-            a pass run with momentum None: each block's batch statistics.
-        momentum: weight of this batch.
-
-    Returns:
-        a dict full key -> new running average, computed for all keys at once
-        (``layers.running_averages``).
+    Each batch norm's ``cache.new_state``: its updated running averages (with
+    the fast forms, its batch's statistics), under full keys (``"up1.mean1"``).
     """
-    batch = {}
-    for name, stats in batch_stats:
-        batch.update(with_prefix(name, stats))
-    keys = [key for key in batch if key in state]
-    return dict(zip(keys, layers.running_averages([state[key] for key in keys],
-                                                  [batch[key] for key in keys], momentum)))
+    found = {}
+    for i, c in enumerate(bottom_up.steps, start=1):
+        found.update(with_prefix(f"up{i}", c.mlp.new_state))
+        found.update(with_prefix(f"q{i}", c.head.new_state))
+    for name, averages in new_states(per_sample):
+        found.update(with_prefix(name, averages))
+    return found

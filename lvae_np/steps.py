@@ -17,9 +17,11 @@ Shapes: R rows (samples times inputs), D_i the size of z_i. ``block`` and
 ``head`` are the dicts of one MLP block and one Gaussian head (cut from the
 model's flat dict with ``blocks.subtree``); ``settings`` is the blocks'
 ``blocks.BlockSettings`` (batch norm, training or evaluation, momentum,
-slope, eps). ``state`` and ``head_state`` are the block's and the head's
-batch-norm running averages (None where they have none; a head has some only
-with batch norm, see ``blocks.gaussian_head_forward``).
+slope, eps, and the forms of the ops: the plain ones, or the fast ones of
+``fast.py``, which a step runs through ``settings.forms`` and keeps in its
+cache for its backward). ``state`` and ``head_state`` are the block's and
+the head's batch-norm running averages (None where they have none; a head
+has some only with batch norm, see ``blocks.gaussian_head_forward``).
 
 This module holds the paper's form only. The released code's variants
 (``variants.py``) replace a step or a piece of wiring, and the model picks
@@ -105,8 +107,9 @@ def add_if_present(a, b):
 # ----------------------------------------------------------------------------
 class BottomUpStepCache(NamedTuple):
     mlp: blocks.MLPCache             # d_i = MLP(d_{i-1})
-    head: blocks.GaussianHeadCache   # (mu_hat_i, var_hat_i) = head(d_i)
-    input_grad: bool                   # False where d_{i-1} is the data x
+    head: Any                        # (mu_hat_i, var_hat_i) = head(d_i): its cache
+    input_grad: bool                 # False where d_{i-1} is the data x
+    forms: Any                       # settings.forms, whose head backward to run
 
 
 def bottom_up_step_forward(d_below, block, head, *, state=None, head_state=None,
@@ -129,9 +132,9 @@ def bottom_up_step_forward(d_below, block, head, *, state=None, head_state=None,
         cache: BottomUpStepCache.
     """
     d, c_mlp = blocks.mlp_forward(d_below, block, state=state, settings=settings)
-    (mu_hat, var_hat), c_head = blocks.gaussian_head_forward(d, head, state=head_state,
-                                                             settings=settings)
-    return (d, mu_hat, var_hat), BottomUpStepCache(c_mlp, c_head, input_grad)
+    (mu_hat, var_hat), c_head = settings.forms.gaussian_head_forward(d, head, state=head_state,
+                                                                     settings=settings)
+    return (d, mu_hat, var_hat), BottomUpStepCache(c_mlp, c_head, input_grad, settings.forms)
 
 
 def bottom_up_step_backward(dout, cache: BottomUpStepCache):
@@ -141,7 +144,7 @@ def bottom_up_step_backward(dout, cache: BottomUpStepCache):
     the head's plus G_d (None at the top layer, where no block reads d_L).
     """
     dd, dmu_hat, dvar_hat = dout
-    dd_head, dhead = blocks.gaussian_head_backward((dmu_hat, dvar_hat), cache.head)
+    dd_head, dhead = cache.forms.gaussian_head_backward((dmu_hat, dvar_hat), cache.head)
     dd_below, dblock = blocks.mlp_backward(add_if_present(dd_head, dd), cache.mlp,
                                            input_grad=cache.input_grad)
     return dd_below, dblock, dhead
@@ -399,9 +402,10 @@ def vae_kl_step_backward(dout, cache: VAEKLStepCache):
 # ----------------------------------------------------------------------------
 class OutputStepCache(NamedTuple):
     mlp: blocks.MLPCache   # h = MLP_0(z_1)
-    head: Any                # DenseCache (Bernoulli logits) or GaussianHeadCache
-    log_lik: Any             # BernoulliCache or LogNormalCache
-    likelihood: str          # "bernoulli" or "gaussian"
+    head: Any              # DenseCache (Bernoulli logits) or the Gaussian head's cache
+    log_lik: Any           # BernoulliCache or LogNormalCache
+    likelihood: str        # "bernoulli" or "gaussian"
+    forms: Any             # settings.forms, whose head backward to run
 
 
 def output_step_forward(z1, x, block, head, *, state=None, settings: BlockSettings,
@@ -431,9 +435,9 @@ def output_step_forward(z1, x, block, head, *, state=None, settings: BlockSettin
         logits, c_head = layers.dense_forward(h, head["W"], head["b"])
         ll, c_ll = likelihoods.bernoulli_log_likelihood_forward(x, logits)
     else:
-        (mu, var), c_head = blocks.gaussian_head_forward(h, head)
+        (mu, var), c_head = settings.forms.gaussian_head_forward(h, head, settings=settings)
         ll, c_ll = likelihoods.gaussian_log_likelihood_forward(x, mu, var)
-    return xp.sum(ll, axis=1), OutputStepCache(c_mlp, c_head, c_ll, likelihood)
+    return xp.sum(ll, axis=1), OutputStepCache(c_mlp, c_head, c_ll, likelihood, settings.forms)
 
 
 def output_step_backward(dout, cache: OutputStepCache):
@@ -451,7 +455,7 @@ def output_step_backward(dout, cache: OutputStepCache):
     else:
         dll = xp.broadcast_to(g, cache.log_lik.inv.shape)             # (R, X)
         dx, dmu, dvar = likelihoods.gaussian_log_likelihood_backward(dll, cache.log_lik)
-        dh, dhead = blocks.gaussian_head_backward((dmu, dvar), cache.head)
+        dh, dhead = cache.forms.gaussian_head_backward((dmu, dvar), cache.head)
     dz1, dblock = blocks.mlp_backward(dh, cache.mlp)
     return dz1, dx, dblock, dhead
 

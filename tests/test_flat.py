@@ -4,8 +4,9 @@ import pytest
 
 from lvae_np import flat
 from lvae_np.backend import get_backend
+from lvae_np.fast import FlatAdam, adam_update_
 from lvae_np.models import Model, ModelConfig
-from lvae_np.optim import adam_init, adam_update, adam_update_
+from lvae_np.optim import adam_init, adam_update
 
 
 def _tree(rng, dtype="float32"):
@@ -70,8 +71,6 @@ def test_adam_on_one_buffer_equals_adam_array_by_array_bit_for_bit():
 
 @pytest.mark.parametrize("whole_buffer", [True, False])
 def test_flat_adam_equals_adam_array_by_array_and_saves_the_same_state(whole_buffer):
-    from lvae_np.optim import FlatAdam
-
     model = Model(ModelConfig(kind="vae", x_dim=12, latent=(4, 3), hidden=(8, 6)),
                   get_backend("numpy", dtype="float32", seed=5))
     params, state = model.init()
@@ -104,7 +103,7 @@ def test_flat_adam_equals_adam_array_by_array_and_saves_the_same_state(whole_buf
 
 
 def test_flat_adam_clips_the_whole_buffer_to_rounding():
-    from lvae_np.optim import FlatAdam, clip_by_global_norm, global_norm
+    from lvae_np.optim import clip_by_global_norm, global_norm
 
     rng = np.random.default_rng(7)
     params = {"a": rng.normal(size=(30, 20)), "b": rng.normal(size=20)}

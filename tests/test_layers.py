@@ -49,23 +49,6 @@ def test_batchnorm_running_averages_are_returned_and_nothing_is_mutated():
     np.testing.assert_array_equal(x, before[2])
 
 
-def test_batchnorm_without_momentum_returns_the_batch_statistics_for_the_caller():
-    x = rng.normal(1.0, 2.0, size=(32, 4))
-    state = L.BNState(np.full(4, 0.5), np.full(4, 3.0))
-    out, cache = L.batchnorm_forward(x, np.ones(4), np.zeros(4), state=state, momentum=None)
-    np.testing.assert_allclose(cache.new_state.mean, x.mean(axis=0), rtol=1e-14)
-    np.testing.assert_allclose(cache.new_state.var, x.var(axis=0), rtol=1e-14)
-    # Folded in by the caller, they give what batch norm's own update gives, bit for bit.
-    averaged = L.running_averages(list(state), list(cache.new_state), 0.25)
-    out_own, own = L.batchnorm_forward(x, np.ones(4), np.zeros(4), state=state, momentum=0.25)
-    assert np.array_equal(out, out_own)
-    for got, want in zip(averaged, own.new_state):
-        assert got.tobytes() == want.tobytes()
-    # Without state too: the statistics do not need it.
-    _, no_state = L.batchnorm_forward(x, np.ones(4), np.zeros(4), momentum=None)
-    assert np.array_equal(no_state.new_state.mean, cache.new_state.mean)
-
-
 def test_running_averages_converge_to_the_data_statistics():
     state = L.init_bn_state(np, 2)
     data_rng = np.random.default_rng(5)

@@ -86,9 +86,9 @@ def test_bad_configurations_are_clear_errors(bad, match):
 # ----------------------------------------------------------------------------
 # Behaviour
 # ----------------------------------------------------------------------------
-def _small(kind, bn=True, seed=0, dtype="float64", **kw):
+def _small(kind, bn=True, seed=0, dtype="float64", fast=False, **kw):
     cfg = ModelConfig(kind=kind, x_dim=10, latent=(4, 3), hidden=(8, 6), batch_norm=bn, **kw)
-    model = Model(cfg, get_backend("numpy", dtype=dtype, seed=seed))
+    model = Model(cfg, get_backend("numpy", dtype=dtype, seed=seed), fast=fast)
     params, state = model.init()
     x = np.random.default_rng(seed).uniform(size=(16, 10)).astype(dtype)
     return model, params, state, x
@@ -160,13 +160,15 @@ def test_batch_norm_state_is_returned_and_evaluation_uses_it():
     assert model.forward(params, new, x, noise, training=False)[0].state is not None
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["plain", "fast"])
 @pytest.mark.parametrize("kind,options", [("lvae", {}), ("vae", {}),
                                           ("lvae", {"head_batch_norm": True,
                                                     "shared_top_down": False}),
                                           ("vae", {"head_batch_norm": True})])
-def test_every_running_average_is_updated_as_its_layer_alone_would(kind, options):
-    """The model updates all its running averages in one pass: (1 - m) * old + m * batch each."""
-    model, params, state, x = _small(kind, dtype="float32", **options)
+def test_every_running_average_is_updated_as_its_layer_alone_would(kind, options, fast):
+    """(1 - m) * old + m * batch for each running average, bit for bit: in its batch norm with
+    the plain forms, all at once after the pass with the fast ones."""
+    model, params, state, x = _small(kind, dtype="float32", fast=fast, **options)
     rng = np.random.default_rng(3)
     state = {k: (v + rng.uniform(0.1, 1.0, size=v.shape)).astype(np.float32)
              for k, v in state.items()}

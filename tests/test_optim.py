@@ -1,4 +1,8 @@
-"""Adam against a hand-computed sequence, and gradient clipping."""
+"""Adam against a hand-computed sequence, and gradient clipping.
+
+Adam in place and on one flat buffer (``fast.py``) are held to this Adam in
+tests/test_fast_forms.py and tests/test_flat.py.
+"""
 import numpy as np
 import pytest
 
@@ -65,22 +69,3 @@ def test_clipping_by_global_norm():
     np.testing.assert_allclose(clipped["a"], [0.6])
     same, _ = clip_by_global_norm(grads, 10.0)
     np.testing.assert_array_equal(same["b"], grads["b"])
-
-
-def test_in_place_adam_equals_the_functional_one_bit_for_bit():
-    from lvae_np.optim import adam_update_
-
-    rng = np.random.default_rng(4)
-    params = {"a": rng.normal(size=(5, 3)).astype(np.float32), "b": rng.normal(size=3)}
-    inplace = {k: v.copy() for k, v in params.items()}
-    opt, opt_ = adam_init(params), adam_init(inplace)
-    for _ in range(5):
-        grads = {k: rng.normal(size=v.shape).astype(v.dtype) for k, v in params.items()}
-        params, opt = adam_update(params, grads, opt)
-        ids = {k: id(v) for k, v in inplace.items()}
-        inplace, opt_ = adam_update_(inplace, grads, opt_)
-        assert {k: id(v) for k, v in inplace.items()} == ids  # the same arrays, updated
-    for k in params:
-        np.testing.assert_array_equal(inplace[k], params[k])
-        np.testing.assert_array_equal(opt_["v"][k], opt["v"][k])
-    assert opt_["t"] == opt["t"] == 5

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lvae_np import optim
+from lvae_np import fast, optim
 from lvae_np.training import config, train
 from lvae_np.training.config import PRESETS, TrainConfig, config_from_meta
 from test_train import ckpt, rows, run
@@ -55,7 +55,7 @@ def test_flat_adam_clips_each_element_bit_for_bit(whole_buffer):
     assert max(np.abs(g).max() for g in grads.values()) > 0.9  # the clip acts
     want, _ = optim.adam_update(params, optim.clip_elementwise(grads, 0.9),
                                 optim.adam_init(params))
-    opt = optim.FlatAdam(params, whole_buffer=whole_buffer)
+    opt = fast.FlatAdam(params, whole_buffer=whole_buffer)
     opt.step(grads, clip_value=0.9)
     for k in params:
         np.testing.assert_array_equal(opt.params[k], want[k], err_msg=k)

@@ -18,6 +18,12 @@ beta (``lvae-L3-bn-mc-beta0.5``), or ``iw{k}`` for the importance-weighted
 bound (``vae-L2-nobn-iw3``). The longer ``title`` says the same in words.
 Composites whose parameters come as dicts are built with ``composite_case``.
 
+The cases check the plain forms of the ops, which a model runs by default
+and a student checks; the fast forms of ``fast.py`` have cases of their own
+(``gaussian-head-fused``, ``gaussian-head-fused-bn``, ``mlp-fast``), and
+``model_case(..., fast_forms=True)`` builds a whole model on them (checked by
+tests/test_fast_forms.py, not registered: the command line's table stays one screen).
+
 To add a case, build it and register it; the command line and the tests then
 check it::
 
@@ -31,7 +37,7 @@ from functools import partial
 
 import numpy
 
-from .. import blocks, bounds, gaussian, likelihoods
+from .. import blocks, bounds, fast, gaussian, likelihoods
 from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
 from ..blocks import BlockSettings
@@ -206,12 +212,13 @@ register(
 # ----------------------------------------------------------------------------
 # The composites of blocks.py
 # ----------------------------------------------------------------------------
-def _mlp_forward(batch_norm: bool, training: bool):
+def _mlp_forward(batch_norm: bool, training: bool, forms=blocks.PLAIN):
     """mlp_forward with its settings bound and, with batch norm, a fixed state."""
     def forward(x, p):
         state = mlp_state(x) if batch_norm else None
         return blocks.mlp_forward(x, p, state=state,
-                                  settings=BlockSettings(batch_norm=batch_norm, training=training))
+                                  settings=BlockSettings(batch_norm=batch_norm, training=training,
+                                                         forms=forms))
 
     return forward
 
@@ -237,16 +244,23 @@ register(
     composite_case("gaussian-head", blocks.gaussian_head_forward,
                    blocks.gaussian_head_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
                    names=("h",),
-                   title="Gaussian head, mu = h W_mu + b_mu, var = softplus(h W_var + b_var)",
+                   title="Gaussian head, two dense layers: mu = h W_mu + b_mu, "
+                         "var = softplus(h W_var + b_var)",
                    uses=("dense", "softplus")),
-    composite_case("gaussian-head-plain", blocks.gaussian_head_plain_forward,
-                   blocks.gaussian_head_plain_backward, normal_input((7, 5)), {"p": init_head_params(5, 3)},
-                   names=("h",), title="the Gaussian head's plain form, two dense layers",
+    composite_case("gaussian-head-fused", fast.gaussian_head_forward,
+                   fast.gaussian_head_backward, normal_input((7, 5)),
+                   {"p": init_head_params(5, 3)}, names=("h",), module="fast",
+                   title="the Gaussian head's fast form, one product h [W_mu | W_var]",
                    uses=("dense", "softplus")),
     composite_case("gaussian-block", _gaussian_block_forward, blocks.gaussian_block_backward,
                    normal_input((6, 5)), {"block": init_mlp_params(True), "head": init_head_params(MLP_SIZES[-1], 2)},
                    names=("h",), title="Gaussian block, an MLP block then a Gaussian head",
                    uses=("mlp", "gaussian-head")),
+    composite_case("mlp-fast", _mlp_forward(True, True, fast.FAST), blocks.mlp_backward,
+                   normal_input((6, 5)), {"p": init_mlp_params(True)}, names=("x",),
+                   module="fast", uses=("dense", "batchnorm", "leaky-relu"), course=False,
+                   title="MLP block with the fast forms of the leaky ReLU's and batch norm's "
+                         "forward passes, training mode"),
     Case("tile-rows", partial(blocks.tile_rows_forward, k=3), blocks.tile_rows_backward,
          normal_input((4, 3)), module="blocks", kind="composite",
          title="row tiling, k = 3 copies of each row", points=1),
@@ -273,7 +287,7 @@ OPTION_TAGS = {  # ModelConfig option -> (its value in the case, the tag in the 
 
 
 def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
-               iw: int = 1, **options) -> Case:
+               iw: int = 1, *, fast_forms: bool = False, **options) -> Case:
     """A whole VAE or LVAE as one op: parameters in, per-example objective out.
 
     The inputs are the parameter arrays (sorted by key), perturbed off the
@@ -290,6 +304,8 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
         kl: the KL estimator, ``"mc"`` or ``"analytic"`` (with ``iw`` = 1).
         beta: the KL's weight (with ``iw`` = 1).
         iw: importance samples per example.
+        fast_forms: the model runs the fast forms of the ops (``Model(fast=True)``;
+            ``-fast`` in the name; not part of the course's grading).
         options: ModelConfig fields of the original code's options, each
             tagged in the name: ``head_batch_norm=True`` (``-headbn``),
             ``shared_top_down=False`` (``-unshared``), ``only_mu_up=True``
@@ -302,7 +318,7 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
     """
     cfg = ModelConfig(kind=kind, x_dim=6, latent=(3, 2, 2)[:layers],
                       hidden=(5, 4, 3)[:layers], batch_norm=batch_norm, **options)
-    model = Model(cfg, get_backend("numpy", dtype="float64", seed=layers))
+    model = Model(cfg, get_backend("numpy", dtype="float64", seed=layers), fast=fast_forms)
     params, state = model.init()
     keys = sorted(params)
     rng = numpy.random.default_rng(100 + layers)
@@ -339,16 +355,22 @@ def model_case(kind: str, layers: int, batch_norm: bool, kl: str, beta: float,
              + (f"IWAE bound k = {iw}" if iw > 1 else f"KL {kl}, beta = {beta:g}"))
     tags = [OPTION_TAGS[k][1] for k in OPTION_TAGS if k in options]
     tags += [f"eps{options['bn_eps']:g}"] if "bn_eps" in options else []
+    tags += ["fast"] if fast_forms else []
     title += "".join(f", {k} = {v}" for k, v in options.items())
+    title += ", the fast forms of the ops" if fast_forms else ""
     uses = model_uses(kind, batch_norm, kl if iw == 1 else "mc", iw)
     if options.get("head_batch_norm"):
         uses += ("gaussian-head-bn",)
     if kind == "lvae" and options.get("shared_top_down") is False:
         uses += ("unshared-ladder-step" if kl == "analytic" and iw == 1 else
                  "unshared-ladder-step-mc",)
+    if fast_forms:
+        uses += (("mlp-fast",) if batch_norm else ()) + ("gaussian-head-fused",)
+        uses += ("gaussian-head-fused-bn",) if options.get("head_batch_norm") else ()
     return Case("-".join([f"{kind}-L{layers}-{bn}-{objective}"] + tags), forward, backward,
                 lambda rng: [a.copy() for a in start], module="models", kind="model",
-                title=title, names=tuple(keys), step=1e-5, uses=uses, course=not options)
+                title=title, names=tuple(keys), step=1e-5, uses=uses,
+                course=not options and not fast_forms)
 
 
 def model_uses(kind: str, batch_norm: bool, kl: str, iw: int = 1) -> tuple:

@@ -1,7 +1,8 @@
 """Gradient-check cases of the original code's options: batch-normalised head, unshared step.
 
 The unshared ladder step is ``variants.py``'s; the head's batch norm is an
-option of ``blocks.gaussian_head_forward``.
+option of ``blocks.gaussian_head_forward`` (and of its fast twin,
+``fast.gaussian_head_forward``).
 
 ``cases.py`` registers ``OPTION_COMPOSITE_CASES`` after the other
 composites and ``OPTION_STEP_CASES`` after the other steps, so the
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import numpy
 
-from .. import blocks, variants
+from .. import blocks, fast, variants
 from ..backend import namespace
 from ..blocks import BlockSettings
 from .case import (
@@ -50,9 +51,10 @@ def ladder_inputs(rng):
             variances(rng, (ROWS, D)), rng.normal(size=(ROWS, D))]
 
 
-def _head_bn(training: bool):
+def _head_bn(training: bool, module=blocks):
+    """``module.gaussian_head_forward`` (blocks' or fast's) on a fixed state, looked up when called."""
     def forward(h, p):
-        return blocks.gaussian_head_forward(h, p, state=head_state(h, HEAD_OUT),
+        return module.gaussian_head_forward(h, p, state=head_state(h, HEAD_OUT),
                                             settings=BlockSettings(training=training,
                                                                    momentum=0.1))
     return forward
@@ -85,6 +87,11 @@ OPTION_COMPOSITE_CASES = [
                    uses=("dense", "batchnorm-eval", "softplus"), points=1,
                    title="Gaussian head with batch norm, evaluation mode (running averages)",
                    course=False),
+    composite_case("gaussian-head-fused-bn", _head_bn(True, fast),
+                   fast.gaussian_head_backward, normal_input((ROWS, HEAD_IN)), HEAD_BN,
+                   names=("h",), module="fast", uses=("dense", "batchnorm", "softplus"),
+                   title="the fast Gaussian head with batch norm: one product, one batch norm "
+                         "over both halves", course=False),
 ]
 
 OPTION_STEP_CASES = [

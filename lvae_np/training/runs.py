@@ -376,7 +376,7 @@ def load_run(run_dir, data_dir=None, *, backend: str = "auto", seed: int = 0,
     model_config = cfg.model_config(ds.train.shape[1], ds.likelihood)
     check_model_arrays(path, ckpt, model_config)
     be = get_backend(backend, dtype=cfg.dtype, seed=seed, noise=cfg.noise)
-    model = Model(model_config, be)
+    model = Model(model_config, be, fast=True)   # the forms of the ops training runs
     params = {k: be.asarray(v) for k, v in ckpt["params"].items()}
     state = {k: be.asarray(v) for k, v in ckpt["state"].items()}
     return LoadedRun(model, params, state, ds, cfg, ckpt["meta"])

@@ -28,8 +28,9 @@ from ..backend import to_numpy
 from .checkpoint import CheckpointError
 from .config import TrainConfig, config_as_dict
 from .fileio import atomic_write_many
+from ..fast import FlatAdam
 from ..models import Model
-from ..optim import AdamConfig, FlatAdam
+from ..optim import AdamConfig
 from .runs import CHECKPOINT, CONFIG, check_model_arrays
 
 
@@ -102,7 +103,10 @@ class Trainer:
                  progress: bool):
         self.cfg, self.run_dir, self.be, self.ds = cfg, run_dir, backend, dataset
         self.progress = progress
-        self.model = Model(cfg.model_config(dataset.train.shape[1], dataset.likelihood), backend)
+        # Training runs the fast forms of the ops (fast.py), the same numbers as the plain ones
+        # to rounding; and Adam in place on one flat buffer (FlatAdam).
+        self.model = Model(cfg.model_config(dataset.train.shape[1], dataset.likelihood), backend,
+                           fast=True)
         self.adam = AdamConfig(lr=cfg.lr)
         self.train_x = backend.asarray(dataset.train)   # on the device for CuPy
         self.test_x = backend.asarray(dataset.test)

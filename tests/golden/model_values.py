@@ -5,7 +5,9 @@ the new batch-norm state, the logged statistics), the importance-weighted
 objective, the L_k estimate (batch norm folded, chunked), ancestral samples
 and reconstructions, for both models at 1, 2 and 5 layers, in float64 and
 float32. ``tests/test_golden.py`` compares a fresh run with the stored file,
-so a refactor that changes a number is caught.
+so a refactor that changes a number is caught. The values are recorded with
+the fast forms of the ops (``Model(fast=True)``, as training runs them);
+``compute_case(..., fast=False)`` computes the same values with the plain forms.
 
 Record once, before a refactor (refuses to overwrite unless --force)::
 
@@ -58,10 +60,14 @@ def _np(a):
     return numpy.asarray(to_numpy(a))
 
 
-def compute_case(cfg: dict, dtype: str, kl: str) -> dict:
-    """Every recorded value of one case, as NumPy arrays keyed by name."""
+def compute_case(cfg: dict, dtype: str, kl: str, *, fast: bool = True) -> dict:
+    """Every recorded value of one case, as NumPy arrays keyed by name.
+
+    ``fast``: the model's forms of the ops (``Model(fast=...)``); the stored
+    values are the fast forms'.
+    """
     be = get_backend("numpy", dtype=dtype, seed=7)
-    model = Model(ModelConfig(**cfg), be)
+    model = Model(ModelConfig(**cfg), be, fast=fast)
     params, state = model.init()
     data = numpy.random.default_rng(11)
     if cfg.get("likelihood") == "gaussian":
