@@ -136,7 +136,7 @@ def iwae_loss_and_grads(model, params, state, x, k: int, beta: float = 1.0, nois
     loss = -xp.mean(bound)
     (dlw,) = logmeanexp_backward(xp.full((n,), -1.0 / n, dtype=f.dtype), c_lme)
     grads = model.backward(xp.reshape(dlw, (k * n,)), cache)
-    stats = model.summarize(outputs, "mc")
+    stats = model.batch_means(outputs, "mc")
     stats["bound"] = xp.mean(bound)
     return loss, grads, stats
 

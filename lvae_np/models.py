@@ -411,12 +411,12 @@ class Model:
         outputs, cache = self.forward(params, state, x, noise, beta=beta, kl=kl,
                                       training=training)
         xp = namespace(outputs.f)
-        stats = self.summarize(outputs, kl)
+        stats = self.batch_means(outputs, kl)
         loss = -stats["objective"]  # the batch mean of f, computed once
         grads = self.backward(xp.full(outputs.f.shape, -1.0 / n, dtype=outputs.f.dtype), cache)
         return loss, grads, stats
 
-    def summarize(self, outputs: Outputs, kl: str) -> dict:
+    def batch_means(self, outputs: Outputs, kl: str) -> dict:
         """Batch means of the objective's terms, for logging (see ``loss_and_grads``)."""
         xp = namespace(outputs.f)
         kl_units = [xp.mean(t, axis=0) for t in outputs.kl]

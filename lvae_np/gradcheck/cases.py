@@ -42,7 +42,7 @@ from .. import layers as layer_ops  # "layers" is a count in model_case
 from ..backend import get_backend, namespace
 from ..blocks import BlockSettings
 from ..models import Model, ModelConfig
-from .case import (  # noqa: F401  (KINDS, NAME and Case are part of the registry's interface)
+from .builder import (  # noqa: F401  (KINDS, NAME and Case are part of the registry's interface)
     KINDS,
     MLP_SIZES,
     NAME,

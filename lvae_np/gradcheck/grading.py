@@ -55,7 +55,7 @@ import traceback
 import numpy
 
 from . import cases, ownership, points
-from .case import Case
+from .builder import Case
 from .engine import DEFAULT_TOL, backward_problem
 from .report import (  # noqa: F401  (the verdicts are part of the grader's interface)
     BLOCKED,

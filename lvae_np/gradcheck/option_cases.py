@@ -18,7 +18,7 @@ import numpy
 from .. import blocks, fast, variants
 from ..backend import namespace
 from ..blocks import BlockSettings
-from .case import (
+from .builder import (
     composite_case,
     init_head_params,
     init_mlp_params,

@@ -13,7 +13,7 @@ import numpy
 
 from .. import steps
 from ..blocks import BlockSettings
-from .case import (
+from .builder import (
     MLP_SIZES,
     Case,
     composite_case,
