@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from ..training.fileio import atomic_write_text
-from .claims import verdict
+from .claims import share_above_z1, sign, verdict
 from .records import COPIED, copy_text
 from .specs import DEFAULT_RUNS_DIR, LVAE_ONLY_CHOICES
 
@@ -81,11 +81,6 @@ def numbers_at(folder: Path, epoch: int) -> dict | None:
     return None
 
 
-def share_above_z1(kl: list) -> float:
-    total = sum(kl)
-    return sum(kl[1:]) / total if total > 0 else 0.0
-
-
 def table(runs_dir: Path, paper_dir: Path, epoch: int, seeds) -> list:
     """One dict per configuration: its per-seed numbers of both models and the two verdicts."""
     out = []
@@ -96,9 +91,9 @@ def table(runs_dir: Path, paper_dir: Path, epoch: int, seeds) -> list:
                     for m in ("vae", "lvae")}
             if all(pair.values()):
                 per_seed[seed] = pair
-        units = [_sign(sum(p["lvae"]["units"][1:]) - sum(p["vae"]["units"][1:]))
+        units = [sign(sum(p["lvae"]["units"][1:]) - sum(p["vae"]["units"][1:]))
                  for p in per_seed.values()]
-        shares = [_sign(share_above_z1(p["lvae"]["kl"]) - share_above_z1(p["vae"]["kl"]))
+        shares = [sign(share_above_z1(p["lvae"]["kl"]) - share_above_z1(p["vae"]["kl"]))
                   for p in per_seed.values()]
         missing = [s for s in seeds if s not in per_seed]
         short = f"not run in every seed ({len(per_seed)} of {len(seeds)})"
@@ -106,10 +101,6 @@ def table(runs_dir: Path, paper_dir: Path, epoch: int, seeds) -> list:
                     "units_verdict": short if missing else verdict(units),
                     "share_verdict": short if missing else verdict(shares)})
     return out
-
-
-def _sign(value: float) -> int:
-    return 1 if value > 0 else -1 if value < 0 else 0
 
 
 def markdown(rows: list, epoch: int, seeds) -> str:

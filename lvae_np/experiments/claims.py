@@ -33,7 +33,8 @@ def verdict(signs: list) -> str:
     return UNSURE
 
 
-def _sign(value: float, margin: float = 0.0) -> int:
+def sign(value: float, margin: float = 0.0) -> int:
+    """+1 beyond ``margin`` in favour of the claim, -1 beyond it against, else 0."""
     return 1 if value > margin else -1 if value < -margin else 0
 
 
@@ -60,19 +61,25 @@ def _by_seed(records: list, dataset: str, layers: int, bn: bool, wu: bool,
     return {seed: pair for seed, pair in sorted(out.items()) if len(pair) == 2}
 
 
-def _higher_units(ev: dict) -> int:
+def higher_units(ev: dict) -> int:
+    """An evaluation's units with KL > 0.01 above z1."""
     return sum(ev["active_units_kl"][1:])
 
 
+def share_above_z1(kl: list) -> float:
+    """The share of a KL per layer (z1 first) above z1; 0 for no KL."""
+    total = sum(kl)
+    return sum(kl[1:]) / total if total > 0 else 0.0
+
+
 def _kl_share_above_z1(ev: dict) -> float:
-    total = sum(ev["kl"])
-    return sum(ev["kl"][1:]) / total if total > 0 else 0.0
+    return share_above_z1(ev["kl"])
 
 
 # Claims that compare one number of each model's evaluation, seed by seed (LVAE > VAE):
 # (claim, the number, its format in the evidence).
 PER_MODEL_CLAIMS = (
-    ("the LVAE keeps more active units in its higher layers (z2 and up)", _higher_units, "d"),
+    ("the LVAE keeps more active units in its higher layers (z2 and up)", higher_units, "d"),
     ("the LVAE spreads its KL over more layers (share of the KL above z1)", _kl_share_above_z1,
      ".0%"),
 )
@@ -102,7 +109,7 @@ def judge_claims(records: list, paired: list) -> list:
         if diffs:
             out.append(dict(
                 claim="the LVAE's log-likelihood (L_K) beats the VAE's", setting=where,
-                verdict=verdict([_sign(q["diff"], 2 * q["diff_stderr"]) for _, q in diffs]),
+                verdict=verdict([sign(q["diff"], 2 * q["diff_stderr"]) for _, q in diffs]),
                 seeds=[s for s, _ in diffs],
                 evidence=[f"seed {s}: {q['diff']:+.2f} ({q['diff_stderr']:.2f})"
                           for s, q in diffs]))
@@ -112,7 +119,7 @@ def judge_claims(records: list, paired: list) -> list:
                 values = {s: (measure(p["lvae"]), measure(p["vae"])) for s, p in both.items()}
                 out.append(dict(
                     claim=claim, setting=where,
-                    verdict=verdict([_sign(a - b) for a, b in values.values()]),
+                    verdict=verdict([sign(a - b) for a, b in values.values()]),
                     seeds=list(values),
                     evidence=[f"seed {s}: LVAE {a:{fmt}}, VAE {b:{fmt}}"
                               for s, (a, b) in values.items()]))
@@ -141,7 +148,7 @@ def _bn_wu_needed(records: list, dataset: str, layers: int) -> dict | None:
         if not others:
             continue
         margin = best - max(others)
-        signs.append(_sign(margin))
+        signs.append(sign(margin))
         seeds.add(seed)
         evidence.append(f"{model.upper()} seed {seed}: BN + WU ahead of the best without "
                         f"by {margin:+.2f}")

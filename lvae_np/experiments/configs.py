@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 from ..training.fileio import atomic_write_text
-from .claims import verdict
+from .claims import higher_units, share_above_z1, sign, verdict
 
 RESULTS = Path("results") / "experiments"
 # (label, experiment whose published runs hold it, run-id suffix after "mnist-<model>-L5-bn-wu")
@@ -54,16 +54,6 @@ def read_eval(path: Path) -> dict | None:
         raise ConfigsError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
-def higher_units(ev: dict) -> int:
-    """Units with KL > 0.01 above z1."""
-    return sum(ev["active_units_kl"][1:])
-
-
-def share_above_z1(ev: dict) -> float:
-    total = sum(ev["kl"])
-    return sum(ev["kl"][1:]) / total if total > 0 else 0.0
-
-
 def paired(lvae: dict, vae: dict) -> tuple:
     """LVAE minus VAE in L_K, example by example: (mean, standard error)."""
     a, b = lvae.get("lk_per_example"), vae.get("lk_per_example")
@@ -74,10 +64,6 @@ def paired(lvae: dict, vae: dict) -> tuple:
     mean = sum(d) / len(d)
     var = sum((x - mean) ** 2 for x in d) / max(1, len(d) - 1)
     return mean, math.sqrt(var / len(d))
-
-
-def _sign(value: float, margin: float = 0.0) -> int:
-    return 1 if value > margin else -1 if value < -margin else 0
 
 
 def table(results_dir: Path, seeds, eval_file: str = EVAL_FILE) -> list:
@@ -99,11 +85,12 @@ def table(results_dir: Path, seeds, eval_file: str = EVAL_FILE) -> list:
 
         out.append({"config": label, "experiment": experiment, "seeds": per_seed,
                     "missing": missing,
-                    "units": judged([_sign(higher_units(p["lvae"]) - higher_units(p["vae"]))
+                    "units": judged([sign(higher_units(p["lvae"]) - higher_units(p["vae"]))
                                      for p in per_seed.values()]),
-                    "share": judged([_sign(share_above_z1(p["lvae"]) - share_above_z1(p["vae"]))
+                    "share": judged([sign(share_above_z1(p["lvae"]["kl"])
+                                          - share_above_z1(p["vae"]["kl"]))
                                      for p in per_seed.values()]),
-                    "lk": judged([_sign(p["diff"][0], 2 * p["diff"][1])
+                    "lk": judged([sign(p["diff"][0], 2 * p["diff"][1])
                                   for p in per_seed.values()])})
     return out
 
@@ -128,7 +115,8 @@ def markdown(rows: list, seeds) -> str:
             lines.append(
                 f"| {row['config']} | {seed} | {'/'.join(map(str, lv['active_units_kl']))} "
                 f"({higher_units(lv)}) | {'/'.join(map(str, va['active_units_kl']))} "
-                f"({higher_units(va)}) | {share_above_z1(lv):.0%} | {share_above_z1(va):.0%} | "
+                f"({higher_units(va)}) | {share_above_z1(lv['kl']):.0%} | "
+                f"{share_above_z1(va['kl']):.0%} | "
                 f"{lv['lk']:.2f} | {va['lk']:.2f} | {p['diff'][0]:+.2f} ({p['diff'][1]:.2f}) |")
         for seed in row["missing"]:
             lines.append(f"| {row['config']} | {seed} | not evaluated | | | | | | |")
