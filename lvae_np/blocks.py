@@ -349,7 +349,8 @@ def gaussian_head_backward(dout, cache: GaussianHeadCache):
 
     G_a = G_var * softplus'(a_var) is the gradient reaching a_var (with batch
     norm, G_mu and G_a first go back through it, giving the gammas' and
-    betas' gradients). h feeds both layers, so dh = G_mu W_mu^T + G_a W_var^T.
+    betas' gradients). h feeds both dense layers, so dh is the sum of the two
+    layers' input gradients.
     """
     g_mu, g_var = dout
     (g_a,) = layers.softplus_backward(g_var, cache.softplus)

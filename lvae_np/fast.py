@@ -182,11 +182,13 @@ def gaussian_head_forward(h, p, *, state=None, settings: BlockSettings = BlockSe
 def gaussian_head_backward(dout, cache: FusedHeadCache):
     """``blocks.gaussian_head_backward`` with one product: returns (dh, dp).
 
-    dh = G_mu W_mu^T + G_a W_var^T, with G_a the gradient through the
-    softplus, is the one product [G_mu | G_a] [W_mu | W_var]^T. With batch
-    norm, [G_mu | G_a] first goes back through it (giving the gammas' and
-    betas' gradients), and the dense layers have no bias. The gradients'
-    keys come in the twin's order.
+    The forward's one dense layer on the joined weights [W_mu | W_var] goes
+    back through one ``layers.dense_backward``, on the joined upstream
+    gradient [G_mu | G_a] (G_a: the var half's gradient through the
+    softplus); its gradients are cut into the two halves'. With batch norm,
+    [G_mu | G_a] first goes back through it (giving the gammas' and betas'
+    gradients), and the dense layers have no bias. The gradients' keys come
+    in the twin's order.
     """
     xp = namespace(dout[0])
     g_mu, g_var = dout

@@ -71,23 +71,45 @@ def reparameterize_forward(mu, var, eps):
     Returns:
         z: shape (N, D).
         cache: ReparamCache(var, std, eps).
+
+    ### BEGIN SOLUTION
+    The standard deviation is that of the floored variance, std = sqrt(var_f);
+    the cache keeps var as given, for the floor's mask in the backward pass.
+    ### END SOLUTION
     """
     xp = namespace(mu, var, eps)
+    ### BEGIN SOLUTION
     std = xp.sqrt(floor_var(var))
     return mu + std * eps, ReparamCache(var, std, eps)
+    ### END SOLUTION
 
 
 def reparameterize_backward(dout, cache: ReparamCache):
-    """Gradients of z = mu + sqrt(var_f) * eps. With G = dL/dz (N, D)::
+    """Gradients of z = mu + sqrt(var_f) * eps.
 
-        dL/dmu  = G                         (a copy: callers may update it in place)
-        dL/dvar = G * eps / (2 sqrt(var_f))  (0 where var < VAR_FLOOR)
+    Args:
+        dout: G = dL/dz, shape (N, D).
+        cache: ReparamCache from ``reparameterize_forward``.
+
+    Returns:
+        (dmu, dvar, deps), each of shape (N, D): new arrays (callers may update
+        them in place), the variance gradient 0 where var < VAR_FLOOR
+        (``through_floor``).
+
+    ### BEGIN SOLUTION
+    With G = dL/dz::
+
+        dL/dmu  = G                         (a copy)
+        dL/dvar = G * eps / (2 sqrt(var_f))
         dL/deps = G * sqrt(var_f)
+    ### END SOLUTION
     """
     xp = namespace(dout)
     var, std, eps = cache
+    ### BEGIN SOLUTION
     dvar = through_floor(dout * eps / (2.0 * std), var)
     return xp.asarray(dout, copy=True), dvar, dout * std
+    ### END SOLUTION
 
 
 # ----------------------------------------------------------------------------
@@ -252,37 +274,37 @@ def kl_normal_backward(dout, cache: KLCache):
     ### END SOLUTION
 
 
-class KLStdCache(NamedTuple):
-    mu: Array   # (N, D)
-    var: Array  # (N, D) the variance as given (for the floor's mask)
-    inv: Array  # (N, D) 1 / var_f
-
-
 def kl_standard_normal_forward(mu, var):
-    """Elementwise KL(N(mu, var) || N(0, 1)) = 0.5 * (var + mu^2 - 1 - log var).
+    """Elementwise KL(N(mu, var) || N(0, 1)): ``kl_normal_forward`` against mu_p = 0, var_p = 1.
 
     The KL of the top layer, q(z_L | x) against the prior p(z_L) = N(0, I).
+    It runs the general KL (with zeros and ones as p's mean and variance), so
+    there is one closed form to write and to check, and its numbers are that
+    op's, bit for bit.
 
     Args:
         mu, var: mean and variance of q, shape (N, D).
 
     Returns:
         kl: shape (N, D), >= 0.
-        cache: KLStdCache(mu, var, 1 / var_f).
+        cache: the cache of ``kl_normal_forward`` (a KLCache).
     """
     xp = namespace(mu, var)
-    v = floor_var(var)
-    return 0.5 * (v - 1.0 - xp.log(v) + mu * mu), KLStdCache(mu, var, 1.0 / v)
+    return kl_normal_forward(mu, var, xp.zeros_like(mu), xp.ones_like(var))
 
 
-def kl_standard_normal_backward(dout, cache: KLStdCache):
-    """With G = dL/dKL (N, D)::
+def kl_standard_normal_backward(dout, cache):
+    """Gradients of KL(N(mu, var) || N(0, 1)): ``kl_normal_backward``'s, for q's mean and variance.
 
-        dL/dmu  = G * mu
-        dL/dvar = G * 0.5 * (1 - 1/var)     (0 where var < VAR_FLOOR)
+    Args:
+        dout: G = dL/dKL, shape (N, D).
+        cache: from ``kl_standard_normal_forward``.
+
+    Returns:
+        (dmu, dvar), each of shape (N, D) (p's are fixed, so they have none).
     """
-    mu, var, inv = cache
-    return dout * mu, through_floor(0.5 * dout * (1.0 - inv), var)
+    dmu, dvar, _, _ = kl_normal_backward(dout, cache)
+    return dmu, dvar
 
 
 # ----------------------------------------------------------------------------
@@ -317,11 +339,22 @@ def log_normal_forward(z, mu, var):
 
 
 def log_normal_backward(dout, cache: LogNormalCache):
-    """With G = dL/dlogp (N, D)::
+    """Gradients of the elementwise log-density log N(z; mu, var).
+
+    Args:
+        dout: G = dL/dlogp, shape (N, D).
+        cache: LogNormalCache from ``log_normal_forward``.
+
+    Returns:
+        (dz, dmu, dvar), each of shape (N, D); dvar is 0 where var < VAR_FLOOR.
+
+    ### BEGIN SOLUTION
+    With G = dL/dlogp::
 
         dL/dz   = -G * (z - mu) / var
         dL/dmu  =  G * (z - mu) / var
-        dL/dvar =  G * 0.5 * ((z - mu)^2 / var^2 - 1 / var)    (0 where var < VAR_FLOOR)
+        dL/dvar =  G * 0.5 * ((z - mu)^2 / var^2 - 1 / var)
+    ### END SOLUTION
     """
     var, inv, scaled = cache
     dmu = dout * scaled

@@ -96,10 +96,5 @@ def gaussian_log_likelihood_forward(x, mu, var):
 
 
 def gaussian_log_likelihood_backward(dout, cache):
-    """With G = dL/dlogp (N, D), as in ``gaussian.log_normal_backward``::
-
-        dL/dx   = -G * (x - mu) / var
-        dL/dmu  =  G * (x - mu) / var
-        dL/dvar =  G * 0.5 * ((x - mu)^2 / var^2 - 1 / var)    (0 where var < VAR_FLOOR)
-    """
+    """``gaussian.log_normal_backward``: with G = dL/dlogp (N, D), returns (dx, dmu, dvar)."""
     return gaussian.log_normal_backward(dout, cache)

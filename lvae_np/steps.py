@@ -53,7 +53,7 @@ KL_ESTIMATORS = ("analytic", "mc")
 class KLTermCache(NamedTuple):
     estimator: str     # "analytic" or "mc"
     standard: bool     # p = N(0, I) (the top layer)
-    kl: Any            # the cache of the op used (KLCache, KLStdCache or KLSampleCache)
+    kl: Any            # the cache of the op used (KLCache or KLSampleCache)
 
 
 def kl_term_forward(z, mu_q, var_q, mu_p=None, var_p=None, *, estimator: str):

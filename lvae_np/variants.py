@@ -11,7 +11,9 @@ replaces it; the passes run what they are given and never ask which:
   (mu_hat_i, var_hat_i); ``down{i}``, ``p{i}`` then give p(z_i | z_{i+1})
   for the KL term only. ``unshared_ladder_step_forward`` / ``_backward``
   replace ``steps.ladder_step_forward`` / ``_backward``, and
-  ``UnsharedLadderLayer`` replaces ``steps.LadderLayer`` in the pass.
+  ``UnsharedLadderLayer`` replaces ``steps.LadderLayer`` in the pass. The
+  backward holds the answer to an assignment (the ladder step's chain rule),
+  so a student copy of the package has it as a stub.
 * ``only_mu_up`` (LVAE): block up_{i+1} of the bottom-up pass reads
   mu_hat_i, not d_i. ``MuUpInput`` replaces ``steps.UpInput``.
 
@@ -91,8 +93,10 @@ def unshared_ladder_step_forward(z_above, mu_hat, var_hat, eps, td_block, td_hea
 def unshared_ladder_step_backward(dout, cache: UnsharedLadderStepCache):
     """Replaces ``steps.ladder_step_backward``: gradients of the unshared ladder step.
 
-    In reverse: the VAE's KL step (``steps.vae_kl_step_backward``: the KL
-    term, then p's block), the sample, the merge and the top-down block.
+    Its chain rule is the paper's ladder step's (``steps.ladder_step_backward``,
+    which a course assigns) with the two blocks apart, so in a student copy
+    of the package it is a stub too: write it once that one passes (its
+    gradient checks: ``python -m lvae_np.gradcheck unshared-ladder-step``).
 
     Args:
         dout: (G_z, G_kl), the gradients of z_i and KL_i, each (R, D_i).
@@ -101,8 +105,14 @@ def unshared_ladder_step_backward(dout, cache: UnsharedLadderStepCache):
     Returns:
         (dz_above, dmu_hat, dvar_hat, deps, dtd_block, dtd_head, dblock, dhead):
         z_{i+1} feeds both blocks, so dz_above is the sum of their input gradients.
+
+    ### BEGIN SOLUTION
+    In reverse: the VAE's KL step (``steps.vae_kl_step_backward``: the KL
+    term, then p's block), the sample, the merge and the top-down block.
+    ### END SOLUTION
     """
     dz, dkl = dout
+    ### BEGIN SOLUTION
     dz_kl, dmu_q, dvar_q, dz_p, dblock, dhead = steps.vae_kl_step_backward(dkl, cache.kl)
     dmu_r, dvar_r, deps = gaussian.reparameterize_backward(steps.add_if_present(dz, dz_kl),
                                                            cache.sample)
@@ -111,6 +121,7 @@ def unshared_ladder_step_backward(dout, cache: UnsharedLadderStepCache):
     dz_td, dtd_block, dtd_head = blocks.gaussian_block_backward((dmu_td, dvar_td),
                                                                 cache.inference)
     return dz_td + dz_p, dmu_hat, dvar_hat, deps, dtd_block, dtd_head, dblock, dhead
+    ### END SOLUTION
 
 
 class UnsharedLadderLayer:
