@@ -3,9 +3,13 @@
 nbmake executes the source notebooks (with ``assignments`` among the test
 paths): every test cell passes there. These tests check how the notebooks are
 stored (outputs cleared, the opening cell and its points, nbgrader's cell
-metadata, README's table) and, where nbgrader is installed, make the student
-versions with nbgrader's own preprocessors and run them: no answer is left,
-and every test cell fails on the stubs, while nothing else does.
+metadata, README's table), that each earns its points for the notebook's own
+functions only (no cell awards points for a composite or a whole model run
+on them: that is feedback), that no notebook reads another, and, where
+nbgrader is installed, make the student versions with nbgrader's own
+preprocessors and run them: no answer is left, and every test cell fails on
+the stubs (raises, or ends with a partial credit below its points), while
+nothing else does. The source notebooks, run here too, earn every point.
 """
 import ast
 import json
@@ -51,6 +55,25 @@ def _is_written(cell) -> bool:
     """A manually graded answer: markdown, solution and grade."""
     meta = _meta(cell)
     return cell["cell_type"] == "markdown" and bool(meta.get("solution")) and bool(meta.get("grade"))
+
+
+def _partial(cell) -> bool:
+    """A test cell that gives nbgrader's partial credit: it ends with ``<report>.earned``."""
+    body = ast.parse(cell["source"]).body
+    last = body[-1] if body else None
+    return (isinstance(last, ast.Expr) and isinstance(last.value, ast.Attribute)
+            and last.value.attr == "earned")
+
+
+def run_cell(source: str, scope: dict, filename: str):
+    """Execute a cell's source in ``scope``, as a kernel would; the value of its last line
+    when that is an expression (what nbgrader reads as a partial credit), else None."""
+    tree = ast.parse(source)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    exec(compile(tree, filename, "exec"), scope)
+    if last is None:
+        return None
+    return eval(compile(ast.Expression(last.value), filename, "eval"), scope)
 
 
 def _points(cells, kind) -> int:
@@ -159,8 +182,44 @@ def test_every_answer_function_is_tested_and_every_test_can_fail(path):
                 assert re.search(rf"\b{name}\b", tests), f"{path.name}: no test cell uses {name}"
         if _is_test(cell):
             tree = ast.parse(cell["source"])
-            assert any(isinstance(n, ast.Assert) for n in ast.walk(tree)), (
-                f"{path.name}: test cell {_meta(cell)['grade_id']} asserts nothing")
+            assert _partial(cell) or any(isinstance(n, ast.Assert) for n in ast.walk(tree)), (
+                f"{path.name}: test cell {_meta(cell)['grade_id']} neither asserts nor ends "
+                "with its partial credit")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_a_cell_grading_several_cases_gives_partial_credit_and_feedback_no_points(path):
+    """nbgrader gives 0 to a cell that raises or writes to stderr, else the number its last line
+    shows: a cell naming several checks ends with ``report.earned`` and raises for none."""
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        where = f"{path.name}: {_meta(cell).get('grade_id', 'a cell')}"
+        calls = [node for node in ast.walk(ast.parse(_outside(cell["source"])))
+                 if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "grade"]
+        together = [c for c in calls if any(k.arg == "together" for k in c.keywords)]
+        if _is_test(cell):
+            assert not together, f"{where}: a graded cell runs a feedback check"
+            if calls and len(ast.literal_eval(calls[0].args[0])) > 1:
+                assert _partial(cell), f"{where}: several checks, and no partial credit"
+            if _partial(cell):
+                assert not any(isinstance(n, ast.Assert)
+                               for n in ast.walk(ast.parse(_outside(cell["source"])))), (
+                    f"{where}: an assert would give 0 for what the partial credit counts")
+        elif together:  # feedback: read-only, says so, and awards nothing
+            assert _meta(cell).get("locked") and not _meta(cell).get("grade"), where
+            assert cell["source"].startswith("# Feedback, no points"), where
+            assert _meta(cell)["grade_id"].startswith("feedback_"), where
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_notebook_reads_another(path):
+    """Each assignment works when released on its own (a weekly release): nothing loads the
+    functions of another notebook."""
+    for cell in _load(path)["cells"]:
+        if cell["cell_type"] == "code":
+            assert ".ipynb" not in cell["source"], (path.name, cell["source"][:200])
+            assert "json.loads" not in cell["source"] and "exec(" not in cell["source"], path.name
 
 
 def test_readme_lists_each_assignment_with_its_points():
@@ -311,6 +370,37 @@ def test_every_case_and_function_of_the_point_table_exists():
                 assert callable(getattr(importlib.import_module(f"lvae_np.{module}"), name)), function
 
 
+def own_function_problems(assignments) -> list:
+    """Each case a cell awards points for whose own functions the notebook does not ask for."""
+    from lvae_np.gradcheck import cases
+
+    problems = []
+    for assignment in assignments:
+        for item in assignment.items:
+            for name in item.cases:
+                own = set(cases.find_case(name).functions())
+                if not own & set(assignment.functions):
+                    problems.append(f"{assignment.notebook}: {item.cell} awards points for {name}, "
+                                    f"whose own functions ({', '.join(sorted(own)) or 'none'}) "
+                                    "the notebook does not ask for")
+    return problems
+
+
+def test_a_cell_awards_points_only_for_the_notebook_s_own_functions():
+    """``grade`` runs a case with the student's functions for its own only: a composite or a
+    whole model of the student's ops would earn its points for the package's code."""
+    from lvae_np.gradcheck import points
+
+    assert own_function_problems(points.ASSIGNMENTS) == []
+    before = points.Assignment("01.ipynb", "x", ("layers.dense_backward",), (
+        points.Assigned("test_mlp_block", 2, ("mlp-nobn",)),
+        points.Assigned("test_whole_lvae", 4, ("lvae-L3-bn-analytic-beta0.5",
+                                               "lvae-L3-bn-mc-beta0.5"))))
+    found = own_function_problems([before])  # the table as it was: three cases found
+    assert len(found) == 3 and "mlp-nobn, whose own functions (blocks.mlp_backward" in found[0]
+    assert "lvae-L3-bn-analytic-beta0.5, whose own functions (none)" in found[1]
+
+
 # ----------------------------------------------------------------------------
 # The student versions, made by nbgrader
 # ----------------------------------------------------------------------------
@@ -356,22 +446,93 @@ def test_the_student_version_holds_no_answer(path, students):
             assert cell["source"].strip() == "YOUR ANSWER HERE"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_the_student_version_fails_its_test_cells_and_nothing_else(path, students, monkeypatch):
-    """Run in this process, cell by cell, as a kernel would, in the students' folder."""
-    monkeypatch.chdir(students)
-    scope = {"__name__": "__main__"}
-    failed = []
-    for number, cell in enumerate(_load(students / path.name)["cells"], start=1):
+def run_notebook(path, capsys) -> dict:
+    """Run a notebook in this process, cell by cell, as a kernel would.
+
+    Returns:
+        grade_id -> what each graded or read-only code cell gave: ``("raised", exc)``,
+        or ``("value", the value of its last line or None, what it printed, the scope)``.
+    """
+    scope, found = {"__name__": "__main__"}, {}
+    for number, cell in enumerate(_load(path)["cells"], start=1):
         if cell["cell_type"] != "code":
             continue
+        capsys.readouterr()
         try:
-            exec(compile(cell["source"], f"{path.name}:cell {number}", "exec"), scope)
+            value = run_cell(cell["source"], scope, f"{path.name}:cell {number}")
         except STUB_FAILURES as exc:
-            assert _is_test(cell), f"{path.name}: cell {number} fails on the stubs: {exc!r}"
-            failed.append(_meta(cell)["grade_id"])
+            outcome = ("raised", exc)
         else:
-            assert not _is_test(cell), (
-                f"{path.name}: test cell {_meta(cell)['grade_id']} passes without an answer")
+            outcome = ("value", value, capsys.readouterr(), scope)
+        found[_meta(cell).get("grade_id", f"cell {number}")] = outcome
+    return found
+
+
+def _earned(cell, outcome) -> float:
+    """The points nbgrader gives a test cell for ``outcome`` (as ``run_notebook`` gives it)."""
+    if outcome[0] == "raised" or outcome[2].err:
+        return 0.0
+    value = outcome[1]
+    return float(value) if _partial(cell) else float(_meta(cell)["points"])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_student_version_fails_its_test_cells_and_nothing_else(path, students, monkeypatch,
+                                                                    capsys):
+    """Run in this process, cell by cell, as a kernel would, in the students' folder."""
+    monkeypatch.chdir(students)
+    cells = {_meta(c).get("grade_id"): c for c in _load(students / path.name)["cells"]}
+    failed = []
+    for grade_id, outcome in run_notebook(students / path.name, capsys).items():
+        cell = cells.get(grade_id)
+        if cell is None or not _is_test(cell):
+            assert outcome[0] != "raised", (
+                f"{path.name}: {grade_id} fails on the stubs: {outcome[1]!r}")
+            continue
+        earned = _earned(cell, outcome)
+        assert earned == 0.0 or outcome[0] == "raised", (
+            f"{path.name}: test cell {grade_id} earns {earned} without an answer")
+        failed.append(grade_id)
     tests = [_meta(c)["grade_id"] for c in _load(path)["cells"] if _is_test(c)]
     assert failed == tests
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_source_notebook_earns_every_point(path, monkeypatch, capsys):
+    """With the answers in place, every test cell earns its points (a partial-credit cell's
+    last line equals them) and every feedback check passes: nbmake alone would not see a
+    partial-credit cell that earns less, as it raises nothing."""
+    monkeypatch.chdir(ASSIGNMENTS)
+    cells = {_meta(c).get("grade_id"): c for c in _load(path)["cells"]}
+    for grade_id, outcome in run_notebook(path, capsys).items():
+        assert outcome[0] != "raised", f"{path.name}: {grade_id} raised {outcome[1]!r}"
+        cell = cells.get(grade_id)
+        if cell is not None and _is_test(cell):
+            assert _earned(cell, outcome) == _meta(cell)["points"], (grade_id, outcome[2].out)
+        if grade_id.startswith("feedback_"):
+            assert outcome[3]["feedback"].passed, outcome[2].out
+
+
+def test_a_partial_credit_cell_earns_what_passed(capsys):
+    """The ladder-step cell of assignment 4, run with an answer right for the closed-form KL
+    only (it drops the single-sample KL's path through z): half its points, nothing raised,
+    nothing on stderr."""
+    nb = _load(ASSIGNMENTS / "04_ladder_step.ipynb")
+    answer = next(c for c in nb["cells"] if _meta(c).get("grade_id") == "ladder_step_backward")
+    source = answer["source"]
+    assert "dz = dz + dz_kl" in source
+    answer["source"] = source.replace("dz = dz + dz_kl", "dz = dz")
+    scope = {"__name__": "__main__"}
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        capsys.readouterr()
+        value = run_cell(cell["source"], scope, "04")
+        if _meta(cell).get("grade_id") == "test_ladder_step":
+            printed = capsys.readouterr()
+            assert value == 5.0 and isinstance(value, float) and printed.err == ""
+            assert "ladder-step-mc" in printed.out and "FAILED" in printed.out
+            assert _earned(cell, ("value", value, printed, scope)) == 5.0
+            break
+    else:
+        raise AssertionError("no test_ladder_step cell")

@@ -343,10 +343,10 @@ def test_both_routes_print_the_same_verdicts(capsys, monkeypatch):
         assert a.split()[0] == b.split()[0] and a.split()[-1] == b.split()[-1]
     points = {line.split()[0]: line.split()[1:-2] for line in graded[2:-2]
               if not line.startswith((" ", "blocked"))}
-    assert points == {"dense": ["3", "/", "3"], "batchnorm": ["0", "/", "6"],  # the table's
+    assert points == {"dense": ["4", "/", "4"], "batchnorm": ["0", "/", "6"],  # the table's
                       "softplus": ["-"], "gaussian-head": ["-"],  # no assignment grades these
                       "leaky-relu": ["(used)"]}  # checked first: mlp uses it
-    assert graded[-1].startswith("score 3 / 9: 3 passed, 1 failed, 1 blocked; checked first, "
+    assert graded[-1].startswith("score 4 / 10: 3 passed, 1 failed, 1 blocked; checked first, "
                                  "no points here: 1 passed")
 
 
@@ -496,22 +496,30 @@ def test_grade_selects_the_cases_named_with_those_they_use_in_order():
         grading.select(["batchnom"])
 
 
-def test_not_implemented_scores_nothing_and_grading_goes_on():
-    report = grade(["dense", "batchnorm", "sigmoid", "mlp"],
-                   using={"layers.batchnorm_backward": _stub})
+def test_not_implemented_scores_nothing_and_grading_goes_on(monkeypatch):
+    names = ["dense", "batchnorm", "sigmoid", "mlp"]
+    everything = grade(names, everything=True)
+    assert [i.points for i in everything.items] == [4, 6, 0, 2, 3]  # registry weights too
+    assert everything.score == everything.total == 15
+    # The student's stub: its own case scores nothing; mlp, graded on its own, runs the
+    # installed batch norm.
+    report = grade(names, using={"layers.batchnorm_backward": _stub})
     assert report.names() == ["dense", "batchnorm", "leaky-relu", "sigmoid", "mlp"]
     assert [report.status(n) for n in report.names()] == [
-        "passed", "not implemented", "passed", "passed", "blocked by batchnorm"]
+        "passed", "not implemented", "passed", "passed", "passed"]
     assert report.item("batchnorm").earned == 0 and not report.passed
-    # The course's points (assignments 1 and 2): dense 3, batchnorm 6; sigmoid and mlp no
+    # The course's points (assignments 1 and 2): dense 4, batchnorm 6; sigmoid and mlp no
     # assignment grades; leaky-relu is only checked first (mlp uses it), so it does not count.
     assert [(i.points, i.counted) for i in report.items] == [
-        (3, True), (6, True), (0, False), (0, True), (0, True)]
-    assert report.score == 3 and report.total == 9
+        (4, True), (6, True), (0, False), (0, True), (0, True)]
+    assert report.score == 4 and report.total == 10 and report.earned == 4.0
     assert "not implemented yet (batchnorm_backward)" in str(report)  # the name to write
-    everything = grade(["dense", "batchnorm", "sigmoid", "mlp"], everything=True)
-    assert [i.points for i in everything.items] == [3, 6, 0, 2, 3]  # registry weights too
-    assert everything.score == everything.total == 14
+    # The stub installed, as in a student's copy of the package: what uses it is blocked.
+    monkeypatch.setattr(L, "batchnorm_backward", _stub)
+    installed = grade(names)
+    assert [installed.status(n) for n in installed.names()] == [
+        "passed", "not implemented", "passed", "passed", "blocked by batchnorm"]
+    assert installed.score == 4 and "blocked by batchnorm: mlp" in str(installed)
 
 
 def test_grade_without_names_grades_the_assigned_cases_with_the_notebooks_points():
@@ -521,13 +529,13 @@ def test_grade_without_names_grades_the_assigned_cases_with_the_notebooks_points
     assert report.passed, str(report)
     counted = {i.name: i.points for i in report.items if i.counted}
     assert counted == points.CASE_POINTS
-    # The notebooks' test cells: "# 6 points" for batch norm, "# 6 points" for the two ladder
-    # steps, "# 4 points" for the two whole LVAEs; 36 of the 46 autograded points (the rest
+    # The notebooks' test cells: "# 6 points" for batch norm, "# 10 points" for the two ladder
+    # steps; no points for a whole LVAE (feedback); 36 of the 46 autograded points (the rest
     # check values in the notebooks).
     assert counted["batchnorm"] == 6 and counted["batchnorm-eval"] == 1
-    assert counted["ladder-step"] + counted["ladder-step-mc"] == 6
-    assert counted["lvae-L3-bn-mc-beta0.5"] + counted["lvae-L3-bn-analytic-beta0.5"] == 4
-    assert report.score == report.total == 36
+    assert counted["ladder-step"] + counted["ladder-step-mc"] == 10
+    assert not [name for name in counted if cases.find_case(name).kind == "model"]
+    assert report.score == report.total == 36 and report.earned == 36.0
     used = [i.name for i in report.items if not i.counted]
     assert {"mlp", "softplus", "gaussian-block"} <= set(used) and "sigmoid" not in used
     assert all(i.points == 0 for i in report.items if not i.counted)
@@ -545,12 +553,17 @@ def test_the_point_table_refuses_points_that_do_not_split():
         points.case_points((twice,))
 
 
-def test_a_stub_is_not_implemented_even_where_what_it_uses_is_not():
-    # The ladder step's own backward is a stub, and so is the merge it uses.
-    report = grade(["ladder-step"], using={"steps.ladder_step_backward": _stub,
-                                           "gaussian.merge_backward": _stub})
-    assert report.status("merge") == "not implemented"
+def test_a_stub_is_not_implemented_even_where_what_it_uses_is_not(monkeypatch):
+    # The ladder step's own backward is a stub, and so is the merge it uses: the merge is only
+    # checked first, with the installed functions, so the student's is not graded here.
+    using = {"steps.ladder_step_backward": _stub, "gaussian.merge_backward": _stub}
+    report = grade(["ladder-step"], using=using)
+    assert report.status("merge") == "passed" and not report.item("merge").counted
     assert report.status("ladder-step") == "not implemented"
+    monkeypatch.setattr(G, "merge_backward", _stub)  # a stub installed (a student's copy)
+    report = grade(["ladder-step"], using=using)
+    assert report.status("merge") == "not implemented"
+    assert report.status("ladder-step") == "not implemented"  # its own stub, not "blocked"
 
 
 @pytest.mark.parametrize("returns, sentence", [
@@ -566,13 +579,16 @@ def test_a_backward_that_breaks_the_contract_gets_one_sentence(returns, sentence
     def leaky_relu_backward(dout, cache):
         return returns(dout * 1.0)
 
-    report = grade(["leaky-relu", "mlp-nobn"],
-                   using={"layers.leaky_relu_backward": leaky_relu_backward})
+    using = {"layers.leaky_relu_backward": leaky_relu_backward}
+    report = grade(["leaky-relu", "mlp-nobn"], using=using)
     assert report.status("leaky-relu") == "failed"
-    assert report.status("mlp-nobn") == "blocked by leaky-relu"
+    assert report.status("mlp-nobn") == "passed"  # on its own: the installed leaky ReLU
     (detail,) = report.item("leaky-relu").details
     assert detail.startswith(sentence)
     assert len(str(report).splitlines()) == 8  # dense (used), leaky-relu and its one line
+    together = grade(["leaky-relu", "mlp-nobn"], using=using, together=True)
+    assert together.status("mlp-nobn") == "blocked by leaky-relu"
+    assert together.item("leaky-relu").details == [detail]
 
 
 def test_an_exception_is_one_sentence_with_the_line_that_raised():
@@ -617,7 +633,9 @@ def test_using_reaches_the_composites_and_models_built_on_the_op():
     assert grade(["dense"], using=mine, allow_package=True).passed
     calls = len(seen)
     assert calls > 0 and grade(["mlp-nobn"], using=mine, allow_package=True).passed
-    assert len(seen) > calls
+    assert len(seen) == calls  # graded on its own: the block's own functions only
+    assert grade(["mlp-nobn"], using=mine, allow_package=True, together=True).passed
+    assert len(seen) > calls  # together: the block runs the dense_backward given
     out, cache = find_case("dense").forward(*find_case("dense").inputs())
     with grading.replaced(mine):
         find_case("dense").backward(out, cache)  # the case calls through the module

@@ -92,13 +92,20 @@ def test_the_package_s_code_in_any_form_is_not_the_student_s(name):
     report = grade(["batchnorm", "mlp"], using={KEY: function})
     assert L.batchnorm_backward is PACKAGES_OWN  # never put in place, and nothing left behind
     assert report.status("batchnorm") == "not the student's code"
-    assert report.status("mlp") == "blocked by batchnorm"  # its dependents, as for a failure
+    assert report.status("mlp") == "passed"  # graded on its own, on the installed batch norm
     assert report.score == 0 and report.total == 6 and not report.passed
     (line,) = report.item("batchnorm").details  # one line saying why
     assert line.startswith(f"{KEY}: ") and why in line, line
     text = str(report)
     assert "not the student's code" in text and "\n    " + line in text
     assert len(text.splitlines()) == 9
+
+
+def test_together_the_dependents_of_a_refused_function_are_blocked():
+    report = grade(["batchnorm", "mlp"], using={KEY: L.batchnorm_backward}, together=True)
+    assert report.status("batchnorm") == "not the student's code"
+    assert report.status("mlp") == "blocked by batchnorm"  # as for a failure
+    assert report.score == report.total == 0 and report.feedback
 
 
 def test_the_student_s_own_function_is_graded():

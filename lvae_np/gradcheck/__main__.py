@@ -5,6 +5,8 @@
     python -m lvae_np.gradcheck --list           # the names (with -v, what each checks)
     python -m lvae_np.gradcheck --grade [NAMES]  # the autograder: the assigned cases, with points
     python -m lvae_np.gradcheck --grade --all    # every case of the course, with points
+    python -m lvae_np.gradcheck --grade --submission DIR   # a student's copy, DIR/lvae_np
+    python -m lvae_np.gradcheck --grade --submission DIR --together   # feedback, no points
 
 Both routes run the autograder (``grading.grade``) on the package as it is
 and print the same table (``report.py``), ``--grade`` with the points: one
@@ -12,8 +14,17 @@ row per case, checked after the cases it uses; an op that raises
 NotImplementedError is "not implemented yet" and the checks go on; a failure
 gets a few lines, and the cases built on it are listed once, as blocked by
 it. Names may be groups (``ops``, ``composites``, ``models``, a module such
-as ``layers``; see ``grading.groups``). Exit status 0 when every check
-passes, 1 when one does not, 2 for bad input (one line on stderr).
+as ``layers``; see ``grading.groups``).
+
+``--submission DIR`` grades a student's copy of the package (a release's
+folder, ``DIR/lvae_np`` with the stubs filled in) in this environment: each
+assigned function of the copy is graded on its own, on this package's
+functions for everything it builds on (``grade(..., submission=DIR)``);
+``--together`` runs all of the copy's functions together instead, as
+feedback without points.
+
+Exit status 0 when every check passes, 1 when one does not, 2 for bad input
+(one line on stderr).
 """
 from __future__ import annotations
 
@@ -72,6 +83,13 @@ def build_parser() -> Parser:
     parser.add_argument("--all", action="store_true",
                         help="with --grade: every case of the course when no names are given, "
                         "and those no assignment grades count at their registry weight")
+    parser.add_argument("--submission", metavar="DIR",
+                        help="with --grade: grade a student's copy of the package, DIR/lvae_np "
+                        "(a release's folder with the stubs filled in): each assigned function "
+                        "on its own, with this package's functions for what it builds on")
+    parser.add_argument("--together", action="store_true",
+                        help="with --submission: feedback, not points: all of the copy's "
+                        "functions in place together, composites and whole models on them")
     parser.add_argument("--seed", type=_seed, default=0,
                         help="seed of inputs and upstream gradients (an integer >= 0)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -118,11 +136,19 @@ def main(argv=None) -> int:
         return 0
     try:
         check_names(args.ops)
+        if args.submission is not None and not args.grade:
+            raise UsageError("--submission goes with --grade")
+        if args.together and args.submission is None:
+            raise UsageError("--together goes with --grade --submission DIR")
     except UsageError as exc:
         return fail(PROG, exc)
     if args.grade:
-        report = grading.grade(args.ops or None, seed=args.seed, tol=args.tol,
-                               everything=args.all)
+        try:
+            report = grading.grade(args.ops or None, seed=args.seed, tol=args.tol,
+                                   everything=args.all, submission=args.submission,
+                                   together=args.together)
+        except grading.SubmissionError as exc:
+            return fail(PROG, exc)
     else:  # the checker: every registered case, the original code's options too
         report = grading.grade(args.ops or [c.name for c in cases.CASES], seed=args.seed,
                                tol=args.tol)

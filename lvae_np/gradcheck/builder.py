@@ -5,8 +5,10 @@ well-conditioned float64 inputs, the cases it is built on (``uses``) and its
 points in a course; ``composite_case`` turns an op whose parameters come as
 dicts (a block, a head, a model's step) into one. A case calls the package's
 functions through their modules (``late``), so replacing a module's function
-(``grade(using=...)``) reaches every case and every composite built on it.
-The registry itself is ``cases.py``.
+reaches the case and every composite built on it: ``grade(using=...)``
+replaces a case's own functions (``Case.functions``) while it is checked,
+and ``grade(..., together=True)`` all of them at once. The registry itself is
+``cases.py``.
 """
 from __future__ import annotations
 
@@ -145,7 +147,9 @@ class Case:
         """The case's own functions, ``("layers.batchnorm_forward", "layers.batchnorm_backward")``.
 
         The backward's module function and its ``_forward`` partner; empty for a
-        case whose backward is no module function (a whole model).
+        case whose backward is no module function (a whole model). These, and
+        only these, are taken from ``grade``'s ``using`` when the case is graded
+        on its own.
         """
         backward = late_of(self.backward)
         if backward is None:

@@ -181,7 +181,8 @@ register(
          module="gaussian", title="KL(N(mu_q, var_q) || N(mu_p, var_p)), diagonal", points=4),
     Case("kl-standard-normal", gaussian.kl_standard_normal_forward,
          gaussian.kl_standard_normal_backward, lambda rng: _gaussians(rng, 1),
-         module="gaussian", title="KL(N(mu, var) || N(0, I))"),
+         module="gaussian", title="KL(N(mu, var) || N(0, I))",
+         uses=("kl-normal",)),  # it runs the general KL against N(0, I)
     Case("log-normal", gaussian.log_normal_forward, gaussian.log_normal_backward,
          lambda rng: [rng.normal(size=(5, 4))] + _gaussians(rng, 1),
          module="gaussian", title="log N(z; mu, var)"),

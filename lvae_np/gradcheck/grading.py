@@ -5,9 +5,10 @@ For a course, in a notebook's test cell or a test file::
     from lvae_np.gradcheck import grade
     report = grade(["batchnorm"], using={"layers.batchnorm_backward": batchnorm_backward})
     print(report)          # a short table: points and verdict per case
-    assert report.passed
+    assert report.passed   # or end the cell with ``report.earned``: partial credit
 
-and on the command line ``python -m lvae_np.gradcheck --grade [NAMES...]``.
+and on the command line ``python -m lvae_np.gradcheck --grade [NAMES...]``,
+with ``--submission DIR`` for a student's copy of the package.
 
 What it does:
 
@@ -15,16 +16,37 @@ What it does:
   (``groups``: ``ops``, ``composites``, ``models``, a module such as
   ``layers``, or ``all``); none picks the cases the course assigns
   (``points.py``). Each comes with the cases it uses (``Case.uses``),
-  checked first, in the registry's order.
-* ``using`` puts functions in place of the package's (``"layers.dense_backward"
-  -> f``) while grading, and puts the package's back afterwards, even on an
-  error. The cases, and every composite and model built on the replaced op,
-  then run the replacement: the package calls its ops through their modules.
-  Only the student's own functions are put in place (``ownership.py``): one
-  that is lvae_np's own, wraps or calls it, copies its code or, in a notebook,
-  comes from outside it, is refused and its cases get the verdict "not the
-  student's code". The package's own tests pass ``allow_package=True``; to
-  grade the package's functions as installed, give no ``using``.
+  checked first, in the registry's order, with the installed package's
+  functions.
+* Each case is graded on its own. ``using`` holds the student's functions
+  (``"layers.dense_backward" -> f``); while a case is checked, only its own
+  functions (``Case.functions``: an op's forward and backward, the ladder
+  step's ``steps.ladder_step_*``) are taken from ``using``, and everything it
+  builds on is the installed package's, put back afterwards whatever
+  happens. Under the instructor's full package (where ``nbgrader
+  autograde`` runs) that is the reference: a wrong batch norm costs the
+  batch-norm points only, and a right ladder step earns its points whatever
+  the student's merge is. In a student's copy the installed functions are
+  the copy's own, so a case built on a stub, or on a copy's function that
+  fails, is "blocked by" it.
+* ``together=True`` is feedback, not points: every function of ``using`` is
+  put in place everywhere (the package calls its ops through their modules,
+  so composites and whole models run the student's code), a case built on
+  one that did not pass is blocked by it, and the report shows "feedback"
+  where points go. The whole models (``lvae-L3-...``) are graded this way
+  only: no assignment awards points for them.
+* ``submission=DIR`` grades a student's copy of the package (a release's
+  ``DIR/lvae_np`` with the stubs filled in), loaded under a private name
+  beside lvae_np: every function an assignment asks for (``points.py``) is
+  taken from it as ``using``, and while grading, the calls its functions
+  make to the other assigned functions reach lvae_np's (the reference, or
+  with ``together`` the student's own, as put in place).
+* Only the student's own functions are graded (``ownership.py``): one that is
+  lvae_np's own, wraps or calls it, copies its code, comes from outside the
+  notebook (in a notebook) or from outside ``DIR`` (with ``submission``), is
+  refused and its case gets the verdict "not the student's code".
+  The package's own tests pass ``allow_package=True``; to grade the
+  package's functions as installed, give no ``using``.
 * Verdicts (``GradeReport.status``): ``"passed"``; ``"failed"`` (a gradient is
   wrong, or the op broke its contract: one sentence says how, e.g. a backward
   that returned None); ``"not implemented"`` (a function raises
@@ -35,10 +57,14 @@ What it does:
   listed once under the case to blame.
 * Points: the course's point table (``points.py``) gives each case an
   assignment grades its points, the same as the notebook's test cell says;
-  a case earns them when it passes. Only the cases asked for count: those
-  checked first because they are used show "-" (they count where they are
-  asked for), and so does a case no assignment grades, unless ``everything``
-  (``--grade --all``) counts it at its registry weight ``Case.points``.
+  a case earns them when it passes, and ``GradeReport.earned`` is their sum
+  (what a test cell checking several cases ends with: nbgrader's partial
+  credit). Only the cases asked for count: those checked first because they
+  are used show "(used)" (they count where they are asked for), and a case
+  no assignment grades shows "-", unless ``everything`` (``--grade --all``)
+  counts it at its registry weight ``Case.points``.
+* Warnings raised while a case runs (a NumPy overflow in a student's code)
+  are not printed: nbgrader gives no points to a cell that writes to stderr.
 """
 from __future__ import annotations
 
@@ -47,10 +73,15 @@ import contextlib
 import difflib
 import functools
 import importlib
+import importlib.util
 import inspect
+import itertools
 import os
+import sys
 import textwrap
 import traceback
+import warnings
+from pathlib import Path
 
 import numpy
 
@@ -64,6 +95,7 @@ from .report import (  # noqa: F401  (the verdicts are part of the grader's inte
     NOT_IMPLEMENTED,
     NOT_OWN,
     PASSED,
+    RESULT,
     GradeReport,
     Item,
 )
@@ -289,57 +321,202 @@ def _sentence(exc: Exception) -> str:
 
 
 # ----------------------------------------------------------------------------
+# A student's copy of the package
+# ----------------------------------------------------------------------------
+class SubmissionError(ValueError):
+    """A submission folder that cannot be graded; the message is one line."""
+
+
+_LOADED = itertools.count()  # numbers the private names of loaded copies
+
+
+def assigned_functions() -> list:
+    """Every function an assignment asks for under the package's name (``"layers.dense_backward"``),
+    in the point table's order."""
+    found = []
+    for assignment in points.ASSIGNMENTS:
+        found += [f for f in assignment.functions if "." in f and f not in found]
+    return found
+
+
+def _one_line(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class Submission:
+    """A student's copy of lvae_np, loaded as a package of its own (``_lvae_np_submission_<n>``).
+
+    Its modules import each other with relative imports, so they stay inside
+    the copy; nothing is written into its folder (no bytecode).
+
+    Attributes:
+        folder: the submission's folder (the one holding ``lvae_np/``), resolved.
+        name: the private package name it is loaded under.
+        functions: ``"layers.dense_backward"`` -> the copy's function, for every
+            assigned function (``assigned_functions``).
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder).expanduser().resolve()
+        root = self.folder / "lvae_np"
+        if not (root / "__init__.py").is_file():
+            raise SubmissionError(f"{folder} holds no lvae_np/ package (no "
+                                  f"{root / '__init__.py'}): give the folder a release wrote")
+        self.name = f"_lvae_np_submission_{next(_LOADED)}"
+        keys = assigned_functions()
+        spec = importlib.util.spec_from_file_location(
+            self.name, root / "__init__.py", submodule_search_locations=[str(root)])
+        package = importlib.util.module_from_spec(spec)
+        writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        sys.modules[self.name] = package
+        try:
+            spec.loader.exec_module(package)
+            modules = {key.rpartition(".")[0] for key in keys}
+            self.modules = {m: importlib.import_module(f"{self.name}.{m}") for m in sorted(modules)}
+        except Exception as exc:  # noqa: BLE001 (a student's file, in one line)
+            self.unload()
+            raise SubmissionError(f"{root} does not import: {_one_line(exc)}") from None
+        finally:
+            sys.dont_write_bytecode = writes
+        self.functions = {}
+        for key in keys:
+            module_name, _, name = key.rpartition(".")
+            function = getattr(self.modules[module_name], name, None)
+            if not callable(function):
+                self.unload()
+                raise SubmissionError(f"{root / (module_name.replace('.', '/') + '.py')} has no "
+                                      f"function {name}: the assignments ask for it")
+            self.functions[key] = function
+
+    def forwarding(self):
+        """While grading: the copy's modules call lvae_np's binding of every assigned function.
+
+        A context manager: each assigned function's name in the copy's module
+        becomes a forwarder to ``lvae_np.<module>.<name>`` as it is when called
+        (the reference, or a student's function put in place), and the copy's
+        own are back afterwards, whatever happens.
+        """
+        targets = []
+        for key in self.functions:
+            module_name, _, name = key.rpartition(".")
+            targets.append((self.modules[module_name], name, _forwarder(module_name, name)))
+        return swapped(targets)
+
+    def unload(self) -> None:
+        """Forget the copy's modules (``sys.modules``); the functions taken from it still work."""
+        for name in [n for n in sys.modules if n == self.name or n.startswith(self.name + ".")]:
+            del sys.modules[name]
+
+
+def _forwarder(module_name: str, name: str):
+    """A function calling ``lvae_np.<module_name>.<name>`` as it is bound when called."""
+    def forward(*args, **kwargs):
+        return getattr(importlib.import_module(f"lvae_np.{module_name}"), name)(*args, **kwargs)
+
+    forward.__name__ = forward.__qualname__ = name
+    return forward
+
+
+@contextlib.contextmanager
+def submitted(folder):
+    """The Submission in ``folder`` (None for None), forwarding while in the block, then unloaded.
+
+    Raises:
+        SubmissionError: no ``folder/lvae_np``, a copy that does not import,
+            or an assigned function missing from it (one line).
+    """
+    if folder is None:
+        yield None
+        return
+    submission = Submission(folder)
+    try:
+        with submission.forwarding():
+            yield submission
+    finally:
+        submission.unload()
+
+
+# ----------------------------------------------------------------------------
 # Grading
 # ----------------------------------------------------------------------------
 def grade_case(case: Case, blame: dict, *, seed: int, tol: float, worth: int | None = None,
-               counted: bool = True, refused: dict | None = None) -> Item:
-    """Grade one case, given the blame of those graded before (case -> cases at fault).
+               counted: bool = True, own: dict | None = None, refused: dict | None = None,
+               labels: dict | None = None) -> Item:
+    """Grade one case, given the blame of the cases it uses (case -> cases at fault).
 
     Args:
+        blame: case name -> the cases to blame for it (empty when it passed),
+            for at least every case ``case`` uses.
         worth: its points (default: ``case.points``).
         counted: whether it was asked for (its points count) or is checked first.
-        refused: ``using`` key -> why its function is not the student's (``ownership``).
+        own: ``"module.function"`` -> function, put in place of the package's
+            while this case runs (its own functions from ``using``).
+        refused: ``using`` key -> why its function is not the student's
+            (``ownership``), for the case's own functions.
+        labels: case name -> how a blocked case names it (default: its name).
+
+    Returns:
+        the Item; ``blame_of(item)`` is what it passes on to the cases using it.
     """
     item = Item(case.name, case.kind, case.points if worth is None else worth,
                 counted=counted)
     order = [c.name for c in cases.CASES]
     roots = sorted({r for u in case.uses for r in blame.get(u, ())}, key=order.index)
     mine = [refused[key] for key in case.functions() if key in (refused or {})]
-    stub = None if mine else stub_of(case)
-    if mine:
-        item.status, item.details = NOT_OWN, mine[:1]
-    elif stub is not None:
-        item.status, item.details = NOT_IMPLEMENTED, [stub]
-    elif roots:
-        item.status = f"{BLOCKED} {', '.join(roots)}"
-    else:
-        try:
-            with contract_checked(case):
-                report = case.check(seed=seed, tol=tol)
-        except NotImplementedError as exc:
-            frame = _where(exc)
-            item.status = NOT_IMPLEMENTED
-            item.details = [frame.name if frame else case.name]
-        except ContractError as exc:
-            item.status, item.details = FAILED, [str(exc)]
-        except Exception as exc:  # noqa: BLE001 (a student's error, in one sentence)
-            item.status, item.details = ERROR, [_sentence(exc)]
+    with replaced(own or {}):
+        stub = None if mine else stub_of(case)
+        if mine:
+            item.status, item.details = NOT_OWN, mine[:1]
+        elif stub is not None:
+            item.status, item.details = NOT_IMPLEMENTED, [stub]
+        elif roots:
+            item.status = f"{BLOCKED} {', '.join((labels or {}).get(r, r) for r in roots)}"
+            item.roots = roots
         else:
-            item.arguments = list(report.arguments)
-            if not report.passed:
-                item.status = FAILED
-                wrong = sorted((a for a in report.arguments if not a.passed),
-                               key=lambda a: (not a.problems, -a.max_rel_error))
-                item.details = list(report.problems) + [a.describe() for a in wrong[:WORST]]
-                if len(wrong) > WORST:
-                    item.details.append(f"... and {len(wrong) - WORST} more wrong arguments")
-    blame[case.name] = () if item.status == PASSED else (
-        roots if item.status.startswith(BLOCKED) else (case.name,))
+            _run(case, item, seed=seed, tol=tol)
     return item
 
 
-def refusals(using: dict, *, allow_package: bool = False) -> dict:
+def _run(case: Case, item: Item, *, seed: int, tol: float) -> None:
+    """Check ``case`` and write the verdict into ``item`` (warnings are not printed)."""
+    try:
+        with contract_checked(case), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            report = case.check(seed=seed, tol=tol)
+    except NotImplementedError as exc:
+        frame = _where(exc)
+        item.status = NOT_IMPLEMENTED
+        item.details = [frame.name if frame else case.name]
+    except ContractError as exc:
+        item.status, item.details = FAILED, [str(exc)]
+    except Exception as exc:  # noqa: BLE001 (a student's error, in one sentence)
+        item.status, item.details = ERROR, [_sentence(exc)]
+    else:
+        item.arguments = list(report.arguments)
+        if not report.passed:
+            item.status = FAILED
+            wrong = sorted((a for a in report.arguments if not a.passed),
+                           key=lambda a: (not a.problems, -a.max_rel_error))
+            item.details = list(report.problems) + [a.describe() for a in wrong[:WORST]]
+            if len(wrong) > WORST:
+                item.details.append(f"... and {len(wrong) - WORST} more wrong arguments")
+
+
+def blame_of(item: Item) -> tuple:
+    """The cases to blame when a case uses ``item``'s: none when it passed, its own roots
+    when it was blocked, else itself."""
+    if item.status == PASSED:
+        return ()
+    return tuple(item.roots) if item.status.startswith(BLOCKED) else (item.name,)
+
+
+def refusals(using: dict, *, allow_package: bool = False, submission: Path | None = None) -> dict:
     """``using`` key -> one line saying why its function is not the student's own, for those refused.
+
+    Args:
+        submission: the folder of a student's copy its functions come from
+            (``ownership.refusal``'s ``submission``).
 
     Raises:
         ValueError, TypeError: as ``replaced``.
@@ -349,26 +526,64 @@ def refusals(using: dict, *, allow_package: bool = False) -> dict:
         module, name = target(key)
         if not callable(function):
             raise TypeError(f"using[{key!r}] is a {type(function).__name__}, not a function")
-        why = None if allow_package else ownership.refusal(key, function, getattr(module, name))
+        why = None if allow_package else ownership.refusal(key, function, getattr(module, name),
+                                                           submission=submission)
         if why:
             found[key] = why
     return found
 
 
+def _alone(selected: list, wanted: set, mine: dict, refused: dict, worth, **check) -> list:
+    """Each case asked for with its own functions from ``mine``, on the installed package's."""
+    users = {u for case in selected for u in case.uses}
+    blame, labels, items = {}, {}, []
+    for case in selected:
+        counted = case.name in wanted
+        keys = case.functions() if counted else ()
+        own = {key: mine[key] for key in keys if key in mine}
+        theirs = {key: refused[key] for key in keys if key in refused}
+        item = grade_case(case, blame, worth=worth(case) if counted else 0, counted=counted,
+                          own=own, refused=theirs, labels=labels, **check)
+        items.append(item)
+        blame[case.name] = blame_of(item)
+        if (own or theirs) and case.name in users:  # the cases using it: on the installed one
+            installed = grade_case(case, blame, counted=False, labels=labels, **check)
+            blame[case.name] = blame_of(installed)
+            if installed.status in RESULT and installed.status not in (PASSED, item.status):
+                labels[case.name] = f"{case.name} (the package's: {RESULT[installed.status]})"
+    return items
+
+
+def _together(selected: list, wanted: set, mine: dict, refused: dict, **check) -> list:
+    """Every function of ``mine`` in place everywhere; a case blocked by a used one that failed."""
+    blame, items = {}, []
+    with replaced(mine):
+        for case in selected:
+            item = grade_case(case, blame, worth=0, counted=case.name in wanted,
+                              refused=refused, **check)
+            items.append(item)
+            blame[case.name] = blame_of(item)
+    return items
+
+
 def grade(names=None, *, using: dict | None = None, seed: int = 0, tol: float = DEFAULT_TOL,
-          everything: bool = False, allow_package: bool = False) -> GradeReport:
+          everything: bool = False, allow_package: bool = False, together: bool = False,
+          submission=None) -> GradeReport:
     """Grade registered cases: ops before the composites and models built on them.
 
     Args:
         names: case names (``"batchnorm"``, ``"ladder-step"``), group names
             (``"ops"``, ``"layers"``, see ``groups``), one or several; None for
             the cases the course's assignments grade (``points.py``). The
-            cases they use are graded too, first, without counting.
-        using: ``"module.function" -> function`` to grade in place of the
-            package's (``{"layers.batchnorm_backward": my_backward}``), for the
-            duration of the call. Each must be the student's own (see
-            ``ownership``): a refused one is not put in place, and its cases
-            score 0 as "not the student's code".
+            cases they use are checked too, first, with the installed
+            package's functions, without counting.
+        using: ``"module.function" -> function``, the student's functions
+            (``{"layers.batchnorm_backward": my_backward}``). Each case asked
+            for runs with its own functions from here in place of the
+            package's, for the duration of its check, and with the installed
+            package's for everything else. Each must be the student's own (see
+            ``ownership``): a refused one is not put in place, and its case
+            scores 0 as "not the student's code".
         seed: seed of the inputs and upstream gradients.
         tol: largest acceptable relative error (float64).
         everything: with no names, every case of the course, not only the
@@ -376,29 +591,45 @@ def grade(names=None, *, using: dict | None = None, seed: int = 0, tol: float = 
             registry weight (``Case.points``) instead of nothing.
         allow_package: accept lvae_np's own functions (and functions calling
             them) in ``using``: for the package's own tests, never for a course.
+        together: feedback, not points: every function of ``using`` is in
+            place everywhere for the whole call (composites and whole models
+            run the student's code), the cases used are checked on them too,
+            and a case built on one that did not pass is blocked by it; the
+            report has no points (``GradeReport.feedback``).
+        submission: the folder of a student's copy of the package (holding
+            ``lvae_np/``, as a release writes it): its assigned functions are
+            graded as ``using`` (``using`` given too overrides them), and the
+            calls they make to other assigned functions reach lvae_np's.
 
     Returns:
-        a GradeReport; ``print`` it for the table. Nothing is raised for a
-        wrong or missing gradient.
+        a GradeReport; ``print`` it for the table, ``earned`` for the points.
+        Nothing is raised for a wrong or missing gradient.
 
     Raises:
         cases.UnknownCaseError: an unknown case or group name.
         ValueError, TypeError: a key of ``using`` names no function of
             lvae_np, or a value is not callable.
+        SubmissionError: ``submission`` holds no ``lvae_np/``, its copy does
+            not import, or it lacks an assigned function (one line).
     """
     wanted = {c.name for c in asked(names, everything=everything)}
     selected = select(names, everything=everything)
-    using = dict(using or {})
-    refused = refusals(using, allow_package=allow_package)
-    mine = {key: function for key, function in using.items() if key not in refused}
-    blame, items = {}, []
-    with replaced(mine):
-        for case in selected:
-            counted = case.name in wanted
-            worth = points_of(case, everything=everything) if counted else 0
-            items.append(grade_case(case, blame, seed=seed, tol=tol, worth=worth,
-                                    counted=counted, refused=refused))
-    owned = {key for case in selected for key in case.functions()}
+    check = {"seed": seed, "tol": tol}
+    using_given = dict(using or {})
+    with submitted(submission) as copy:
+        using = dict(copy.functions if copy else {}, **using_given)
+        refused = refusals(using, allow_package=allow_package,
+                           submission=copy.folder if copy else None)
+        mine = {key: function for key, function in using.items() if key not in refused}
+        if together:
+            items = _together(selected, wanted, mine, refused, **check)
+        else:
+            items = _alone(selected, wanted, mine, refused,
+                           lambda case: points_of(case, everything=everything), **check)
+    graded = selected if together else [c for c in selected if c.name in wanted]
+    owned = {key for case in graded for key in case.functions()}
     items += [Item(key, "function", 0, NOT_OWN, [why]) for key, why in refused.items()
-              if key not in owned]  # refused, and no case graded here is its own
-    return GradeReport(items, seed, tol)
+              if key not in owned and key in (using_given or {})]
+    # (refused, given in using, and no case graded here is its own: a submission's
+    # functions that no case asked for grades are not reported)
+    return GradeReport(items, seed, tol, feedback=together)

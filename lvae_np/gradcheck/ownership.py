@@ -13,22 +13,28 @@ student's own, or returns None. It is not the student's when it
    (``types.FunctionType(layers.batchnorm_backward.__code__, ...)``); also
    through ``functools.partial``, ``functools.wraps`` and bound methods;
 3. is a copy of the package's function for ``key``: the same bytecode, names
-   and constants, docstring included (its source, exec'd);
+   and constants, docstring included (its source, exec'd). In a student's
+   copy of the package the docstring is the package's, less its solution
+   regions: there, the same code is a copy when the docstring still holds
+   the answer (the package's file, copied), not when the student's body
+   happens to be the package's under a docstring the release left whole;
 4. calls the package's function for ``key`` that it stands in for, held as
    a global, a default or a closure variable, itself or through helpers of
    its own, defined beside it (``ref = layers.batchnorm_backward`` before a
    wrapper);
 5. is defined outside the notebook, when ``grade`` runs in one (an IPython
    kernel: ``nbgrader autograde``, ``pytest --nbmake``, JupyterLab): in a
-   module or a file other than a cell.
+   module or a file other than a cell; or, when a student's copy of the
+   package is graded (``grade(..., submission=DIR)``), outside that copy's
+   folder ``DIR``: there, a function of the copy's own files is the student's
+   (rules 1 to 4 still hold: a copy of the package's own code is refused).
 
 A function written in a notebook cell has ``__module__ == "__main__"`` and a
 code "file" that names the cell: ipykernel (6 and later, under IPython 8 and
 9) compiles a cell as ``<tmp>/ipykernel_<pid>/<hash>.py``, a file that does
 not exist; the terminal IPython as ``<ipython-input-<n>-<hash>>``. Source
-exec'd from the notebook, as assignment 4 loads the functions of assignments
-1 to 3, has a pseudo-file such as ``<string>`` and no module: also the
-student's.
+a notebook exec's itself has a pseudo-file such as ``<string>`` and no
+module: also the student's.
 
 The package's own tests grade package functions with ``allow_package=True``
 (no refusal at all), or without ``using`` (the package as installed).
@@ -108,6 +114,15 @@ def same_code(a: types.CodeType, b: types.CodeType) -> bool:
     return True
 
 
+ANSWER_MARK = "### " + "BEGIN SOLUTION"  # what a docstring of the instructor's package holds
+
+
+def answer_in_docstring(function) -> bool:
+    """Whether ``function``'s docstring holds a solution region (only the instructor's package has
+    them: a release cuts them)."""
+    return ANSWER_MARK in (getattr(function, "__doc__", None) or "")
+
+
 def _is(value, package: str) -> bool:
     """Whether calling ``value`` runs the package's function ``package``
     (``"lvae_np.layers.batchnorm_backward"``): itself, or a partial or wrapper of it."""
@@ -183,7 +198,19 @@ def _outside_notebook(function: types.FunctionType) -> str | None:
     return None
 
 
-def refusal(key: str, function, original=None, *, notebook: bool | None = None) -> str | None:
+def _outside_folder(function: types.FunctionType, folder) -> str | None:
+    """Where ``function`` was defined, when that is not a file inside ``folder``; else None."""
+    filename = function.__code__.co_filename
+    if filename and not filename.startswith("<"):
+        path = os.path.realpath(os.path.abspath(filename))
+        if path.startswith(os.path.realpath(os.path.abspath(folder)) + os.sep):
+            return None
+        return path
+    return filename or "an unknown file"
+
+
+def refusal(key: str, function, original=None, *, notebook: bool | None = None,
+            submission=None) -> str | None:
     """One line saying why ``function``, given for ``key``, is not the student's own; None if it is.
 
     Args:
@@ -193,26 +220,37 @@ def refusal(key: str, function, original=None, *, notebook: bool | None = None) 
             copies of it when it is the package's own.
         notebook: whether to require that it comes from the notebook (default:
             whether this runs in an IPython kernel, ``in_notebook()``).
+            Not asked with ``submission``.
+        submission: the folder of a student's copy of the package that the
+            function comes from (``grade(..., submission=DIR)``): it must be
+            defined in a file inside it.
     """
     for layer in layers_of(function):
         found = package_name(layer)
         if found:
             what = (found if layer is function
                     else f"a {type(function).__name__} around {found}")
-            return (f"{key}: {what} is lvae_np's own code, not yours: "
-                    "write the function in the notebook")
+            return (f"{key}: {what} is lvae_np's own code, not yours: write the function "
+                    + ("in your copy of the package" if submission is not None
+                       else "in the notebook"))
     inner = python_function(function)
     if inner is None:
         return f"{key}: a {type(function).__name__} is not a function you wrote in Python"
     original_code = getattr(original, "__code__", None)
     if (package_name(original) and isinstance(original_code, types.CodeType)
-            and same_code(inner.__code__, original_code)):
+            and same_code(inner.__code__, original_code)
+            and (submission is None or answer_in_docstring(inner))):
         return f"{key}: {inner.__name__} is a copy of lvae_np's own {key}, not one you wrote"
     name = _reaches(inner, f"lvae_np.{key.removeprefix('lvae_np.')}", set())
     if name:
         return (f"{key}: {inner.__name__} calls lvae_np's own {key} ({name}), "
                 "so its result is not yours")
-    if notebook if notebook is not None else in_notebook():
+    if submission is not None:
+        where = _outside_folder(inner, submission)
+        if where:
+            return (f"{key}: {inner.__name__} is defined in {where}, not in the submission "
+                    f"{submission}")
+    elif notebook if notebook is not None else in_notebook():
         where = _outside_notebook(inner)
         if where:
             return (f"{key}: {inner.__name__} is defined in {where}, not in this notebook: "

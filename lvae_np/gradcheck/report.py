@@ -8,6 +8,11 @@ op that is not written yet, a wrong op and the cases built on it read alike
 on both routes. One row per case (the largest relative error of its
 arguments; ``verbose`` adds a row per argument); a failure's few lines under
 its row; the cases blocked by the same failure, in one wrapped line.
+
+``report.earned`` is the points earned, a float: a notebook's test cell that
+checks several cases ends with it, and nbgrader takes that value as the
+cell's partial credit. A feedback report (``grade(..., together=True)``)
+shows "feedback" where the points go and earns nothing.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class Item:
         counted: asked for, so its points count; False for a case checked
             first because one asked for uses it.
         arguments: the engine's ArgumentReports of its check, when it ran.
+        roots: for a blocked case, the cases to blame, in the registry's order.
     """
 
     name: str
@@ -48,6 +54,7 @@ class Item:
     details: list = field(default_factory=list)
     counted: bool = True
     arguments: list = field(default_factory=list)
+    roots: list = field(default_factory=list)
 
     @property
     def earned(self) -> int:
@@ -79,11 +86,19 @@ def _error(value: float) -> str:
 
 @dataclass
 class GradeReport:
-    """What ``grade`` found: one Item per graded case, in the order graded."""
+    """What ``grade`` found: one Item per graded case, in the order graded.
+
+    Attributes:
+        items: the Items.
+        seed, tol: what the checks ran with.
+        feedback: graded together (``grade(..., together=True)``): verdicts
+            without points.
+    """
 
     items: list
     seed: int = 0
     tol: float = DEFAULT_TOL
+    feedback: bool = False
 
     @property
     def passed(self) -> bool:
@@ -92,7 +107,14 @@ class GradeReport:
 
     @property
     def score(self) -> int:
+        """The points earned (an int; see ``earned``)."""
         return sum(item.earned for item in self.items)
+
+    @property
+    def earned(self) -> float:
+        """The points earned, as a float: the value a test cell checking several cases ends
+        with, which nbgrader takes as the cell's partial credit (0 for a feedback report)."""
+        return float(self.score)
 
     @property
     def total(self) -> int:
@@ -127,7 +149,7 @@ class GradeReport:
         """
         shown = [i for i in self.items if not i.status.startswith(BLOCKED)]
         width = max([len(i.name) for i in shown] + [4])
-        header = (f"{'case':<{width}}" + ("   points" if points else "")
+        header = (f"{'case':<{width}}" + (f"  {'points':>{self._worth_width}}" if points else "")
                   + f"  {'max rel error':>13}  result")
         rule = "-" * max(len(header), 60)
         lines = [header, rule]
@@ -150,13 +172,13 @@ class GradeReport:
         result, details = RESULT[item.status], item.details
         if item.status == NOT_IMPLEMENTED:  # the function's name fits on the row
             result, details = f"{result} ({', '.join(details)})", []
-        worth = ("(used)" if not item.counted else "-" if not item.points
-                 else f"{item.earned:>2} / {item.points:<2}")
-        row = f"{item.name:<{width}}" + (f"  {worth:>7}" if points else "")
+        worth = ("(used)" if not item.counted else "feedback" if self.feedback
+                 else "-" if not item.points else f"{item.earned:>2} / {item.points:<2}")
+        row = f"{item.name:<{width}}" + (f"  {worth:>{self._worth_width}}" if points else "")
         rows = [f"{row}  {_error(item.max_rel_error):>13}  {result}"]
         rows += [f"    {d}" for d in details]
         if verbose:
-            indent = width + (9 if points else 0) - 4
+            indent = width + (self._worth_width + 2 if points else 0) - 4
             for a in item.arguments:
                 err = "n/a" if a.problems else f"{a.max_rel_error:.2e}"
                 rows.append(f"    {a.name:<{indent}}  {err:>13}  {'ok' if a.passed else 'FAIL'}")
@@ -170,15 +192,20 @@ class GradeReport:
             return f"{done} of {len(self.items)} cases passed{rest} {where}"
         asked = [i for i in self.items if i.counted]
         first = [i for i in self.items if not i.counted]
-        text = (f"score {self.score} / {self.total}" if self.total
+        text = ("feedback, no points" if self.feedback
+                else f"score {self.score} / {self.total}" if self.total
                 else "no points (no assignment grades these cases)")
         text += f": {_said(_counts(asked))}" if asked else ""
         text += f"; checked first, no points here: {_said(_counts(first))}" if first else ""
         return f"{text} {where}"
 
+    @property
+    def _worth_width(self) -> int:
+        return 8 if self.feedback else 7
+
     def __str__(self) -> str:
         return self.render()
 
     def __repr__(self) -> str:
-        return (f"<GradeReport score {self.score} / {self.total}: "
-                f"{'passed' if self.passed else 'not passed'}>")
+        what = "feedback" if self.feedback else f"score {self.score} / {self.total}"
+        return f"<GradeReport {what}: {'passed' if self.passed else 'not passed'}>"
