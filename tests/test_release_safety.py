@@ -15,11 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from lvae_np.course import markers
 from lvae_np.course.release import MANIFEST, SOURCE
 
 from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
 
-PARTS = ("lvae_np", "assignments", "tutorials", "README.md", "pyproject.toml")
+# What a clone holds that a release reads: the package, the notebooks, and the data and
+# published runs the tutorials read (release.NOTEBOOK_FILES; the rest of results/ is not needed).
+PARTS = ("lvae_np", "assignments", "tutorials", "README.md", "pyproject.toml", "data/mnist",
+         "data/README.md", "results/experiments/mnist-headline/runs",
+         "results/experiments/off-switch/offswitch.json")
 IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", ".pytest_cache",
                                 "*.egg-info", "*.pyc")
 BAD = "tutorials/03_training_warmup_batchnorm.ipynb"
@@ -33,6 +38,7 @@ def _copy_tree(target: Path) -> Path:
         if source.is_dir():
             shutil.copytree(source, target / name, ignore=IGNORE)
         else:
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target / name)
     (target / ".git").mkdir()
     (target / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
@@ -221,12 +227,20 @@ def test_a_release_writes_a_manifest_and_tells_the_true_counts(pristine, first_r
     released = sorted(p for p in manifest["files"] if p.endswith(".ipynb"))
     assert released == sorted(f"{f}/{n}" for f, names in books.items() for n in names)
 
+    read = [p for p in manifest["files"] if p.startswith(("data/", "results/"))]
+    assert read and manifest["notebooks"] == released
+
     out = first_release.parent / "again"
     proc = _release(["--out", str(out)], pristine, cwd=pristine.parent)
     assert proc.returncode == 0, proc.stderr
-    assert (f"10 notebooks (5 in assignments/, 5 in tutorials/), {len(manifest['files'])} "
-            "files") in proc.stdout
-    assert proc.stdout.startswith(f"wrote {out.resolve()}: lvae_np with 10 functions to write")
+    assert (f"10 notebooks (5 in assignments/, 5 in tutorials/), {len(read)} data files they "
+            f"read, {len(manifest['files'])} files") in proc.stdout
+    stubs = sum(len(markers.marked_functions(p.read_text(), str(p)))
+                for p in (pristine / "lvae_np").rglob("*.py")
+                if markers.BEGIN in p.read_text())
+    assert stubs >= 10
+    assert proc.stdout.startswith(f"wrote {out.resolve()}: lvae_np with {stubs} functions to "
+                                  "write")
 
 
 # ----------------------------------------------------------------------------
