@@ -26,10 +26,13 @@ from lvae_np.models import Model, ModelConfig  # noqa: E402
 # concatenation (fast.running_averages) instead of 6 operations per layer; softplus and the
 # Bernoulli likelihood reusing their forward's exp(-|x|) in backward; through_floor without a
 # zeros array; batch norm's backward dividing by -N instead of negating; KL terms computing
-# (mu_q - mu_p)^2 and 0.5 * G once; the loss reusing the objective's batch mean.
-PINNED = {"lvae": {"kernels": 1219, "views": 259, "syncs": 0},
-          "vae": {"kernels": 1143, "views": 259, "syncs": 0}}
-PINNED_PER_ARRAY = {"lvae": 2382, "vae": 2306}
+# (mu_q - mu_p)^2 and 0.5 * G once; the loss reusing the objective's batch mean. Then 16 more,
+# 1,235 and 1,159: the top layer's KL against N(0, I) runs the general Gaussian KL with zeros
+# and ones as the prior (gaussian.kl_standard_normal_*), so that the course's student copy
+# holds no second closed form of the assigned KL.
+PINNED = {"lvae": {"kernels": 1235, "views": 259, "syncs": 0},
+          "vae": {"kernels": 1159, "views": 259, "syncs": 0}}
+PINNED_PER_ARRAY = {"lvae": 2398, "vae": 2322}
 
 
 @pytest.mark.parametrize("kind", ["lvae", "vae"])

@@ -23,7 +23,7 @@ from lvae_np.course import markers
 from lvae_np.course.release import PACKAGE, release
 from lvae_np.gradcheck import points
 
-from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
+from conftest import needs_nbgrader  # noqa: E402
 
 # A released file is searched when its name ends so; notebooks are searched cell by cell.
 TEXT_SUFFIXES = (".py", ".md", ".txt", ".toml", ".cfg", ".rst", ".ipynb")

@@ -363,6 +363,10 @@ class Submission:
         if not (root / "__init__.py").is_file():
             raise SubmissionError(f"{folder} holds no lvae_np/ package (no "
                                   f"{root / '__init__.py'}): give the folder a release wrote")
+        if root.resolve() == Path(ownership.PACKAGE_DIR):
+            raise SubmissionError(f"{root} is the lvae_np running this grader (run from inside "
+                                  f"{folder}?): grade it from the instructor's environment, "
+                                  "outside the submission's folder")
         self.name = f"_lvae_np_submission_{next(_LOADED)}"
         keys = assigned_functions()
         spec = importlib.util.spec_from_file_location(

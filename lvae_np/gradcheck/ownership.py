@@ -237,7 +237,12 @@ def refusal(key: str, function, original=None, *, notebook: bool | None = None,
     if inner is None:
         return f"{key}: a {type(function).__name__} is not a function you wrote in Python"
     original_code = getattr(original, "__code__", None)
+    # A copy: the same code as the package's function for key, where that is the instructor's
+    # (its docstring holds the answer's region; in a student's copy, installed, the package's
+    # function is the student's own). From a submission, only its file copied counts: its
+    # docstring kept the region.
     if (package_name(original) and isinstance(original_code, types.CodeType)
+            and answer_in_docstring(original)
             and same_code(inner.__code__, original_code)
             and (submission is None or answer_in_docstring(inner))):
         return f"{key}: {inner.__name__} is a copy of lvae_np's own {key}, not one you wrote"
