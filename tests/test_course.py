@@ -307,6 +307,9 @@ def released(tmp_path_factory) -> Path:
 def test_the_release_has_the_package_notebooks_and_a_readme(released):
     assert (released / "lvae_np" / "layers.py").is_file()
     assert (released / "pyproject.toml").is_file()
+    # the instructor's notes on the source notebooks (answers, hidden checks) stay behind
+    assert (SOURCE / "assignments" / "README.md").is_file()
+    assert not (released / "assignments" / "README.md").exists()
     readme = (released / "README.md").read_text()
     assert "python -m lvae_np.gradcheck --grade" in readme and "pip install -e" in readme
     for name in ("batchnorm_backward", "merge_backward", "ladder_step_backward"):

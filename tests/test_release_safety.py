@@ -199,11 +199,11 @@ def test_force_replaces_an_unchanged_release_and_its_bytecode(clone, earlier):
     cache = earlier / "lvae_np" / "__pycache__"
     cache.mkdir()
     (cache / "layers.cpython-312.pyc").write_bytes(b"\x00bytecode")
-    (clone / "assignments" / "README.md").write_text("new text\n")  # the source moved on
+    (clone / "tutorials" / "README.md").write_text("new text\n")  # the source moved on
     proc = _release(["--out", str(earlier), "--force"], clone, cwd=clone.parent)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"replaced the release in {earlier.resolve()}: ")
-    assert (earlier / "assignments" / "README.md").read_text() == "new text\n"
+    assert (earlier / "tutorials" / "README.md").read_text() == "new text\n"
     assert not cache.exists()
     manifest = json.loads((earlier / MANIFEST).read_text())
     files = {p: h for p, h in _snapshot(earlier).items() if p != MANIFEST and h != "dir"}

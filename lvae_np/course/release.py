@@ -6,7 +6,8 @@
   through nbgrader's own preprocessors, as ``nbgrader generate_assignment``
   runs them (solution regions replaced by stubs, hidden tests removed,
   outputs cleared, grade cells locked, checksums computed); other files of
-  those folders are copied. ``tutorials=False`` leaves the tutorials out
+  those folders are copied, but for the instructor's notes
+  (``INSTRUCTOR_ONLY``: ``assignments/README.md``). ``tutorials=False`` leaves the tutorials out
   (and what only they read), ``assignments`` releases only the assignments
   it names, without the tutorials (a weekly release); the package copy is
   the same in every case;
@@ -75,6 +76,11 @@ NOTEBOOK_FILES = {
     "tutorials/05_latent_hierarchy.ipynb": MNIST + tuple(
         HEADLINE + name for name in ("config.json", "metrics.csv", "kl_units.csv")),
 }
+
+# Files of the notebook folders that stay with the instructor: the assignments' README describes
+# the source notebooks (their answers, their hidden checks, how to grade); the release's own
+# README.md tells the students what they need.
+INSTRUCTOR_ONLY = {Path("assignments") / "README.md"}
 
 # nbgrader's limit on one cell's run time (nbgrader's default, 30 s, is too short: autograding
 # tutorial 03 stopped at CellTimeoutError). The slowest cell of the notebooks, tutorial 03's
@@ -261,7 +267,8 @@ def release_notebooks(out: Path, source: Path = SOURCE, notebooks=None) -> list:
     for folder in folders:
         for path in sorted((source / folder).rglob("*")):
             rel = path.relative_to(source)
-            if path.is_dir() or skipped(rel) or (path.suffix == ".ipynb" and rel not in chosen):
+            if (path.is_dir() or skipped(rel) or rel in INSTRUCTOR_ONLY
+                    or (path.suffix == ".ipynb" and rel not in chosen)):
                 continue
             target = Path(out) / rel
             if path.suffix == ".ipynb":
