@@ -8,7 +8,8 @@ student README lists), refuses what is not the student's code with
 ``ownership`` and reports with ``report``. It grades each case on its own
 (the student's functions for the case's own, the installed package's for the
 rest), all of them together as feedback (``together=True``), or a student's
-copy of the package (``submission=DIR``, ``--grade --submission DIR``). The engine uses nothing of lvae_np but its array helpers.
+copy of the package (``submission=DIR``, ``--grade --submission DIR``), which
+``submission`` loads. The engine uses nothing of lvae_np but its array helpers.
 Importing ``lvae_np.gradcheck`` loads only the engine, whose public names it
 re-exports::
 
