@@ -100,7 +100,9 @@ def markdown(rows: list, seeds) -> str:
              + ", ".join(map(str, seeds)),
              "",
              "Each run's evaluation (`lvae_np.evaluate`, L_5000 on the same 1000 test images "
-             "drawn with seed 0, batch-norm statistics re-collected over the training set). "
+             "drawn with seed 0, batch-norm statistics re-collected over the training set: as "
+             "the mean of its batches' statistics, or in one pass for the preset, as its "
+             "released code does). "
              "Units: units with KL > 0.01 nats in z1..z5 (their count above z1). Share: the "
              "share of the test KL above z1. LVAE - VAE: the paired difference in L_5000 "
              "(its standard error). Verdicts: holds when every seed agrees (L_5000: beyond two "
