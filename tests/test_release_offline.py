@@ -32,6 +32,8 @@ from lvae_np.training.runs import KL_UNITS, METRICS
 
 from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
 
+EVAL = "eval-test-k5000-subset1000-seed0.json"   # the headline runs' evaluation (tutorial 05)
+
 # A file name in a notebook's source: what a notebook reads or writes by name.
 FILE_NAME = re.compile(r"^[\w.-]+\.(?:json|csv|npz|npy|txt|gz|pkl|pt)$")
 # The package's loaders of a dataset, and the files each needs (lvae_np.data).
@@ -189,13 +191,19 @@ def test_the_release_ships_the_data_and_runs_the_notebooks_read(whole):
     # The tutorials that load MNIST and read the published runs are in this release.
     assert {"data/mnist/train-images-idx3-ubyte", "data/mnist/t10k-images-idx3-ubyte"} \
         <= want["data"]
-    headline = [p for p in want["results"] if "/mnist-headline/runs/" in p]
+    headline = [p for p in want["results"]
+                if "/mnist-headline/runs/" in p or "/mnist-headline-orig/runs/" in p]
     runs = {Path(p).parent.name for p in headline}
-    assert len(runs) == 6 and {Path(p).name for p in headline} == {
-        "config.json", METRICS, KL_UNITS}
+    # Six runs of the paper form and six of the original-code preset, four records each.
+    assert len(runs) == 12 and len(headline) == 48 and {Path(p).name for p in headline} == {
+        "config.json", METRICS, KL_UNITS, EVAL}
     assert set(want["results"]) - set(headline) == {
         "results/experiments/off-switch/offswitch.json"}          # tutorial 03's records
-    assert not any("eval-test" in p for p in _files(whole))  # what no notebook reads stays out
+    # What no notebook reads stays out: other evaluations, the runs' logs, other experiments.
+    results = [p for p in _files(whole) if p.startswith("results/")]
+    assert results and not any(p.endswith(("train.log", "status.json")) or "headbn" in p
+                               or "choices" in p or ("eval-test" in p and not p.endswith(EVAL))
+                               for p in results)
 
 
 @needs_nbgrader

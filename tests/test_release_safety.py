@@ -24,6 +24,7 @@ from conftest import HAVE_NBGRADER, needs_nbgrader  # noqa: E402,F401
 # published runs the tutorials read (release.NOTEBOOK_FILES; the rest of results/ is not needed).
 PARTS = ("lvae_np", "assignments", "tutorials", "README.md", "pyproject.toml", "data/mnist",
          "data/README.md", "results/experiments/mnist-headline/runs",
+         "results/experiments/mnist-headline-orig/runs",
          "results/experiments/off-switch/offswitch.json")
 IGNORE = shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints", ".pytest_cache",
                                 "*.egg-info", "*.pyc")

@@ -65,16 +65,19 @@ INSTALL_HINT = "pip install -e .[course]"
 # DIR/assignments), a notebook finds them there: lvae_np.data looks in the data/ folder beside
 # the pyproject.toml of the lvae_np it imports (DIR's, installed with pip install -e), and
 # tutorial 05 looks for results/ in its folder and every folder above. The published runs are
-# shipped file by file: the three records tutorial 05 reads of each run, nothing else.
+# shipped file by file: the four records tutorial 05 reads of each run (of the paper form's
+# headline and of the original-code preset's), nothing else.
 # tests/test_release_offline.py checks this table against what the notebooks' sources read.
 MNIST = ("data/README.md", "data/mnist/*.gz")     # the loader's files, and where they come from
-HEADLINE = "results/experiments/mnist-headline/runs/*/"
+HEADLINES = ("results/experiments/mnist-headline/runs/*/",
+             "results/experiments/mnist-headline-orig/runs/*/")
+RUN_RECORDS = ("config.json", "metrics.csv", "kl_units.csv", "eval-test-k5000-subset1000-seed0.json")
 NOTEBOOK_FILES = {
     "tutorials/01_ladder_inference.ipynb": MNIST,
     "tutorials/03_training_warmup_batchnorm.ipynb": MNIST + (
         "results/experiments/off-switch/offswitch.json",),
     "tutorials/05_latent_hierarchy.ipynb": MNIST + tuple(
-        HEADLINE + name for name in ("config.json", "metrics.csv", "kl_units.csv")),
+        runs + name for runs in HEADLINES for name in RUN_RECORDS),
 }
 
 # Files of the notebook folders that stay with the instructor: the assignments' README describes
