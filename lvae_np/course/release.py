@@ -71,7 +71,8 @@ INSTALL_HINT = "pip install -e .[course]"
 MNIST = ("data/README.md", "data/mnist/*.gz")     # the loader's files, and where they come from
 HEADLINES = ("results/experiments/mnist-headline/runs/*/",
              "results/experiments/mnist-headline-orig/runs/*/")
-RUN_RECORDS = ("config.json", "metrics.csv", "kl_units.csv", "eval-test-k5000-subset1000-seed0.json")
+RUN_RECORDS = ("config.json", "metrics.csv", "kl_units.csv",
+               "eval-test-k5000-subset1000-seed0.json")   # the evaluation: L_5000 per image
 NOTEBOOK_FILES = {
     "tutorials/01_ladder_inference.ipynb": MNIST,
     "tutorials/03_training_warmup_batchnorm.ipynb": MNIST + (
