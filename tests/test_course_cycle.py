@@ -240,12 +240,17 @@ def autograded(released, answers, work) -> dict:
     return scores
 
 
+def assert_route_scores(scores: dict, route: str, what: str) -> None:
+    """Each student's points per notebook and item, by ``route``, are the point table's."""
+    got = {(name, route): {nb: sum(items.values()) for nb, items in by_nb.items()}
+           for name, by_nb in scores.items()}
+    print(f"\n\n{route}{what}:\n\n{table(got)}\n")
+    for name, by_nb in scores.items():
+        assert by_nb == expected(name, route), name
+
+
 def test_nbgrader_autograde_gives_the_point_table_s_scores(autograded):
-    got = {(name, AUTOGRADE): {nb: sum(cells.values()) for nb, cells in by_nb.items()}
-           for name, by_nb in autograded.items()}
-    print(f"\n\n{AUTOGRADE}, autograded points (written answers aside):\n\n{table(got)}\n")
-    for name, by_nb in autograded.items():
-        assert by_nb == expected(name, AUTOGRADE), name
+    assert_route_scores(autograded, AUTOGRADE, ", autograded points (written answers aside)")
 
 
 # ----------------------------------------------------------------------------
@@ -282,11 +287,7 @@ def graded(submissions) -> dict:
 
 
 def test_grade_submission_gives_the_point_table_s_scores(graded):
-    got = {(name, GRADE): {nb: sum(cases.values()) for nb, cases in by_nb.items()}
-           for name, by_nb in graded.items()}
-    print(f"\n\n{GRADE} (the cases the cells grade by name):\n\n{table(got)}\n")
-    for name, by_nb in graded.items():
-        assert by_nb == expected(name, GRADE), name
+    assert_route_scores(graded, GRADE, " (the cases the cells grade by name)")
 
 
 def test_the_command_line_grades_a_submission_as_grade_does(submissions, graded):
